@@ -1,0 +1,36 @@
+"""Timing helpers shared by the benchmarks: medians of repeated runs and the machine's matmul peak.
+
+Benchmarks report ratios against a reference measured in the same run, never absolute targets.
+"""
+import time
+
+import numpy as np
+
+
+def time_call(fn, repeats=5, warmup=1):
+    """Median wall time in seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def numpy_matmul_peak(n=1024, dtype=np.float32, repeats=5):
+    """Measured numpy matmul throughput in FLOP/s on (n, n) @ (n, n): the ceiling a step can reach."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    seconds = time_call(lambda: a @ b, repeats=repeats, warmup=2)
+    return 2.0 * n ** 3 / seconds
+
+
+def print_rows(title, rows):
+    """Print ``rows`` (a list of (label, value) pairs) under ``title`` as an aligned table."""
+    print(title)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")

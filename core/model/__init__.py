@@ -1,0 +1,1 @@
+"""Captioning models: numpy CaptioningRNN (rnn, lstm) and torch CaptioningTransformer."""
