@@ -1,0 +1,295 @@
+"""Load, check, sample and save captioning data in the CS231n ``coco_captioning`` layout.
+
+The same layout holds COCO and the generated shapes world. A dataset directory holds
+``coco2014_captions.h5`` ({train,val}_captions (N, T) and {train,val}_image_idxs (N,)), ``coco2014_vocab.json``
+(idx_to_word, word_to_idx), ``{split}2014_vgg16_fc7_pca.h5`` and ``{split}2014_vgg16_fc7.h5`` (dataset
+``features``, (M, 512) and (M, F)) and ``{split}2014_urls.txt`` (M lines), for split in train and val.
+Every file is checked on load; bad data raises ``UserError`` with one line naming the file and the fix.
+The vocabulary helpers live in ``core.caption_vocab`` and are re-exported here for the classic import path.
+
+Dimension legend: N captions in a split, T ids per caption (17), M images in a split, D feature width
+(512 after PCA, F = 4096 for raw VGG16 fc7), B minibatch size, V vocabulary size.
+"""
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from core.caption_vocab import build_vocab, check_vocab, decode_captions, encode_captions
+from core.errors import UserError
+
+__all__ = ["load_coco_data", "sample_coco_minibatch", "LazyFeatures", "save_captions_h5", "save_vocab_json",
+           "build_vocab", "encode_captions", "decode_captions", "features_file", "urls_file", "CAPTIONS_FILE",
+           "VOCAB_FILE", "SPLITS"]
+
+CAPTIONS_FILE = "coco2014_captions.h5"
+VOCAB_FILE = "coco2014_vocab.json"
+SPLITS = ("train", "val")
+GET_DATASETS_HINT = "run `bash core/datasets/get_datasets.sh` or use the default shapes dataset"
+
+
+def features_file(split, pca_features):
+    """The file name of a split's image features."""
+    return f"{split}2014_vgg16_fc7{'_pca' if pca_features else ''}.h5"
+
+
+def urls_file(split):
+    """The file name of a split's image URL list."""
+    return f"{split}2014_urls.txt"
+
+
+class LazyFeatures:
+    """Rows of an HDF5 feature matrix, read from disk only when indexed.
+
+    Behaves like a read-only (M, F) float array for ``.shape``, ``.dtype``, ``len`` and indexing by an
+    int, a slice, or an integer array (any order, repeats allowed). The file stays open so that each
+    minibatch costs one read; pickling reopens it by path (for data-loader worker processes).
+    """
+
+    def __init__(self, path, key="features"):
+        self.path, self.key = Path(path), key
+        self._file = h5py.File(self.path, "r")
+        self._data = self._file[key]
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        """Rows ``index`` as an in-memory array; an integer array of shape (B,) gives shape (B, F)."""
+        if isinstance(index, (int, np.integer, slice)):
+            return self._data[index]
+        if isinstance(index, tuple):
+            raise IndexError("LazyFeatures indexes rows only; select columns on the returned array")
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        if not np.issubdtype(index.dtype, np.integer):
+            raise IndexError(f"feature rows must be indexed by integers, got dtype {index.dtype}")
+        rows = np.where(index < 0, index + len(self), index)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"feature row index out of range for {len(self)} rows in {self.path}")
+        # h5py reads only strictly increasing row lists: read each distinct row once, then reorder.
+        unique, inverse = np.unique(rows.ravel(), return_inverse=True)
+        block = self._data[unique] if unique.size else np.empty((0,) + self.shape[1:], self.dtype)
+        return block[inverse].reshape(rows.shape + self.shape[1:])  # (*index.shape, F)
+
+    def close(self):
+        self._file.close()
+
+    def __getstate__(self):
+        return {"path": self.path, "key": self.key}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["key"])
+
+    def __repr__(self):
+        return f"LazyFeatures({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _require_file(path):
+    if not path.is_file():
+        raise UserError(f"missing file {path}; {GET_DATASETS_HINT}")
+
+
+def _open_h5(path):
+    _require_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise UserError(f"cannot read HDF5 file {path} ({err}); delete it and rebuild or re-download it") from err
+
+
+def _h5_dataset(h5, key):
+    if key not in h5:
+        raise UserError(f"{h5.filename} has no dataset {key!r}; re-download or rebuild the dataset")
+    return h5[key]
+
+
+def _read_captions(base_dir):
+    """The caption ids and image indices of both splits, all read from one file open."""
+    path = base_dir / CAPTIONS_FILE
+    arrays = {}
+    with _open_h5(path) as h5:
+        for split in SPLITS:
+            captions = _h5_dataset(h5, f"{split}_captions")[()]
+            idxs = _h5_dataset(h5, f"{split}_image_idxs")[()]
+            if captions.ndim != 2 or not np.issubdtype(captions.dtype, np.integer):
+                raise UserError(f"{path}: {split}_captions must be a 2-D integer array, got shape "
+                                f"{captions.shape} {captions.dtype}; rebuild the dataset")
+            if idxs.shape != captions.shape[:1] or not np.issubdtype(idxs.dtype, np.integer):
+                raise UserError(f"{path}: {split}_image_idxs must be integers of shape ({captions.shape[0]},), "
+                                f"got {idxs.shape} {idxs.dtype}; rebuild the dataset")
+            if idxs.size and idxs.min() < 0:
+                raise UserError(f"{path}: {split}_image_idxs has negative entries; rebuild the dataset")
+            arrays[f"{split}_captions"] = captions.astype(np.int32, copy=False)
+            arrays[f"{split}_image_idxs"] = idxs.astype(np.int32, copy=False)
+    return arrays
+
+
+def _read_vocab(base_dir):
+    path = base_dir / VOCAB_FILE
+    _require_file(path)
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        word_to_idx, idx_to_word = vocab["word_to_idx"], vocab["idx_to_word"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read vocabulary {path} ({err!r}); re-download or rebuild the dataset") from err
+    try:
+        check_vocab(word_to_idx, idx_to_word)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UserError(f"{path}: {err}; re-download or rebuild the dataset") from err
+    return word_to_idx, idx_to_word
+
+
+def _read_features(base_dir, split, pca_features):
+    """A split's features: an in-memory (M, 512) float32 array, or a LazyFeatures of shape (M, F)."""
+    path = base_dir / features_file(split, pca_features)
+    with _open_h5(path) as h5:
+        data = _h5_dataset(h5, "features")
+        if data.ndim != 2 or not np.issubdtype(data.dtype, np.floating):
+            raise UserError(f"{path}: features must be a 2-D float array, got shape {data.shape} {data.dtype}; "
+                            "rebuild the dataset")
+        if pca_features:
+            return data[()].astype(np.float32, copy=False)
+    return LazyFeatures(path)
+
+
+def _read_urls(base_dir, split):
+    path = base_dir / urls_file(split)
+    _require_file(path)
+    try:
+        return np.array(path.read_text(encoding="utf-8").splitlines(), dtype=str)
+    except UnicodeDecodeError as err:
+        raise UserError(f"cannot read URL list {path} ({err}); re-download or rebuild the dataset") from err
+
+
+def _check_split(data, base_dir, split, pca_features):
+    """Cross-file consistency of one split: image indices, feature rows and URL lines agree."""
+    features_path = base_dir / features_file(split, pca_features)
+    rows = len(data[f"{split}_features"])
+    idxs = data[f"{split}_image_idxs"]
+    if idxs.size and idxs.max() >= rows:
+        raise UserError(f"{features_path} has {rows} rows but {CAPTIONS_FILE} refers to image {idxs.max()}; "
+                        "the files come from different datasets: re-download or rebuild")
+    if len(data[f"{split}_urls"]) != rows:
+        raise UserError(f"{base_dir / urls_file(split)} has {len(data[f'{split}_urls'])} lines but "
+                        f"{features_path} has {rows} rows; re-download or rebuild the dataset")
+    captions = data[f"{split}_captions"]
+    if captions.size and (captions.min() < 0 or captions.max() >= len(data["idx_to_word"])):
+        raise UserError(f"{base_dir / CAPTIONS_FILE}: {split}_captions holds ids outside the "
+                        f"{len(data['idx_to_word'])}-word vocabulary of {VOCAB_FILE}; re-download or rebuild")
+
+
+def _subsample_train(data, max_train, seed):
+    num_train = data["train_captions"].shape[0]
+    if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)) or not 0 < max_train <= num_train:
+        raise UserError(f"max_train must be an integer in 1..{num_train} (the training captions), got {max_train!r}")
+    keep = np.sort(np.random.default_rng(seed).choice(num_train, max_train, replace=False))
+    data["train_captions"] = data["train_captions"][keep]
+    data["train_image_idxs"] = data["train_image_idxs"][keep]
+
+
+def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0):
+    """Load a dataset directory in the CS231n layout, checking every file.
+
+    Inputs:
+    - base_dir: the dataset directory.
+    - max_train: if given, keep this many training captions, drawn without replacement by ``seed``
+      (kept in file order); image indices stay aligned and features/URLs stay whole.
+    - pca_features: True for the (M, 512) PCA features in memory; False for the raw (M, F) features
+      as a ``LazyFeatures`` that reads only the rows a minibatch asks for.
+    - seed: seed of the ``max_train`` subsample.
+
+    Returns a dict with:
+    - train_captions, val_captions: int32 arrays of shape (N, T).
+    - train_image_idxs, val_image_idxs: int32 arrays of shape (N,), rows into the split's features/URLs.
+    - train_features, val_features: float32 of shape (M, 512), or LazyFeatures of shape (M, F).
+    - train_urls, val_urls: str arrays of shape (M,).
+    - word_to_idx: dict word -> id; idx_to_word: list of V words.
+    - base_dir: the directory as a Path.
+    """
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        raise UserError(f"dataset directory {base_dir} not found; {GET_DATASETS_HINT}")
+    data = _read_captions(base_dir)
+    data["word_to_idx"], data["idx_to_word"] = _read_vocab(base_dir)
+    for split in SPLITS:
+        data[f"{split}_features"] = _read_features(base_dir, split, pca_features)
+        data[f"{split}_urls"] = _read_urls(base_dir, split)
+        _check_split(data, base_dir, split, pca_features)
+    if max_train is not None:
+        _subsample_train(data, max_train, seed)
+    data["base_dir"] = base_dir
+    return data
+
+
+def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):
+    """Draw a minibatch of captions (distinct within the batch) with their image features and URLs.
+
+    Inputs:
+    - data: the dict from ``load_coco_data``.
+    - batch_size: B, at most the number of captions in the split.
+    - split: "train" or "val".
+    - rng: np.random.Generator to draw from; None means a fresh unseeded generator (not reproducible).
+
+    Returns:
+    - captions: int32 array of shape (B, T).
+    - features: float32 array of shape (B, D).
+    - urls: str array of shape (B,).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = np.random.default_rng() if rng is None else rng
+    num_captions = data[f"{split}_captions"].shape[0]
+    if not 0 < batch_size <= num_captions:
+        raise ValueError(f"batch_size must be in 1..{num_captions} for split {split!r}, got {batch_size}")
+    mask = rng.choice(num_captions, batch_size, replace=False)
+    image_idxs = data[f"{split}_image_idxs"][mask]
+    features = np.asarray(data[f"{split}_features"][image_idxs], dtype=np.float32)
+    return data[f"{split}_captions"][mask], features, data[f"{split}_urls"][image_idxs]
+
+
+@contextmanager
+def _atomic_path(path):
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_captions_h5(path, arrays):
+    """Write ``arrays`` (dict name -> array, e.g. train_captions of shape (N, T)) to an HDF5 file atomically."""
+    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for name, array in arrays.items():
+            h5.create_dataset(name, data=np.asarray(array))
+
+
+def save_vocab_json(path, word_to_idx, idx_to_word):
+    """Write the vocabulary JSON of the layout atomically, after checking the two mappings agree."""
+    check_vocab(word_to_idx, idx_to_word)
+    with _atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"idx_to_word": list(idx_to_word), "word_to_idx": dict(word_to_idx)}),
+                       encoding="utf-8")

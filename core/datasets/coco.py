@@ -1,0 +1,113 @@
+"""Install the CS231n COCO captioning data (VGG16 fc7 features, PCA features, captions, vocabulary, URLs).
+
+The archive is the one the classic CS231n ``get_datasets.sh`` fetches. Its publisher gives no checksum
+and we found none published, so none is built in: what is verified is the zip's own CRCs, the list of
+files it must hold, and every check of ``load_coco_data`` on the extracted files, before the dataset
+directory appears. Pass ``--sha256`` to pin the archive once you know its digest.
+
+Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive]
+"""
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from core.coco_utils import CAPTIONS_FILE, SPLITS, VOCAB_FILE, features_file, load_coco_data, urls_file
+from core.datasets import default_data_dir
+from core.datasets.download import download, safe_extract_zip
+from core.errors import UserError
+
+COCO_CAPTIONING_URL = "http://cs231n.stanford.edu/coco_captioning.zip"
+ARCHIVE_TOP = "coco_captioning"
+EXPECTED_FILES = (CAPTIONS_FILE, VOCAB_FILE) + tuple(
+    name for split in SPLITS for name in (features_file(split, True), features_file(split, False), urls_file(split)))
+
+
+def check_archive(archive):
+    """Raise UserError unless ``archive`` is an intact zip holding every expected file under its top folder."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
+            bad_member = zf.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise UserError(f"{archive} is not a readable zip archive ({err}); delete it and run again") from err
+    if bad_member is not None:
+        raise UserError(f"{archive}: member {bad_member} fails its CRC check; delete the archive and run again")
+    missing = [name for name in EXPECTED_FILES if f"{ARCHIVE_TOP}/{name}" not in names]
+    if missing:
+        raise UserError(f"{archive} lacks {', '.join(missing)} under {ARCHIVE_TOP}/; check --url")
+
+
+def check_dataset(base_dir):
+    """Run the loader's checks on both feature variants (the raw features are opened lazily, not read)."""
+    for data in (load_coco_data(base_dir, pca_features=True), load_coco_data(base_dir, pca_features=False)):
+        for split in SPLITS:
+            close = getattr(data[f"{split}_features"], "close", None)
+            if close is not None:
+                close()
+
+
+def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, keep_archive=False):
+    """Download, verify and extract the COCO captioning data into ``target_dir``; return it as a Path.
+
+    A ``target_dir`` that already passes the loader's checks is left as it is. The archive is downloaded
+    beside ``target_dir`` (an interrupted download resumes on the next run) and deleted after a
+    successful install unless ``keep_archive``. Nothing appears at ``target_dir`` unless every check passes.
+    """
+    target_dir = Path(target_dir)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise UserError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
+        try:
+            check_dataset(target_dir)
+        except UserError as err:
+            raise UserError(f"{target_dir} exists but is not a complete dataset ({err}); "
+                            "remove it and run again") from err
+        print(f"{target_dir} already holds the COCO captioning data")
+        return target_dir
+    archive = download(url, target_dir.parent / f"{ARCHIVE_TOP}.zip", sha256=sha256, desc="coco_captioning.zip")
+    check_archive(archive)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.install.", dir=target_dir.parent))
+    try:
+        extracted = safe_extract_zip(archive, staging / "archive") / ARCHIVE_TOP
+        try:
+            check_dataset(extracted)
+        except UserError as err:
+            raise UserError(f"{archive} does not hold a valid dataset ({err}); delete it and check --url") from err
+        extracted.replace(target_dir)
+    finally:
+        shutil.rmtree(staging)
+    if not keep_archive:
+        archive.unlink()
+    print(f"installed the COCO captioning data in {target_dir}")
+    return target_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m core.datasets.coco",
+                                     description="Download and install the CS231n COCO captioning data.")
+    parser.add_argument("--dir", type=Path, default=default_data_dir(ARCHIVE_TOP),
+                        help="dataset directory to create (default: core/datasets/coco_captioning)")
+    parser.add_argument("--url", default=COCO_CAPTIONING_URL, help="URL of the coco_captioning.zip archive")
+    parser.add_argument("--sha256", default=None,
+                        help="expected SHA-256 of the archive (none is published; without it the zip CRCs, "
+                             "file list and dataset checks still run)")
+    parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zip after installing")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        install_coco_captioning(args.dir, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
