@@ -1,0 +1,135 @@
+"""Checkpoint files: parameters, optimizer state and a JSON ``meta`` record, written atomically.
+
+No pickled objects: numpy models go to ``.npz`` (read with ``allow_pickle=False``), the Transformer to ``.pt``
+holding only tensors and plain containers (read with ``torch.load(..., weights_only=True)``). ``meta`` carries
+everything else as JSON: model type and config, vocabulary, data settings, epoch/iteration/step, best metric,
+history and generator states.
+"""
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+FORMAT_VERSION = 1
+NUMPY_SUFFIX = ".npz"
+TORCH_SUFFIX = ".pt"
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_numpy_checkpoint(path, meta, params, optim_state):
+    """Save a numpy model. params: name -> array; optim_state: name -> {key: array or number}."""
+    arrays = {"meta": np.array(json.dumps(meta))}
+    arrays.update({f"param/{name}": value for name, value in params.items()})
+    for name, config in optim_state.items():
+        arrays.update({f"optim/{name}/{key}": np.asarray(value) for key, value in config.items()})
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_numpy_checkpoint(path):
+    """Returns (meta, params, optim_state) as saved by ``save_numpy_checkpoint``."""
+    path = _existing(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            params, optim_state = {}, {}
+            for key in archive.files:
+                kind, _, rest = key.partition("/")
+                if kind == "param":
+                    params[rest] = archive[key]
+                elif kind == "optim":
+                    name, _, field = rest.rpartition("/")
+                    value = archive[key]
+                    optim_state.setdefault(name, {})[field] = value.item() if value.ndim == 0 else value
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"checkpoint {path} is corrupt or not a checkpoint of this project ({_short(err)})") from None
+    return _checked_meta(meta, path), params, optim_state
+
+
+def save_torch_checkpoint(path, meta, tensors):
+    """Save a torch model. tensors: a dict of state_dicts and tensors (model, optimizer, rng states)."""
+    import torch
+
+    payload = dict(tensors, meta=json.dumps(meta))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_torch_checkpoint(path, map_location="cpu"):
+    """Returns (meta, tensors) as saved by ``save_torch_checkpoint``; refuses anything but plain weights."""
+    import torch
+
+    path = _existing(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        meta = json.loads(payload.pop("meta"))
+    except Exception as err:  # torch raises many types for corrupt or pickled-object files
+        raise UserError(f"checkpoint {path} is corrupt or not a weights-only checkpoint of this project "
+                        f"({_short(err)})") from None
+    return _checked_meta(meta, path), payload
+
+
+def save_training_state(path, meta, state):
+    """Save an updater's ``state()`` with ``meta``; the suffix of ``path`` picks the format."""
+    if Path(path).suffix == NUMPY_SUFFIX:
+        save_numpy_checkpoint(path, meta, state["params"], state["optim"])
+    else:
+        save_torch_checkpoint(path, meta, state)
+
+
+def load_training_state(path):
+    """Returns (meta, state) for ``updater.load_state(state)``, from either kind of checkpoint."""
+    if Path(path).suffix == NUMPY_SUFFIX:
+        meta, params, optim_state = load_numpy_checkpoint(path)
+        return meta, {"params": params, "optim": optim_state}
+    return load_torch_checkpoint(path)
+
+
+def load_checkpoint_meta(path):
+    """The meta record of either kind of checkpoint."""
+    path = Path(path)
+    if path.suffix == NUMPY_SUFFIX:
+        return load_numpy_checkpoint(path)[0]
+    if path.suffix == TORCH_SUFFIX:
+        return load_torch_checkpoint(path)[0]
+    raise UserError(f"checkpoint {path} should end in {NUMPY_SUFFIX} or {TORCH_SUFFIX}")
+
+
+def _existing(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    return path
+
+
+def _checked_meta(meta, path):
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"checkpoint {path} has an unknown format (expected format_version {FORMAT_VERSION})")
+    return meta
+
+
+def _short(err):
+    return str(err).splitlines()[0][:160] if str(err) else type(err).__name__

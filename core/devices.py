@@ -1,0 +1,16 @@
+"""Choosing the torch device from a ``--device`` flag (numpy models always run on the CPU)."""
+from core.errors import UserError
+
+
+def pick_device(name="auto"):
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent fallback."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device name: use auto, cpu or cuda[:N]") from None

@@ -1,0 +1,193 @@
+"""The one training loop for every model: epochs, minibatches, validation, best model, checkpoints, resume.
+
+The model-specific part (how a step computes gradients and updates) lives in an updater from
+``core.updaters``. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
+updater's full state plus the position in the run, so an interrupted and resumed run takes exactly the
+steps an uninterrupted one takes.
+"""
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.checkpoint import FORMAT_VERSION, atomic_write, load_training_state, save_training_state
+from core.errors import UserError
+from core.plotting import plot_loss
+from core.updaters import learning_rate
+
+
+@dataclass
+class SolverConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    val_captions: int = 2560  # captions scored for the per-epoch validation loss (0: all of them)
+    seed: int = 0
+    max_iterations: int = 0  # stop after this many steps in all (0: no limit); --dry-run uses 1
+    progress: bool = True
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Solver:
+    """Trains ``updater``'s model on ``data`` (the dict of ``core.coco_utils.load_coco_data``).
+
+    Writes into ``out_dir``: ``last<suffix>`` (resumable, every epoch and on Ctrl-C), ``best<suffix>`` (lowest
+    validation loss), ``history.json`` and ``loss.png``. ``meta`` (model type, config, vocabulary, data
+    settings) is stored in every checkpoint beside the run's position and history.
+    """
+
+    def __init__(self, updater, data, config, optim_config, out_dir, meta, suffix):
+        self.updater, self.data, self.config, self.optim_config = updater, data, config, optim_config
+        self.out_dir, self.meta, self.suffix = Path(out_dir), meta, suffix
+        self.num_train = data["train_captions"].shape[0]
+        self.iterations_per_epoch = math.ceil(self.num_train / config.batch_size)
+        self.total_steps = config.epochs * self.iterations_per_epoch
+        if config.max_iterations:
+            self.total_steps = min(self.total_steps, config.max_iterations)
+        val_rng = np.random.default_rng([config.seed, 1])
+        num_val = data["val_captions"].shape[0]
+        keep = config.val_captions if 0 < config.val_captions < num_val else num_val
+        self.val_idx = np.sort(val_rng.choice(num_val, keep, replace=False))
+        self.step, self.history = 0, _new_history(self.iterations_per_epoch)
+        self.best_val_loss, self.best_epoch = math.inf, -1
+        self._stop = threading.Event()
+
+    @property
+    def last_path(self):
+        return self.out_dir / f"last{self.suffix}"
+
+    @property
+    def best_path(self):
+        return self.out_dir / f"best{self.suffix}"
+
+    def request_stop(self):
+        """Ask the loop to save a resumable checkpoint after the current step and stop (what Ctrl-C does)."""
+        self._stop.set()
+
+    def resume(self, path=None):
+        """Continue from a checkpoint written by this class (default: ``last<suffix>`` in ``out_dir``)."""
+        path = Path(path or self.last_path)
+        meta, state = load_training_state(path)
+        for key in ("model_type", "model_config", "idx_to_word"):
+            if meta.get(key) != self.meta.get(key):
+                raise UserError(f"checkpoint {path} differs from this run in its {key}: resume with the options "
+                                "it was trained with, or write to another --out")
+        run = meta.get("run", {})
+        if run.get("batch_size") != self.config.batch_size or run.get("num_train") != self.num_train:
+            raise UserError(f"checkpoint {path} was trained with batch size {run.get('batch_size')} on "
+                            f"{run.get('num_train')} captions; resume with the same --batch-size and --num_samples")
+        self.updater.load_state(state)
+        self.step, self.history = run["step"], run["history"]
+        self.best_epoch = run["best_epoch"]
+        self.best_val_loss = math.inf if run["best_val_loss"] is None else run["best_val_loss"]
+
+    def train(self):
+        """Run to the configured end; returns the history dict. Ctrl-C saves ``last`` and raises KeyboardInterrupt."""
+        previous = _install_sigint(self._stop)
+        try:
+            while self.step < self.total_steps:
+                epoch, first = divmod(self.step, self.iterations_per_epoch)
+                if not self._train_epoch(epoch, first):
+                    self._save(self.last_path)
+                    raise KeyboardInterrupt
+        finally:
+            _restore_sigint(previous)
+        return self.history
+
+    def _train_epoch(self, epoch, first):
+        """One epoch from iteration ``first``; returns False when stopped early on request."""
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.num_train)
+        last = min(self.iterations_per_epoch, self.total_steps - epoch * self.iterations_per_epoch)
+        bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="it",
+                   disable=not self.config.progress, leave=False, dynamic_ncols=True)
+        start = time.perf_counter()
+        for it in bar:
+            idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
+            lr = learning_rate(self.optim_config, self.step, epoch, self.total_steps)
+            loss = self.updater.train_step(*self._batch("train", idx), lr)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}, step {self.step + 1}; the last "
+                                       f"good checkpoint is kept in {self.out_dir}: lower --lr and --resume")
+            self.history["train_loss"].append(loss)
+            self.step += 1
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if self._stop.is_set():
+                return False
+        bar.close()
+        if it + 1 == self.iterations_per_epoch or self.step == self.total_steps:
+            self._end_epoch(epoch, time.perf_counter() - start)
+        return True
+
+    def _end_epoch(self, epoch, seconds):
+        val_loss = self.validation_loss()
+        n = self.iterations_per_epoch
+        train_losses = self.history["train_loss"][epoch * n:(epoch + 1) * n]
+        self.history["epoch_train_loss"].append(float(np.mean(train_losses)))
+        self.history["epoch_val_loss"].append(val_loss)
+        self.history["epoch_seconds"].append(seconds)
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = val_loss, epoch
+            self._save(self.best_path)
+        self._save(self.last_path)
+        self._write_history()
+        if self.config.progress:
+            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: train loss {self.history['epoch_train_loss'][-1]:.4f}"
+                       f"  val loss {val_loss:.4f}  ({seconds:.1f} s)")
+
+    def validation_loss(self):
+        """Mean loss over the fixed validation subset, batch by batch (weighted by batch size)."""
+        total, count = 0.0, 0
+        for start in range(0, len(self.val_idx), self.config.batch_size):
+            idx = self.val_idx[start:start + self.config.batch_size]
+            total += self.updater.eval_loss(*self._batch("val", idx)) * len(idx)
+            count += len(idx)
+        return total / count
+
+    def _batch(self, split, idx):
+        captions = self.data[f"{split}_captions"][idx]
+        features = self.data[f"{split}_features"][self.data[f"{split}_image_idxs"][idx]]
+        return features, captions
+
+    def _save(self, path):
+        best = None if math.isinf(self.best_val_loss) else self.best_val_loss  # JSON has no infinity
+        run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
+               "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history,
+               "solver": asdict(self.config), "optim": asdict(self.optim_config)}
+        meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
+        save_training_state(path, meta, self.updater.state())
+
+    def _write_history(self):
+        history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
+        atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+        plot_loss(self.history, self.out_dir / "loss.png", title=self.meta.get("title"))
+
+
+def _new_history(iterations_per_epoch):
+    return {"train_loss": [], "epoch_train_loss": [], "epoch_val_loss": [], "epoch_seconds": [],
+            "iterations_per_epoch": iterations_per_epoch}
+
+
+def _install_sigint(stop):
+    """Ctrl-C sets ``stop`` instead of raising mid-update; a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous):
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)

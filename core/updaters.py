@@ -1,0 +1,155 @@
+"""The two ways to update a model inside the one training loop.
+
+``NumpyUpdater`` drives the numpy models: ``loss -> (loss, grads)``, clipping by global norm, an update rule from
+``core.optim``. ``TorchUpdater`` drives the Transformer: autograd, AdamW, clipping, mixed precision on CUDA.
+Both expose the same methods, so ``core.solver.Solver`` never asks which one it holds:
+
+    loss = updater.train_step(features, captions, lr)      # features (N, D), captions (N, T): numpy
+    loss = updater.eval_loss(features, captions)
+    state = updater.state(); updater.load_state(state)      # parameters + optimizer state, for checkpoints
+    params = updater.snapshot()                             # a copy of the parameters, for the best model
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import optim
+
+
+@dataclass
+class OptimConfig:
+    update_rule: str = "adam"  # numpy: sgd, sgd_momentum, rmsprop, adam; the Transformer always uses AdamW
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # AdamW's decoupled decay (Transformer only)
+    grad_clip: float = 5.0  # max global gradient norm; 0 turns clipping off
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine: to min_lr_ratio * lr at the last step; exponential: lr_decay per epoch
+    lr_decay: float = 0.95
+    min_lr_ratio: float = 0.05
+
+    def __post_init__(self):
+        if self.schedule not in ("cosine", "exponential", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}: use cosine, exponential or constant")
+
+
+def learning_rate(config, step, epoch, total_steps):
+    """The learning rate at a global step: linear warm-up, then the configured decay."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.schedule == "exponential":
+        decay = config.lr_decay ** epoch
+    elif config.schedule == "cosine":
+        progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+        decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        decay = 1.0
+    return config.lr * warmup * decay
+
+
+class NumpyUpdater:
+    """Updates a numpy model (``params`` dict, ``loss -> (loss, grads)``) with a rule from ``core.optim``."""
+
+    def __init__(self, model, config):
+        if config.update_rule not in optim.UPDATE_RULES:
+            raise ValueError(f"unknown update rule {config.update_rule!r}: use one of {sorted(optim.UPDATE_RULES)}")
+        self.model, self.config = model, config
+        self.rule = optim.UPDATE_RULES[config.update_rule]
+        self.optim_state = {name: {} for name in model.params}
+
+    def train_step(self, features, captions, lr):
+        loss, grads = self.model.loss(features, captions)
+        if not np.isfinite(loss):
+            return float(loss)
+        if self.config.grad_clip > 0:
+            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+            if norm > self.config.grad_clip:
+                scale = self.config.grad_clip / (norm + 1e-6)
+                grads = {name: g * scale for name, g in grads.items()}
+        for name, w in self.model.params.items():
+            state = self.optim_state[name]
+            state["learning_rate"] = lr
+            self.model.params[name], self.optim_state[name] = self.rule(w, grads[name], state)
+        return float(loss)
+
+    def eval_loss(self, features, captions):
+        return float(self.model.loss(features, captions)[0])
+
+    def snapshot(self):
+        return {name: w.copy() for name, w in self.model.params.items()}
+
+    def state(self):
+        return {"params": self.snapshot(), "optim": self.optim_state}
+
+    def load_state(self, state):
+        self.model.params.update({name: np.asarray(w) for name, w in state["params"].items()})
+        self.optim_state = {name: dict(state["optim"].get(name, {})) for name in self.model.params}
+
+
+class TorchUpdater:
+    """Updates a torch model with AdamW, clipping by global norm, bf16/fp16 autocast on CUDA."""
+
+    def __init__(self, model, config, device):
+        import torch
+
+        self.torch, self.model, self.config, self.device = torch, model, config, device
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+        self.amp_dtype = None
+        if device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _tensors(self, features, captions):
+        torch = self.torch
+        features = torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
+        captions = torch.as_tensor(np.asarray(captions, dtype=np.int64), device=self.device)
+        return features, captions
+
+    def _loss(self, features, captions):
+        with self.torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.model.loss(*self._tensors(features, captions))
+
+    def train_step(self, features, captions, lr):
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self._loss(features, captions)
+        if not self.torch.isfinite(loss):
+            return float(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def eval_loss(self, features, captions):
+        self.model.eval()
+        with self.torch.no_grad():
+            return float(self._loss(features, captions))
+
+    def snapshot(self):
+        return {name: t.detach().to("cpu", copy=True) for name, t in self.model.state_dict().items()}
+
+    def state(self):
+        # The generator state makes dropout after a resume identical to an uninterrupted run.
+        state = {"params": self.snapshot(), "optim": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": self.torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = self.torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state(self, state):
+        self.model.load_state_dict(state["params"])
+        if state.get("optim"):
+            self.optimizer.load_state_dict(state["optim"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            self.torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            self.torch.cuda.set_rng_state(state["cuda_rng"], self.device)
