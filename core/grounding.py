@@ -1,0 +1,235 @@
+"""Checking shapes-world captions against the scenes they describe.
+
+The generated world knows every object exactly, so a caption's claims can be verified instead of only
+compared with reference sentences. ``parse_caption`` reads a caption with the grammar of
+``core.datasets.shapes_spec``; ``grounding_metrics`` scores many captions against their scenes.
+
+What a caption claims, and how each claim is scored (all figures are micro-averaged over captions):
+- Objects. Each noun phrase is a mention ``(colour, shape)``; either may be None (``a circle``,
+  ``two red things``, ``three shapes``). A caption's mentions are reduced to a set of keys.
+  * precision: a key is correct iff some object of the scene has every attribute the key names.
+    Keys naming neither colour nor shape (``three shapes``) say nothing about identity and are skipped.
+  * recall: the share of the scene's distinct ``(colour, shape)`` pairs named by a caption with both
+    words. A partial mention such as ``a circle`` cannot say which circle, so it earns no recall.
+  * f1: harmonic mean of the two micro-averaged figures.
+- hallucination_rate: share of captions with at least one key (as for precision) matching no object,
+  in the spirit of CHAIR-i.
+- count_accuracy: a mention with a numeral (``one``, ``two``, ``three``; the article ``a`` is not a count
+  claim) is right iff exactly that many objects match it: ``two red circles`` needs exactly two red
+  circles, ``three shapes`` exactly three objects.
+- relation_accuracy: ``A left of B`` is right iff some object matching A and a different object
+  matching B satisfy it: left ``a.x < b.x``, right ``a.x > b.x``, above ``a.y < b.y``, below ``a.y > b.y``
+  (x to the right, y downwards). A phrase matching no object makes the claim wrong.
+- size_accuracy: a mention with a size word whose other attributes match some object is right iff one
+  of those objects has that size. Mentions matching no object are left to the hallucination figures.
+An accuracy over zero claims is NaN; the ``n_*`` entries give the number of claims behind each figure.
+"""
+from collections import Counter
+from dataclasses import dataclass
+
+from core.datasets.shapes_spec import (
+    COLOURS, COUNT_WORDS, GENERIC_NOUNS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
+)
+from core.errors import UserError
+
+# Articles -> the number they imply. They are not count claims: "a red circle" stays true when the
+# scene holds two red circles, while "one red circle" does not.
+ARTICLES = {"a": 1, "an": 1, "the": None}
+NUMERALS = {word: n for n, words in COUNT_WORDS.items() for word in words if word not in ARTICLES}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One noun phrase: canonical colour/shape/size (None where the phrase does not say) and count.
+
+    ``count`` is the number the phrase states (``a``/``one`` -> 1, ``two`` -> 2), None without a
+    determiner; ``counted`` is True only for numerals, the phrases that make a count claim.
+    """
+    colour: str | None
+    shape: str | None
+    size: str | None = None
+    count: int | None = None
+    counted: bool = False
+
+    def matches(self, obj):
+        """True iff the scene object ``obj`` (a scene dict entry) has every attribute this names."""
+        return all(want is None or obj.get(key) == want for key, want in
+                   (("colour", self.colour), ("shape", self.shape), ("size", self.size)))
+
+
+@dataclass(frozen=True)
+class Relation:
+    """The claim ``a <relation> b`` with relation one of shapes_spec.RELATION_WORDS's keys."""
+    a: Mention
+    relation: str
+    b: Mention
+
+
+@dataclass(frozen=True)
+class ParsedCaption:
+    """Every mention of a caption in reading order, and the relations stated between them."""
+    mentions: tuple
+    relations: tuple
+
+
+# Noun -> canonical shape, singular and plural alike; generic nouns ("things") name no shape.
+NOUNS = {word: shape for shape, forms in SHAPE_NOUNS.items() for nouns in forms for word in nouns}
+NOUNS.update({word: None for nouns in GENERIC_NOUNS for word in nouns})
+SIZE_OF_WORD = {word: size for size, words in SIZE_WORDS.items() for word in words}
+# Longest word sequences first so that "to the left of" is not read as a bare "left of".
+RELATION_SEQUENCES = sorted(((tuple(seq), rel) for rel, seqs in RELATION_WORDS.items() for seq in seqs),
+                            key=lambda item: -len(item[0]))
+
+
+def _read_phrase(words, noun_pos, floor):
+    """The mention ending at ``words[noun_pos]`` and the index where its phrase starts.
+
+    Walks left over the optional ``[article|count] [size] colour`` in that order, never past
+    ``floor`` (the end of the previous phrase), so phrases never overlap.
+    """
+    shape = NOUNS[words[noun_pos]]
+    start = noun_pos
+    colour = size = count = None
+    counted = False
+    if start - 1 >= floor and words[start - 1] in COLOURS:
+        start -= 1
+        colour = words[start]
+    if start - 1 >= floor and words[start - 1] in SIZE_OF_WORD:
+        start -= 1
+        size = SIZE_OF_WORD[words[start]]
+    if start - 1 >= floor and (words[start - 1] in ARTICLES or words[start - 1] in NUMERALS):
+        start -= 1
+        counted = words[start] in NUMERALS
+        count = NUMERALS[words[start]] if counted else ARTICLES[words[start]]
+    return Mention(colour, shape, size, count, counted), start
+
+
+def _relation_before(gap):
+    """The canonical relation that the words ``gap`` between two phrases end with, else None."""
+    for sequence, relation in RELATION_SEQUENCES:
+        if tuple(gap[len(gap) - len(sequence):]) == sequence:
+            return relation
+    return None
+
+
+def parse_caption(caption):
+    """Read a shapes-world caption into its mentions and relation claims.
+
+    Unknown words are skipped, so model output with stray or repeated words parses without error.
+
+    Inputs:
+    - caption: str, lower-case words separated by spaces.
+
+    Returns:
+    - ParsedCaption with ``mentions`` (tuple of Mention) and ``relations`` (tuple of Relation).
+    """
+    words = caption.lower().split()
+    mentions, relations = [], []
+    prev_end = 0
+    for pos, word in enumerate(words):
+        if word not in NOUNS:
+            continue
+        mention, start = _read_phrase(words, pos, prev_end)
+        relation = _relation_before(words[prev_end:start]) if mentions else None
+        if relation is not None:
+            relations.append(Relation(mentions[-1], relation, mention))
+        mentions.append(mention)
+        prev_end = pos + 1
+    return ParsedCaption(tuple(mentions), tuple(relations))
+
+
+def _holds(relation, a, b):
+    """True iff objects ``a`` and ``b`` (scene dicts) satisfy ``a <relation> b``."""
+    if relation == "left":
+        return a["x"] < b["x"]
+    if relation == "right":
+        return a["x"] > b["x"]
+    if relation == "above":
+        return a["y"] < b["y"]
+    if relation == "below":
+        return a["y"] > b["y"]
+    raise ValueError(f"unknown relation {relation!r}")
+
+
+def relation_holds(claim, objects):
+    """True iff some object matching ``claim.a`` and a different one matching ``claim.b`` satisfy it."""
+    return any(_holds(claim.relation, a, b)
+               for i, a in enumerate(objects) if claim.a.matches(a)
+               for j, b in enumerate(objects) if j != i and claim.b.matches(b))
+
+
+def _identity_keys(parsed):
+    """The caption's distinct (colour, shape) keys, generic phrases naming neither left out."""
+    return {(m.colour, m.shape) for m in parsed.mentions if (m.colour, m.shape) != (None, None)}
+
+
+def _present(mention, objects):
+    """True iff some object of the scene matches ``mention``."""
+    return any(mention.matches(obj) for obj in objects)
+
+
+def _caption_tallies(parsed, objects):
+    """Counts of claims and correct claims of one caption against one scene's objects."""
+    keys = _identity_keys(parsed)
+    correct_keys = sum(_present(Mention(*key), objects) for key in keys)
+    scene_pairs = {(obj["colour"], obj["shape"]) for obj in objects}
+    full_keys = {key for key in keys if None not in key}
+    counts = [m for m in parsed.mentions if m.counted]
+    sized = [m for m in parsed.mentions
+             if m.size is not None and _present(Mention(m.colour, m.shape), objects)]
+    return {
+        "keys": len(keys), "keys_correct": correct_keys,
+        "pairs": len(scene_pairs), "pairs_named": len(full_keys & scene_pairs),
+        "hallucinated": int(correct_keys < len(keys)),
+        "counts": len(counts),
+        "counts_correct": sum(sum(m.matches(obj) for obj in objects) == m.count for m in counts),
+        "relations": len(parsed.relations),
+        "relations_correct": sum(relation_holds(claim, objects) for claim in parsed.relations),
+        "sizes": len(sized), "sizes_correct": sum(_present(m, objects) for m in sized),
+    }
+
+
+def _ratio(numerator, denominator):
+    """``numerator / denominator`` as a float, NaN over nothing."""
+    return float(numerator) / denominator if denominator else float("nan")
+
+
+def _f1(precision, recall):
+    """Harmonic mean; 0 when both are 0, NaN when either is undefined."""
+    if precision + recall > 0:
+        return 2 * precision * recall / (precision + recall)
+    return precision + recall  # 0.0, or NaN propagated from an undefined operand
+
+
+def grounding_metrics(predictions, scenes):
+    """Score captions against the scenes they describe (definitions in the module docstring).
+
+    Inputs:
+    - predictions: dict id -> caption (str); every id must be a key of ``scenes``.
+    - scenes: dict id -> scene (``{"objects": [{"shape", "colour", "size", "x", "y", "r"}, ...]}``).
+
+    Returns:
+    - dict with floats ``object_precision``, ``object_recall``, ``object_f1``, ``hallucination_rate``,
+      ``count_accuracy``, ``relation_accuracy``, ``size_accuracy`` and ints ``n_captions``,
+      ``n_object_mentions``, ``n_scene_pairs``, ``n_count_claims``, ``n_relation_claims``,
+      ``n_size_claims``.
+    """
+    missing = [key for key in predictions if key not in scenes]
+    if missing:
+        raise UserError(f"{len(missing)} captions have no scene (e.g. id {missing[0]!r}); "
+                        "score captions against the scenes of the split they were generated for")
+    totals = Counter()
+    for key, caption in predictions.items():
+        totals.update(_caption_tallies(parse_caption(caption), scenes[key]["objects"]))
+    precision = _ratio(totals["keys_correct"], totals["keys"])
+    recall = _ratio(totals["pairs_named"], totals["pairs"])
+    return {
+        "object_precision": precision, "object_recall": recall, "object_f1": _f1(precision, recall),
+        "hallucination_rate": _ratio(totals["hallucinated"], len(predictions)),
+        "count_accuracy": _ratio(totals["counts_correct"], totals["counts"]),
+        "relation_accuracy": _ratio(totals["relations_correct"], totals["relations"]),
+        "size_accuracy": _ratio(totals["sizes_correct"], totals["sizes"]),
+        "n_captions": len(predictions), "n_object_mentions": totals["keys"],
+        "n_scene_pairs": totals["pairs"], "n_count_claims": totals["counts"],
+        "n_relation_claims": totals["relations"], "n_size_claims": totals["sizes"],
+    }

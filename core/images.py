@@ -1,0 +1,140 @@
+"""Finding the picture behind a caption, for galleries: shapes images, local COCO files, or URLs.
+
+Captioning runs on precomputed features, so images are only needed to show results. They are looked
+up in order: the shapes world's own image file; a local folder of COCO images; the image URL when
+fetching is allowed. A picture that is not available is None rather than an error, so a gallery shows
+a placeholder instead of failing after a long training run; only a broken file the user has to fix
+(a corrupt image or shapes file) raises UserError.
+"""
+import io
+import os
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+
+from core.errors import UserError
+
+SHAPES_IMAGES = "shapes_images.h5"
+SPLITS = ("train", "val")
+MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
+# Photos are decoded by Pillow only: imageio would otherwise probe exotic formats (DICOM, TIFF) on
+# bytes that may come from the network.
+IMAGE_PLUGIN = "pillow"
+
+
+def decode_image(source):
+    """Decode an image file (path or file-like) as uint8 of shape (H, W, 3).
+
+    Pillow converts grey, palette, CMYK and RGBA (alpha dropped) images to RGB.
+    """
+    return iio.imread(source, plugin=IMAGE_PLUGIN, mode="RGB")
+
+
+class ImageSource:
+    """Looks up the image of a dataset row for display.
+
+    Shapes datasets (``base_dir`` holds ``shapes_images.h5``) read one image at a time from that file,
+    which stays open until ``close()`` (or the end of a ``with`` block). Otherwise the URL's file name
+    is looked for in ``images_dir`` and ``images_dir/<split>2014``; failing that, the URL itself is
+    fetched when ``fetch_urls`` is set (any failure, offline included, gives None).
+    """
+
+    def __init__(self, base_dir, images_dir=None, fetch_urls=False, timeout=3.0):
+        self.base_dir = Path(base_dir)
+        self.images_dir = None if images_dir is None else Path(images_dir)
+        self.fetch_urls = bool(fetch_urls)
+        self.timeout = float(timeout)
+        self._shapes_path = self.base_dir / SHAPES_IMAGES
+        self._shapes_file = None
+        if self.images_dir is not None and not self.images_dir.is_dir():
+            raise UserError(f"images folder {self.images_dir} does not exist; give the folder holding the "
+                            "COCO images (the unzipped val2014, or its parent)")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close the shapes image file if it was opened."""
+        if self._shapes_file is not None:
+            self._shapes_file.close()
+            self._shapes_file = None
+
+    def get(self, split, image_idx, url):
+        """The image of row ``image_idx`` of ``split`` as uint8 of shape (H, W, 3), or None if not found.
+
+        Inputs:
+        - split: "train" or "val".
+        - image_idx: int, the row in the split's feature file and URL list.
+        - url: str, the row's URL (used for COCO; ignored for the shapes world).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if self._shapes_path.is_file():
+            return self._shapes_image(split, int(image_idx))
+        local = self._local_path(split, url)
+        if local is not None:
+            return self._read_local(local)
+        if self.fetch_urls:
+            return fetch_image(url, self.timeout)
+        return None
+
+    def _shapes_image(self, split, image_idx):
+        """One image of the shapes world's image file, read lazily."""
+        if self._shapes_file is None:
+            try:
+                self._shapes_file = h5py.File(self._shapes_path, "r")
+            except OSError as err:
+                raise UserError(f"{self._shapes_path} is not a readable HDF5 file ({err}); delete it and "
+                                "rebuild the shapes dataset") from err
+        name = f"{split}_images"
+        if name not in self._shapes_file:
+            raise UserError(f"{self._shapes_path} has no dataset '{name}'; delete it and rebuild the shapes "
+                            "dataset")
+        images = self._shapes_file[name]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise UserError(f"{self._shapes_path}: {name} is {images.dtype} {images.shape}, not uint8 "
+                            "(M, S, S, 3); delete it and rebuild the shapes dataset")
+        if not 0 <= image_idx < images.shape[0]:
+            raise ValueError(f"image index {image_idx} out of range for {name} of {images.shape[0]} images")
+        return images[image_idx]
+
+    def _local_path(self, split, url):
+        """The local file holding the URL's image, or None."""
+        if self.images_dir is None or not url:
+            return None
+        name = os.path.basename(urlparse(url).path)
+        if not name:
+            return None
+        for candidate in (self.images_dir / name, self.images_dir / f"{split}2014" / name):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    @staticmethod
+    def _read_local(path):
+        """Decode a local image file; UserError when it is corrupt."""
+        try:
+            return decode_image(path)
+        except (OSError, ValueError, RuntimeError, SyntaxError) as err:  # what Pillow raises on bad files
+            raise UserError(f"{path} is not a readable image ({err}); delete it or download it again") from err
+
+
+def fetch_image(url, timeout=3.0):
+    """Download and decode an http(s) image; None on any failure (offline, 404, not an image)."""
+    if urlparse(url).scheme not in ("http", "https"):
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            return None
+        return decode_image(io.BytesIO(data))
+    except Exception:  # any network or decoding failure only costs the gallery one picture
+        return None
