@@ -12,9 +12,69 @@ with numpy arrays at the boundary:
 ``state`` is opaque here (hidden vectors for the RNNs, a key/value cache for the Transformer).
 Beam search treats beams as extra rows of the batch and uses ``reorder_state`` to follow them.
 
-Dimension legend: N images, D feature width, V vocabulary size, L max caption length.
+Scripts call ``decode`` with a ``DecodeConfig``; ``greedy_decode``, ``beam_search`` and ``sample_decode``
+are the three strategies behind it.
+
+Dimension legend: N images, D feature width, V vocabulary size, L max caption length, B beam size.
 """
+from dataclasses import dataclass, replace
+
 import numpy as np
+
+from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How captions are decoded.
+
+    - beam_size: 1 decodes greedily (or samples, with a temperature); more runs beam search.
+    - length_penalty: alpha of the GNMT length penalty ((5 + length) / 6) ** alpha that beam search
+      divides log-probabilities by; 0 ranks by the plain log-probability sum (favours short captions).
+    - temperature: None decodes deterministically; a positive value samples each word from
+      softmax(log_probs / temperature) (near 0: greedy, 1: the model's distribution).
+    """
+    beam_size: int = 1
+    length_penalty: float = 0.0
+    temperature: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, (int, np.integer)) \
+                or self.beam_size < 1:
+            raise UserError(f"beam_size={self.beam_size!r}: set the beam size to an integer of 1 or more")
+        if not np.isfinite(self.length_penalty) or self.length_penalty < 0:
+            raise UserError(f"length_penalty={self.length_penalty!r}: set the length penalty to 0 or more")
+        if self.temperature is not None:
+            if not np.isfinite(self.temperature) or self.temperature <= 0:
+                raise UserError(f"temperature={self.temperature!r}: set the sampling temperature above 0 "
+                                f"or leave it unset to decode deterministically")
+            if self.beam_size != 1:
+                raise UserError(f"temperature={self.temperature!r} with beam_size={self.beam_size}: sampling "
+                                f"draws one caption per image; use beam_size=1 or leave the temperature unset")
+
+
+def decode(model, features, max_length, *, config=None, rng=None, **options):
+    """Captions for ``features`` with the strategy a ``DecodeConfig`` names: the entry point scripts call.
+
+    Inputs:
+    - model: an object with the step interface above.
+    - features: array of shape (N, D).
+    - max_length: int, the most words generated per caption (<END> included).
+    - config: a DecodeConfig (default: greedy); ``options`` override its fields by name, e.g.
+      ``decode(model, features, 16, beam_size=3)``. An unknown option name raises TypeError.
+    - rng: np.random.Generator, required when sampling (temperature set).
+
+    Returns:
+    - captions: int64 array of shape (N, max_length), laid out as ``greedy_decode`` returns them.
+    """
+    config = replace(config or DecodeConfig(), **options)
+    if config.temperature is not None:
+        if rng is None:
+            raise ValueError("sampling (temperature set) needs an explicit np.random.Generator as rng")
+        return sample_decode(model, features, max_length, config.temperature, rng=rng)
+    if config.beam_size == 1:
+        return greedy_decode(model, features, max_length)
+    return beam_search(model, features, config.beam_size, max_length, config.length_penalty)
 
 
 def greedy_decode(model, features, max_length):
@@ -41,4 +101,147 @@ def greedy_decode(model, features, max_length):
         alive &= tokens != model.end_idx
         if not alive.any():
             break
+    return captions
+
+
+def sample_decode(model, features, max_length, temperature=1.0, *, rng):
+    """Sample one caption per image, each word from softmax(log_probs / temperature); batched.
+
+    Uses the Gumbel-max trick: argmax(log_probs / temperature + Gumbel noise) is an exact draw from
+    that softmax, with no normalisation and no per-row Python loop.
+
+    Inputs:
+    - model: an object with the step interface above.
+    - features: array of shape (N, D).
+    - max_length: int, the most words generated per caption (<END> included).
+    - temperature: float > 0; towards 0 the draws approach greedy decoding.
+    - rng: np.random.Generator, the only source of randomness (same seed, same captions).
+
+    Returns:
+    - captions: int64 array of shape (N, max_length), laid out as ``greedy_decode`` returns them.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    N = features.shape[0]
+    captions = np.full((N, max_length), model.null_idx, dtype=np.int64)
+    tokens = np.full(N, model.start_idx, dtype=np.int64)
+    alive = np.ones(N, dtype=bool)
+    state = model.init_decode(features)
+    for t in range(max_length):
+        log_probs, state = model.decode_step(tokens, state)
+        noise = rng.gumbel(size=log_probs.shape)  # (N, V)
+        tokens = np.argmax(log_probs / temperature + noise, axis=1)
+        captions[alive, t] = tokens[alive]
+        alive &= tokens != model.end_idx
+        if not alive.any():
+            break
+    return captions
+
+
+def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0, return_scores=False):
+    """Beam search batched over images and beams: the state holds N * B rows, row n * B + b.
+
+    A hypothesis ends at its first <END> (its length counts the <END>) or at max_length words without
+    one. Hypotheses are ranked by log P(words) / ((5 + length) / 6) ** length_penalty (GNMT). Finished
+    hypotheses keep their beam slot and compete with live ones at every step; the only continuation
+    of a finished slot is <NULL> at log-probability 0. With B >= V ** (L - 1) no hypothesis is pruned
+    before the last step, so the result is the best of all captions up to length L (exact search).
+    Ties go to the lower word index, as ``np.argmax`` does, so ``beam_size=1`` reproduces
+    ``greedy_decode`` exactly.
+
+    Inputs:
+    - model: an object with the step interface above.
+    - features: array of shape (N, D).
+    - beam_size: B, hypotheses kept per image.
+    - max_length: int, the most words generated per caption (<END> included).
+    - length_penalty: alpha >= 0; 0 ranks by the plain log-probability sum.
+    - return_scores: also return the best hypothesis' ranking score per image.
+
+    Returns:
+    - captions: int64 array of shape (N, max_length): the best hypothesis per image, laid out as
+      ``greedy_decode`` returns them.
+    - scores (only with return_scores): float64 array of shape (N,).
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    N, B = features.shape[0], beam_size
+    images = np.arange(N)[:, None]  # (N, 1): broadcasts against (N, B) beam indices
+    state = model.reorder_state(model.init_decode(features), np.repeat(np.arange(N), B))
+    tokens = np.full(N * B, model.start_idx, dtype=np.int64)
+    # All B slots start as the same empty hypothesis; only slot 0 may expand, or the first step would
+    # fill the beam with B copies of the best word.
+    scores = np.full((N, B), -np.inf)
+    scores[:, 0] = 0.0
+    finished = np.zeros((N, B), dtype=bool)
+    lengths = np.zeros((N, B), dtype=np.int64)
+    history = []  # per step: (parents, words), each of shape (N, B)
+    for t in range(max_length):
+        log_probs, state = model.decode_step(tokens, state)
+        V = log_probs.shape[1]
+        totals = scores[:, :, None] + log_probs.reshape(N, B, V)  # (N * B, V) -> (N, B, V)
+        totals[finished] = -np.inf
+        totals[finished, model.null_idx] = scores[finished]
+        lengths = np.where(finished, lengths, t + 1)
+        ranking = totals / _length_penalty(lengths, length_penalty)[:, :, None] if length_penalty else totals
+        best = top_k_indices(ranking.reshape(N, B * V), B)  # (N, B * V) -> (N, B), best first
+        parents, words = np.divmod(best, V)
+        scores = totals.reshape(N, B * V)[images, best]
+        lengths = lengths[images, parents]
+        finished = finished[images, parents] | (words == model.end_idx)
+        history.append((parents, words))
+        if finished.all() or t == max_length - 1:
+            break
+        state = model.reorder_state(state, (images * B + parents).ravel())
+        tokens = words.ravel()
+    captions = _backtrack(history, N, max_length, model.null_idx)
+    if return_scores:
+        return captions, scores[:, 0] / _length_penalty(lengths[:, 0], length_penalty)
+    return captions
+
+
+def _length_penalty(lengths, alpha):
+    """GNMT length penalty ((5 + length) / 6) ** alpha of an int array of lengths, elementwise."""
+    return ((5.0 + lengths) / 6.0) ** alpha
+
+
+def top_k_indices(values, k):
+    """Column indices of the k largest entries of each row of ``values`` (R, C), best first, (R, k).
+
+    Beam search's selection, shared with the nearest-neighbour baseline.
+
+    Linear time (a partition, not a sort). Among equal values the lower index wins, as in np.argmax,
+    which keeps beam search with one beam identical to greedy decoding even on exact ties; the
+    partition alone leaves that open only in rows where equal values straddle the cut, redone exactly.
+    """
+    C = values.shape[1]
+    index = np.argpartition(values, C - k, axis=1)[:, C - k:]  # (R, k): the k largest, in no set order
+    top = np.take_along_axis(values, index, axis=1)
+    kth = top.min(axis=1, keepdims=True)  # (R, 1)
+    straddling = (values == kth).sum(axis=1) > (top == kth).sum(axis=1)
+    if straddling.any():
+        index[straddling] = _lowest_index_top_k(values[straddling], kth[straddling], k)
+        top = np.take_along_axis(values, index, axis=1)
+    order = np.lexsort((index, -top), axis=1)  # by value, descending; equal values by index
+    return np.take_along_axis(index, order, axis=1)
+
+
+def _lowest_index_top_k(values, kth, k):
+    """The k largest entries of each row (R, C) given each row's k-th largest value kth (R, 1), taking
+    the lowest-index ones among those equal to kth; (R, k) in column order."""
+    above = values > kth
+    tied = values == kth
+    room = k - above.sum(axis=1, keepdims=True)  # (R, 1): how many tied entries still fit
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    return np.nonzero(chosen)[1].reshape(-1, k)  # exactly k per row
+
+
+def _backtrack(history, N, max_length, null_idx):
+    """Words of beam slot 0 (the best) of every image from per-step (parents, words), (N, max_length)."""
+    captions = np.full((N, max_length), null_idx, dtype=np.int64)
+    slot = np.zeros(N, dtype=np.int64)
+    images = np.arange(N)
+    for t in range(len(history) - 1, -1, -1):
+        parents, words = history[t]
+        captions[:, t] = words[images, slot]
+        slot = parents[images, slot]
     return captions

@@ -1,0 +1,132 @@
+"""COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) from the reference pycocoevalcap scorers.
+
+Captions are compared as our data stores them: lower-case words separated by spaces, with the
+special tokens ``<START>``, ``<END>`` and ``<NULL>`` removed. ``<UNK>`` stays a word, so an unknown
+word in a prediction only matches an unknown word in a reference. No PTB tokenizer is run (our
+vocabulary was built from already tokenised captions). Scores are on pycocoevalcap's 0-1 scale.
+
+METEOR runs pycocoevalcap's ``meteor-1.5.jar`` in a Java subprocess; it is left out, with a
+warning, where ``java`` is not on PATH.
+"""
+import shutil
+import warnings
+from contextlib import contextmanager
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+SPECIAL_TOKENS = frozenset({"<start>", "<end>", "<null>"})
+
+
+def java_available():
+    """Whether a ``java`` executable is on PATH (METEOR needs one)."""
+    return shutil.which("java") is not None
+
+
+def normalise_caption(text):
+    """A caption as the scorers see it: lower-case words joined by single spaces, special tokens removed."""
+    return " ".join(word for word in text.lower().split() if word not in SPECIAL_TOKENS)
+
+
+def compute_metrics(predictions, references):
+    """Corpus caption metrics of one predicted caption per image against all its references.
+
+    Inputs:
+    - predictions: dict image id -> caption string.
+    - references: dict image id -> non-empty list of reference caption strings (all of them).
+      Both dicts must hold the same image ids.
+
+    Returns:
+    - dict with keys "BLEU-1".."BLEU-4", "ROUGE-L", "CIDEr" (pycocoevalcap's Cider, i.e. CIDEr-D) and
+      "METEOR" when java is available, each a float on the 0-1 scale as pycocoevalcap computes it:
+      BLEU and METEOR over the corpus, ROUGE-L and CIDEr as the mean of per-image scores (CIDEr's
+      document frequencies come from these references).
+    """
+    gts, res = _scorer_inputs(predictions, references)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    metrics = {f"BLEU-{n}": float(score) for n, score in enumerate(bleu, start=1)}
+    if java_available():
+        with _meteor_scorer() as meteor:
+            metrics["METEOR"] = float(meteor.compute_score(gts, res)[0])
+    else:
+        warnings.warn("METEOR left out: no `java` on PATH; install a Java runtime to get it", RuntimeWarning)
+    metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    metrics["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    return metrics
+
+
+def _scorer_inputs(predictions, references):
+    """Check the two dicts and turn them into pycocoevalcap's (gts, res): id -> list of normalised strings."""
+    if set(predictions) != set(references):
+        missing = len(set(predictions) - set(references))
+        extra = len(set(references) - set(predictions))
+        raise ValueError(f"predictions and references must cover the same image ids: {missing} predicted "
+                         f"image(s) lack references, {extra} referenced image(s) lack a prediction")
+    if not predictions:
+        raise ValueError("no captions to score: predictions and references are empty")
+    gts, res = {}, {}
+    for image_id, caption in predictions.items():
+        refs = references[image_id]
+        if not isinstance(caption, str):
+            raise ValueError(f"image {image_id!r}: the prediction should be one caption string, "
+                             f"got {type(caption).__name__}")
+        if isinstance(refs, str) or not refs or not all(isinstance(ref, str) for ref in refs):
+            raise ValueError(f"image {image_id!r}: references should be a non-empty list of strings")
+        res[image_id] = [normalise_caption(caption)]
+        gts[image_id] = [normalise_caption(ref) for ref in refs]
+    return gts, res
+
+
+@contextmanager
+def _meteor_scorer():
+    """pycocoevalcap's Meteor, whose Java subprocess is ended on exit rather than left to ``__del__``.
+
+    Meteor only stops its process in ``__del__``, which may run late or never (reference cycles,
+    interpreter exit); here the pipes are closed and the process reaped as soon as scoring ends,
+    also on error. The later ``__del__`` then finds nothing left to stop.
+    """
+    scorer = Meteor()
+    try:
+        yield scorer
+    finally:
+        process = scorer.meteor_p
+        with scorer.lock:
+            process.stdin.close()
+            process.kill()
+            process.wait()
+            process.stdout.close()
+            process.stderr.close()
+
+
+def format_metrics_table(rows):
+    """A markdown table of caption metrics, scores x100 with one decimal.
+
+    Inputs:
+    - rows: dict row name (a model or baseline) -> metrics dict as ``compute_metrics`` returns.
+      Metrics missing from a row (METEOR without java) print as "-".
+
+    Returns:
+    - str: a line saying the scale, a blank line, then the table; columns in METRIC_NAMES order, for
+      the metrics at least one row has.
+    """
+    if not rows:
+        raise ValueError("no rows to tabulate")
+    for name, metrics in rows.items():
+        unknown = sorted(set(metrics) - set(METRIC_NAMES))
+        if unknown:
+            raise ValueError(f"row {name!r} has unknown metric(s) {', '.join(unknown)}; "
+                             f"expected some of {', '.join(METRIC_NAMES)}")
+    columns = [metric for metric in METRIC_NAMES if any(metric in metrics for metrics in rows.values())]
+    lines = [
+        "Caption metrics, all scores x100 (pycocoevalcap; CIDEr is CIDEr-D).",
+        "",
+        "| Model | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, metrics in rows.items():
+        cells = [f"{100 * metrics[metric]:.1f}" if metric in metrics else "-" for metric in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
