@@ -199,7 +199,8 @@ def _check_split(data, base_dir, split, pca_features):
 def _subsample_train(data, max_train, seed):
     num_train = data["train_captions"].shape[0]
     if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)) or not 0 < max_train <= num_train:
-        raise UserError(f"max_train must be an integer in 1..{num_train} (the training captions), got {max_train!r}")
+        raise UserError(f"max_train (--num_samples) must be an integer in 1..{num_train}, the number of "
+                        f"training captions, got {max_train!r}")
     keep = np.sort(np.random.default_rng(seed).choice(num_train, max_train, replace=False))
     data["train_captions"] = data["train_captions"][keep]
     data["train_image_idxs"] = data["train_image_idxs"][keep]

@@ -1,0 +1,31 @@
+# Two commands cover the project: `make demo` (install, build the default dataset, train, caption) and
+# `make test` (install, run the test suite). Everything runs inside .venv, built from requirements.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= lstm
+
+.PHONY: demo test results bench clean-venv
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python training.py --model $(MODEL)
+	$(BIN)/python inference.py --model $(MODEL)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+results: $(VENV)/.installed
+	$(BIN)/python results.py
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.bench_rnn --cell lstm
+	$(BIN)/python -m benchmarks.bench_transformer
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""Which dataset directory a command reads: ``--data-dir`` if given, else the named dataset's default home."""
+from pathlib import Path
+
+from core.datasets import default_data_dir
+from core.errors import UserError
+
+DATASETS = ("shapes", "coco")
+
+
+def resolve_data_dir(dataset="shapes", data_dir=None, progress=True):
+    """The dataset directory to load; builds the default shapes dataset on first use."""
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not path.is_dir():
+            raise UserError(f"--data-dir {path} is not a directory: give a folder in the CS231n coco_captioning "
+                            "layout (see README, 'Data layout')")
+        return path
+    if dataset == "shapes":
+        from core.datasets.shapes_build import ensure_shapes_dataset
+
+        return ensure_shapes_dataset(progress=progress)
+    if dataset == "coco":
+        path = default_data_dir("coco_captioning")
+        if not path.is_dir():
+            raise UserError(f"COCO captioning data not found at {path}: run `bash core/datasets/get_datasets.sh`, "
+                            "or use the default --dataset shapes")
+        return path
+    raise UserError(f"unknown --dataset {dataset!r}: use one of {', '.join(DATASETS)}")

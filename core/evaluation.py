@@ -1,0 +1,63 @@
+"""Scoring a split's generated captions: COCO caption metrics, plus grounding where scenes are known."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.captioning import caption_features, split_images
+from core.errors import UserError
+from core.grounding import grounding_metrics
+from core.metrics import compute_metrics
+
+SCENES_FILE = "shapes_scenes.json"
+
+
+def load_scenes(data_dir, split):
+    """The scene truth of ``split`` (image row -> scene) for a shapes dataset; None for other datasets."""
+    path = Path(data_dir) / SCENES_FILE
+    if not path.is_file():
+        return None
+    try:
+        scenes = json.loads(path.read_text())[split]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot read the {split} scenes of {path} ({err}); rebuild the shapes dataset") from None
+    return dict(enumerate(scenes))
+
+
+def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None):
+    """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
+
+    Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
+    grounding (None off the shapes world), decode_seconds and num_images.
+    """
+    images, references = split_images(data, split)
+    if limit is not None:
+        images = images[:limit]
+    start = time.perf_counter()
+    features = data[f"{split}_features"][images]  # (M, D)
+    captions = caption_features(model, features, max_length, decode_config, rng=rng)
+    seconds = time.perf_counter() - start
+    predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
+    result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)
+    return dict(result, num_images=len(images), decode_seconds=seconds)
+
+
+def score_predictions(predictions, references, data_dir, split):
+    """Metrics (and grounding, on the shapes world) of captions for images of ``split``, keyed by image row."""
+    scenes = load_scenes(data_dir, split)
+    grounding = None
+    if scenes is not None:
+        grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions})
+    return {"split": split, "predictions": predictions, "references": references,
+            "metrics": compute_metrics(predictions, references), "grounding": grounding}
+
+
+def summary_row(result):
+    """The headline numbers of an ``evaluate_split`` result, for tables: metrics and grounding merged."""
+    row = dict(result["metrics"])
+    grounding = result["grounding"] or {}
+    for key in ("object_f1", "hallucination_rate", "count_accuracy", "relation_accuracy"):
+        if key in grounding:
+            row[key] = grounding[key]
+    return {key: float(value) for key, value in row.items() if np.isfinite(value)}

@@ -1,0 +1,121 @@
+"""The README's results table: every model trained with its defaults, evaluated on val, plus two baselines.
+
+Rows: each model decoded greedily and with beam search; each model trained blind (shuffled features);
+nearest-neighbour retrieval (plain and consensus). All numbers come from one run of ``results.py``.
+"""
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.baselines import nearest_neighbour_captions
+from core.captioning import split_images
+from core.checkpoint import atomic_write
+from core.coco_utils import load_coco_data
+from core.datasets.resolve import resolve_data_dir
+from core.decoding import DecodeConfig
+from core.evaluation import evaluate_split, score_predictions, summary_row
+from core.model.registry import MODEL_TYPES, load_model
+from core.trainer import TrainSettings, run_training
+
+COLUMNS = (("BLEU-4", 100), ("METEOR", 100), ("ROUGE-L", 100), ("CIDEr", 100), ("object_f1", 1),
+           ("hallucination_rate", 1))
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+@dataclass
+class ResultsSettings:
+    models: tuple = MODEL_TYPES
+    out: str = "runs/results"
+    beam_size: int = 3
+    seed: int = 0
+    blind: bool = True
+    max_length: int = 16
+    readme: str | None = "README.md"
+    progress: bool = True
+
+
+def run_results(settings):
+    """Train, evaluate and tabulate; writes ``<out>/results.json`` and ``results.md`` and updates the README."""
+    data_dir = resolve_data_dir("shapes", progress=settings.progress)
+    data = load_coco_data(data_dir)
+    rows = []
+    for model_type in settings.models:
+        rows += _model_rows(model_type, data, settings)
+    rows += _retrieval_rows(data)
+    table = format_table(rows, settings)
+    out = Path(settings.out)
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
+    if settings.readme:
+        _update_readme(Path(settings.readme), table)
+    return rows
+
+
+def _model_rows(model_type, data, settings):
+    rows = []
+    variants = [("", False)] + ([(" blind", True)] if settings.blind else [])
+    for label, blind in variants:
+        summary = run_training(TrainSettings(model=model_type, seed=settings.seed, shuffle_features=blind,
+                                             out=f"{settings.out}/{model_type}{label.replace(' ', '-')}",
+                                             progress=settings.progress))
+        model, _ = load_model(summary["best"], expect_type=model_type)
+        decodings = [("greedy", DecodeConfig())]
+        if not blind:
+            decodings.append((f"beam {settings.beam_size}", DecodeConfig(beam_size=settings.beam_size)))
+        for name, config in decodings:
+            result = evaluate_split(model, data, "val", settings.max_length, config)
+            rows.append({"name": f"{model_type}{label}", "decoding": name, "train_seconds": summary["seconds"],
+                         "decode_seconds": result["decode_seconds"], "steps": summary["steps"],
+                         **summary_row(result)})
+    return rows
+
+
+def _retrieval_rows(data):
+    train_images, train_refs = split_images(data, "train")
+    val_images, val_refs = split_images(data, "val")
+    rows = []
+    for name, k in (("nearest neighbour", 1), ("nearest neighbour (consensus, k=5)", 5)):
+        start = time.perf_counter()
+        captions = nearest_neighbour_captions(data["train_features"][train_images],
+                                              [train_refs[i] for i in train_images.tolist()],
+                                              data["val_features"][val_images], k=k)
+        seconds = time.perf_counter() - start
+        predictions = dict(zip(val_images.tolist(), captions))
+        result = score_predictions(predictions, {i: val_refs[i] for i in predictions}, data["base_dir"], "val")
+        rows.append({"name": name, "decoding": "retrieval", "train_seconds": 0.0, "decode_seconds": seconds,
+                     **summary_row(result)})
+    return rows
+
+
+def format_table(rows, settings):
+    """A markdown table: metrics x100 (BLEU-4, METEOR, ROUGE-L, CIDEr), grounding as fractions."""
+    head = ["model", "decoding", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "object F1", "halluc.", "train min",
+            "decode s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["name"], row["decoding"]]
+        cells += [f"{row[key] * scale:.1f}" if scale == 100 and key in row else
+                  f"{row[key]:.3f}" if key in row else "n/a" for key, scale in COLUMNS]
+        cells += [f"{row['train_seconds'] / 60:.1f}", f"{row['decode_seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nShapes dataset, val split; metrics x100 (pycocoevalcap), object F1 and hallucination rate as "
+            f"fractions. Measured by `make results` on {platform.processor() or platform.machine()}, "
+            f"{_cpu_count()} CPU cores, seed {settings.seed}; settings: {asdict(settings)}.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _cpu_count():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _update_readme(path, table):
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    atomic_write(path, lambda tmp: Path(tmp).write_text(f"{head}{README_START}\n{table}{README_END}{tail}"))
