@@ -1,0 +1,56 @@
+"""Loading an image encoder by name: ImageNet VGG16 (fc7) or the shapes world's pretrained CNN.
+
+Both follow the encoder interface of ``core.features.extract`` (``feature_dim``, ``preprocess``,
+``forward``). A dataset folder records which encoder made its features in ``encoder.json``
+(``{"name": "vgg16" | "shapes", ...}``), so new images can later be encoded the same way.
+"""
+import json
+from pathlib import Path
+
+from core.errors import UserError
+from core.features.extract import resolve_device
+from core.features.shapes_cnn import load_shapes_encoder
+from core.features.vgg16 import fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
+
+ENCODER_NAMES = ("vgg16", "shapes")
+ENCODER_INFO_FILE = "encoder.json"
+
+
+def load_encoder(name, base_dir=None, weights=None, device=None):
+    """An encoder in eval mode on ``device``.
+
+    Inputs:
+    - name: "vgg16" or "shapes".
+    - base_dir: dataset folder; the shapes encoder is read from its ``encoder.pt`` and
+      ``encoder.json``. Not used by vgg16.
+    - weights: vgg16 only: path of a torchvision ``vgg16-397923af.pth`` state_dict; None uses the
+      torch hub cache, downloading (and verifying) the file there when missing.
+    - device: torch device or name; None picks CUDA when available, else CPU.
+    """
+    if name == "vgg16":
+        path = Path(weights) if weights is not None else fetch_vgg16_weights()
+        encoder = vgg16_from_state_dict(load_vgg16_weights(path))
+    elif name == "shapes":
+        if weights is not None:
+            raise UserError("a weights file is only used by the vgg16 encoder; the shapes encoder is read "
+                            "from its dataset folder")
+        if base_dir is None:
+            raise UserError("the shapes encoder needs its dataset folder (holding encoder.pt and encoder.json)")
+        encoder = load_shapes_encoder(base_dir)
+    else:
+        raise UserError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
+    return encoder.to(resolve_device(device)).eval()
+
+
+def read_encoder_info(base_dir):
+    """The dict in ``base_dir/encoder.json``; UserError naming the file when missing or malformed."""
+    path = Path(base_dir) / ENCODER_INFO_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found; this dataset does not record its encoder, rebuild its features")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); rebuild the dataset's features") from None
+    if not isinstance(info, dict) or info.get("name") not in ENCODER_NAMES:
+        raise UserError(f"{path}: needs a \"name\" among {', '.join(ENCODER_NAMES)}; rebuild the dataset's features")
+    return info

@@ -1,0 +1,114 @@
+"""Batched feature extraction with any encoder, and writing a dataset's complete set of feature files.
+
+An encoder is a ``torch.nn.Module`` with an int attribute ``feature_dim``, a method
+``preprocess(images)`` taking uint8 images of shape (B, H, W, 3) to a float32 tensor (B, 3, S, S),
+and ``forward(x)`` giving features of shape (B, feature_dim).
+
+Images arrive as any sequence with ``len()`` and slicing (a numpy array, an h5py dataset, an
+``ImageFolder``). They are streamed batch by batch, and the next batch is read on a background
+thread while the current one runs through the network, so disk and JPEG decoding overlap compute.
+
+Dimension legend: M images, B batch size, H/W image height/width, S encoder input size,
+F feature width, K PCA width.
+"""
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.checkpoint import atomic_write
+from core.devices import pick_device
+from core.features.pca import fit_pca, save_pca
+from core.features.store import read_features_h5, save_features_h5, write_features_h5
+
+SPLITS = ("train", "val")
+
+
+def resolve_device(device=None):
+    """A torch.device from a name, a torch.device, or None / "auto" (CUDA when present, else CPU)."""
+    return pick_device("auto" if device is None else str(device))
+
+
+def extract_features(encoder, images, batch_size=64, device=None, desc="features", out=None):
+    """Run ``encoder`` over all images in batches (no gradients, eval mode).
+
+    Inputs:
+    - encoder: an encoder as described in the module docstring; moved to ``device`` and set to eval.
+    - images: sequence of M images; ``images[i:j]`` gives uint8 of shape (j - i, H, W, 3).
+    - batch_size: B, images per forward pass.
+    - device: torch device or name; None or "auto" picks CUDA when available, else CPU.
+    - desc: label of the progress bar.
+    - out: optional writable array of shape (M, F) (e.g. an h5py dataset from
+      ``store.write_features_h5``) filled in place, so huge feature sets never sit in memory.
+
+    Returns:
+    - features: float32 array of shape (M, F), or ``out`` when given.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = resolve_device(device)
+    encoder.to(device).eval()
+    M, F = len(images), encoder.feature_dim
+    if out is None:
+        out = np.empty((M, F), dtype=np.float32)
+    elif tuple(out.shape) != (M, F):
+        raise ValueError(f"out must have shape {(M, F)}, got {tuple(out.shape)}")
+    starts = range(0, M, batch_size)
+    with ThreadPoolExecutor(max_workers=1) as reader, torch.no_grad():
+        pending = reader.submit(images.__getitem__, slice(0, batch_size)) if M else None
+        for start in tqdm(starts, desc=desc, unit="batch"):
+            batch = np.asarray(pending.result())
+            next_start = start + batch_size
+            if next_start < M:
+                pending = reader.submit(images.__getitem__, slice(next_start, next_start + batch_size))
+            if batch.dtype != np.uint8 or batch.ndim != 4:
+                raise ValueError(f"images must be uint8 of shape (B, H, W, C), got {batch.dtype} {batch.shape}")
+            x = encoder.preprocess(batch).to(device, non_blocking=True)  # (B, 3, S, S)
+            features = encoder(x)  # (B, F)
+            out[start:start + len(batch)] = features.float().cpu().numpy()
+    return out
+
+
+def split_file_names(split):
+    """The layout's file names of one split: raw features, PCA features, image urls."""
+    return (f"{split}2014_vgg16_fc7.h5", f"{split}2014_vgg16_fc7_pca.h5", f"{split}2014_urls.txt")
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` (UTF-8) so that it appears complete or not at all."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, batch_size=64, device=None):
+    """Extract and write every feature file of the dataset layout for the train and val splits.
+
+    Inputs:
+    - out_dir: pathlib.Path of the dataset folder (created if needed).
+    - encoder: the encoder to run.
+    - splits: dict with keys "train" and "val", each a pair (images, urls): an image sequence of
+      length M and M url strings (one per image, written one per line).
+    - encoder_info: dict written to ``encoder.json`` (must contain "name").
+    - pca_dim: K, width of the ``_pca`` files; the PCA is fitted on the train split only.
+
+    Writes ``{split}2014_vgg16_fc7.h5`` (M, F), ``{split}2014_vgg16_fc7_pca.h5`` (M, K),
+    ``{split}2014_urls.txt``, ``pca.npz`` and ``encoder.json``.
+    """
+    for split in SPLITS:
+        images, urls = splits[split]
+        if len(urls) != len(images):
+            raise ValueError(f"{split}: {len(images)} images but {len(urls)} urls")
+        raw_name, _, urls_name = split_file_names(split)
+        write_features_h5(out_dir / raw_name, (len(images), encoder.feature_dim), lambda dataset: extract_features(
+            encoder, images, batch_size=batch_size, device=device, desc=f"{split} features", out=dataset))
+        write_text_atomic(out_dir / urls_name, "".join(f"{url}\n" for url in urls))
+    with read_features_h5(out_dir / split_file_names("train")[0]) as train_features:
+        pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)")
+    save_pca(out_dir / "pca.npz", pca)
+    for split in SPLITS:
+        raw_name, pca_name, _ = split_file_names(split)
+        with read_features_h5(out_dir / raw_name) as features:
+            save_features_h5(out_dir / pca_name, pca.project(features))
+    write_text_atomic(out_dir / "encoder.json", json.dumps(encoder_info, indent=2) + "\n")

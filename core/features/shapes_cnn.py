@@ -1,0 +1,196 @@
+"""The shapes world's image encoder: a small CNN whose penultimate layer plays the part of VGG16's fc7.
+
+It is pretrained once per dataset build on the generated scenes (``core.features.shapes_pretrain``),
+with one classification head per attribute the captions talk about, and saved beside the dataset as
+``encoder.pt`` (state_dict) and ``encoder.json`` (its config). Extraction uses only ``forward``: the
+heads exist for pretraining and for measuring what the features encode.
+
+Dimension legend: B batch, S image side, C channels, F feature width (fc7), K classes of a head,
+J slots of a head (objects left to right, or object pairs).
+"""
+import json
+import pickle
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import UserError
+
+# Heads: name -> (slots J, classes K). Object slots are the objects in left-to-right order; "vertical"
+# has one slot per object pair (0, 1), (0, 2), (1, 2): neither / above / below, as captions say them.
+MAX_OBJECTS = 3
+HEADS = {
+    "count": (1, MAX_OBJECTS),
+    "present": (MAX_OBJECTS, 2),
+    "shape": (MAX_OBJECTS, 4),
+    "colour": (MAX_OBJECTS, 6),
+    "size": (MAX_OBJECTS, 2),
+    "row": (MAX_OBJECTS, 3),
+    "vertical": (3, 3),
+}
+# Dense heads, used only in pretraining: for each cell of the trunk's final map, the shape / colour /
+# size of the object covering it, class 0 meaning none. They hand the trunk a direct, local signal of
+# what each shape looks like, which the slot heads alone give only after sorting objects left to right.
+DENSE_HEADS = {"cell_shape": 5, "cell_colour": 7, "cell_size": 3}
+ENCODER_FILE = "encoder.pt"
+CONFIG_FILE = "encoder.json"
+
+
+@dataclass(frozen=True)
+class ShapesEncoderConfig:
+    """Architecture of the shapes CNN: conv widths (each conv halves the map except the last) and fc7."""
+    image_size: int = 64
+    widths: tuple = (16, 32, 64, 64)
+    feature_dim: int = 1024
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict (e.g. encoder.json), rejecting unknown keys with a ValueError."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ShapesEncoderConfig options: {sorted(unknown)}")
+        values = dict(values)
+        if "widths" in values:
+            values["widths"] = tuple(values["widths"])
+        return cls(**values)
+
+
+class MultiHead(nn.Module):
+    """Linear classification heads over one feature vector: one logit table per entry of ``HEADS``."""
+
+    def __init__(self, in_dim):
+        super().__init__()
+        self.linears = nn.ModuleDict({name: nn.Linear(in_dim, slots * classes)
+                                      for name, (slots, classes) in HEADS.items()})
+
+    def forward(self, features):
+        """
+        Inputs:
+        - features: float tensor of shape (B, D).
+
+        Returns:
+        - logits: dict name -> float tensor of shape (B, J, K) for that head's (J, K) in ``HEADS``.
+        """
+        return {name: linear(features).view(-1, *HEADS[name])   # (B, J*K) -> (B, J, K)
+                for name, linear in self.linears.items()}
+
+
+def _conv_block(in_channels, out_channels, pool):
+    """3x3 conv, BatchNorm, ReLU, then a 2x2 max-pool that halves the map when ``pool``."""
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+              nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return layers
+
+
+def _stem(out_channels):
+    """A 4x4 stride-2 conv: halves the map at once (the full-resolution map is the costliest to
+    process on a CPU) while its overlapping windows still see every pixel of a small object."""
+    return [nn.Conv2d(3, out_channels, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+class ShapesEncoder(nn.Module):
+    """Conv trunk -> flatten (keeping where things are) -> fc7 (ReLU) -> attribute heads.
+
+    The flatten keeps the spatial layout (an 8x8 map at 64 px), which the left-to-right object slots
+    need. The stem halves the image; every conv but the last halves it again with a max-pool.
+    """
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config or ShapesEncoderConfig()
+        widths = self.config.widths
+        layers = _stem(widths[0])
+        for i in range(1, len(widths)):
+            layers += _conv_block(widths[i - 1], widths[i], pool=i < len(widths) - 1)
+        self.trunk = nn.Sequential(*layers)
+        side = self.config.image_size // 2 ** (len(widths) - 1)
+        self.fc7 = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, self.config.feature_dim),
+                                 nn.ReLU(inplace=True))
+        self.heads = MultiHead(self.config.feature_dim)
+        self.dense = nn.Conv2d(widths[-1], sum(DENSE_HEADS.values()), 1)
+        self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
+
+    @property
+    def feature_dim(self):
+        return self.config.feature_dim
+
+    def preprocess(self, images):
+        """Pixels to network input.
+
+        Inputs:
+        - images: uint8 array of shape (B, S, S, 3), S the encoder's image size.
+
+        Returns:
+        - x: float32 tensor of shape (B, 3, S, S), normalised, on the encoder's device.
+        """
+        images = np.asarray(images)
+        size = self.config.image_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise UserError(f"shapes encoder expects uint8 images of shape (B, {size}, {size}, 3), got "
+                            f"{images.dtype} {images.shape}: use images of the dataset it was trained on")
+        x = torch.from_numpy(images).to(self.pixel_mean.device)
+        x = x.permute(0, 3, 1, 2).float() / 255.0                 # (B, S, S, 3) -> (B, 3, S, S)
+        return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        """
+        Inputs:
+        - x: float tensor of shape (B, 3, S, S) from ``preprocess``.
+
+        Returns:
+        - features: float tensor of shape (B, F), the fc7 activations (after ReLU).
+        """
+        return self.fc7(self.trunk(x))                             # (B, C, s, s) -> (B, C*s*s) -> (B, F)
+
+    def predict(self, x):
+        """Logits of every head for x of shape (B, 3, S, S).
+
+        Returns:
+        - logits: dict name -> float tensor of shape (B, J, K): the heads of ``HEADS`` and, with
+          J = s*s cells of the final map in row-major order, those of ``DENSE_HEADS``.
+        """
+        cells = self.trunk(x)                                      # (B, C, s, s)
+        logits = self.heads(self.fc7(cells))
+        dense = self.dense(cells).flatten(2).transpose(1, 2)       # (B, K_all, s, s) -> (B, s*s, K_all)
+        for name, part in zip(DENSE_HEADS, dense.split(list(DENSE_HEADS.values()), dim=2)):
+            logits[name] = part                                    # (B, s*s, K)
+        return logits
+
+
+def encoder_info(encoder):
+    """The ``encoder.json`` record of an encoder: {"name": "shapes", ...its ShapesEncoderConfig}."""
+    return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config)))}
+
+
+def save_shapes_encoder(directory, encoder):
+    """Write ``encoder.pt`` (the state_dict) and ``encoder.json`` (``encoder_info``) into ``directory``."""
+    directory = Path(directory)
+    torch.save(encoder.state_dict(), directory / ENCODER_FILE)
+    (directory / CONFIG_FILE).write_text(json.dumps(encoder_info(encoder), indent=2) + "\n", encoding="utf-8")
+
+
+def load_shapes_encoder(directory, device=None):
+    """Load the encoder saved by ``save_shapes_encoder``, in eval mode; UserError if missing or corrupt."""
+    directory = Path(directory)
+    weights, info_path = directory / ENCODER_FILE, directory / CONFIG_FILE
+    for path in (weights, info_path):
+        if not path.is_file():
+            raise UserError(f"{path} not found: rebuild the shapes dataset "
+                            f"(python -m core.datasets.shapes_build --out {directory})")
+    try:
+        info = json.loads(info_path.read_text())
+        names = {f.name for f in fields(ShapesEncoderConfig)}
+        encoder = ShapesEncoder(ShapesEncoderConfig.from_dict({k: v for k, v in info.items() if k in names}))
+        encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, EOFError,
+            pickle.UnpicklingError) as error:
+        raise UserError(f"{weights} or {info_path} is corrupt ({type(error).__name__}): rebuild the "
+                        f"shapes dataset (python -m core.datasets.shapes_build --out {directory})") from error
+    return encoder.to(device or "cpu").eval()

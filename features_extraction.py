@@ -1,0 +1,146 @@
+"""Extract image features for a captioning dataset in the CS231n coco_captioning layout.
+
+Writes, into --out: {train,val}2014_vgg16_fc7.h5 (raw encoder features), {train,val}2014_vgg16_fc7_pca.h5
+(projected by a PCA fitted on train only), pca.npz, encoder.json and {train,val}2014_urls.txt.
+
+Examples:
+    python features_extraction.py --encoder vgg16 --images-dir coco_images --out core/datasets/coco_captioning
+    python features_extraction.py --encoder vgg16 --train-list train.txt --val-list val.txt --out my_features
+    python features_extraction.py --encoder shapes --data-dir core/datasets/shapes
+"""
+import shutil
+from pathlib import Path
+
+import h5py
+
+from core.checkpoint import atomic_write
+from core.cli import ArgumentParser, positive_int, run, seed_everything
+from core.errors import UserError
+from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
+from core.features.extract import SPLITS, resolve_device, write_feature_files
+from core.features.images import ImageFolder, list_images, read_image_list
+from core.features.vgg16 import VGG16, VGG16_FILE
+
+SHAPES_IMAGES_FILE = "shapes_images.h5"
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder", choices=ENCODER_NAMES, default="vgg16",
+                        help="vgg16: ImageNet VGG16 fc7 (4096-d) over image files; shapes: re-extract a shapes "
+                             "dataset's features from its stored images with its stored encoder")
+    parser.add_argument("--images-dir", type=Path,
+                        help="vgg16: folder with train2014/ and val2014/ subfolders of .jpg/.png images")
+    parser.add_argument("--train-list", type=Path,
+                        help="vgg16: text file of train image paths, one per line (relative to the file's folder)")
+    parser.add_argument("--val-list", type=Path, help="vgg16: text file of val image paths, like --train-list")
+    parser.add_argument("--vgg16-weights", type=Path,
+                        help=f"vgg16: torchvision state_dict {VGG16_FILE}; default: the torch hub cache, "
+                             "downloaded there (SHA-256 checked) when missing")
+    parser.add_argument("--data-dir", type=Path, help=f"shapes: the dataset folder ({SHAPES_IMAGES_FILE}, encoder.pt)")
+    parser.add_argument("--out", type=Path,
+                        help="folder receiving the feature files (required for vgg16; shapes: default --data-dir, "
+                             "and encoder.pt is copied there when it differs)")
+    parser.add_argument("--pca-dim", type=positive_int, default=512,
+                        help="width of the *_pca.h5 features (needs more train images than this)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the global generators (extraction and PCA are deterministic; kept for "
+                             "parity with the other scripts)")
+    return parser
+
+
+def image_file_splits(args):
+    """{split: (ImageFolder, paths as url strings)} from --images-dir or --train-list/--val-list."""
+    if args.images_dir is not None and (args.train_list or args.val_list):
+        raise UserError("--images-dir and --train-list/--val-list are alternatives: pass one of them")
+    if args.images_dir is not None:
+        if not args.images_dir.is_dir():
+            raise UserError(f"--images-dir {args.images_dir}: folder not found")
+        paths = {split: list_images(args.images_dir / f"{split}2014") for split in SPLITS}
+    elif args.train_list is not None and args.val_list is not None:
+        paths = {"train": read_image_list(args.train_list), "val": read_image_list(args.val_list)}
+    else:
+        raise UserError("--encoder vgg16 needs --images-dir, or both --train-list and --val-list")
+    paths = {split: split_paths[:args.limit] for split, split_paths in paths.items()}
+    return {split: (ImageFolder(split_paths), [str(p) for p in split_paths]) for split, split_paths in paths.items()}
+
+
+def shapes_splits(images_file, limit):
+    """{split: (uint8 images (M, S, S, 3), "shapes://split/i" urls)} of an open shapes_images.h5.
+
+    Without --limit the images stay a lazy h5py dataset; with it, the first rows are read.
+    """
+    splits = {}
+    for split in SPLITS:
+        images = images_file.get(f"{split}_images")
+        if not isinstance(images, h5py.Dataset) or images.ndim != 4 or images.dtype != "uint8":
+            raise UserError(f"{images_file.filename}: no uint8 image dataset '{split}_images'; rebuild the dataset")
+        if limit is not None:
+            images = images[:limit]
+        splits[split] = (images, [f"shapes://{split}/{i}" for i in range(len(images))])
+    return splits
+
+
+def check_pca_dim(pca_dim, num_train, feature_dim):
+    """Fail before the long extraction when the PCA cannot be fitted."""
+    if pca_dim > feature_dim:
+        raise UserError(f"--pca-dim {pca_dim} exceeds the encoder's feature width {feature_dim}; lower it")
+    if num_train <= pca_dim:
+        raise UserError(f"--pca-dim {pca_dim} needs more than {pca_dim} train images, got {num_train}: "
+                        "lower --pca-dim or use more images")
+
+
+def extract_image_files(args):
+    if args.data_dir is not None:
+        raise UserError("--data-dir is for --encoder shapes; vgg16 reads --images-dir or --train-list/--val-list")
+    if args.out is None:
+        raise UserError("--encoder vgg16 needs --out, the folder receiving the feature files")
+    splits = image_file_splits(args)
+    check_pca_dim(args.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
+    encoder = load_encoder("vgg16", weights=args.vgg16_weights, device=args.device)
+    weights = Path(args.vgg16_weights).name if args.vgg16_weights else VGG16_FILE
+    info = {"name": "vgg16", "weights": weights, "layer": "fc7 (after ReLU)", "feature_dim": encoder.feature_dim,
+            "preprocess": "resize shorter side 256, centre crop 224, ImageNet mean/std"}
+    write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device)
+
+
+def extract_shapes(args):
+    if args.data_dir is None:
+        raise UserError("--encoder shapes needs --data-dir, the shapes dataset folder")
+    if args.images_dir or args.train_list or args.val_list or args.vgg16_weights:
+        raise UserError("--images-dir/--train-list/--val-list/--vgg16-weights are for --encoder vgg16")
+    images_path = args.data_dir / SHAPES_IMAGES_FILE
+    if not images_path.is_file():
+        raise UserError(f"--data-dir {args.data_dir}: no {SHAPES_IMAGES_FILE}; build the shapes dataset first")
+    out = args.out or args.data_dir
+    info = read_encoder_info(args.data_dir)
+    encoder = load_encoder("shapes", base_dir=args.data_dir, device=args.device)
+    try:
+        images_file = h5py.File(images_path, "r")
+    except OSError as exc:
+        raise UserError(f"{images_path}: not a readable HDF5 file ({exc}); rebuild the shapes dataset") from None
+    with images_file:
+        splits = shapes_splits(images_file, args.limit)
+        check_pca_dim(args.pca_dim, len(splits["train"][0]), encoder.feature_dim)
+        write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device)
+    if out.resolve() != args.data_dir.resolve():
+        # encoder.json names the shapes encoder: keep its weights beside it so new images can be encoded.
+        atomic_write(out / "encoder.pt", lambda tmp: shutil.copyfile(args.data_dir / "encoder.pt", tmp))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    seed_everything(args.seed)
+    args.device = resolve_device(args.device)  # a bad --device fails before any slow step
+    if args.encoder == "vgg16":
+        extract_image_files(args)
+    else:
+        extract_shapes(args)
+    print(f"wrote features to {args.out or args.data_dir}")
+
+
+if __name__ == "__main__":
+    run(main)
