@@ -13,7 +13,7 @@ from pathlib import Path
 
 import h5py
 
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write
 from core.cli import ArgumentParser, positive_int, run, seed_everything
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info

@@ -6,34 +6,17 @@ everything else as JSON: model type and config, vocabulary, data settings, epoch
 history and generator states.
 """
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UserError
+from core.fileio import atomic_write
 
 FORMAT_VERSION = 1
 NUMPY_SUFFIX = ".npz"
 TORCH_SUFFIX = ".pt"
-
-
-def atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_numpy_checkpoint(path, meta, params, optim_state):

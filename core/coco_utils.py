@@ -11,9 +11,6 @@ Dimension legend: N captions in a split, T ids per caption (17), M images in a s
 (512 after PCA, F = 4096 for raw VGG16 fc7), B minibatch size, V vocabulary size.
 """
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -21,6 +18,8 @@ import numpy as np
 
 from core.caption_vocab import build_vocab, check_vocab, decode_captions, encode_captions
 from core.errors import UserError
+from core.features.store import LazyFeatures
+from core.fileio import atomic_write, atomic_write_text
 
 __all__ = ["load_coco_data", "sample_coco_minibatch", "LazyFeatures", "save_captions_h5", "save_vocab_json",
            "build_vocab", "encode_captions", "decode_captions", "features_file", "urls_file", "CAPTIONS_FILE",
@@ -40,66 +39,6 @@ def features_file(split, pca_features):
 def urls_file(split):
     """The file name of a split's image URL list."""
     return f"{split}2014_urls.txt"
-
-
-class LazyFeatures:
-    """Rows of an HDF5 feature matrix, read from disk only when indexed.
-
-    Behaves like a read-only (M, F) float array for ``.shape``, ``.dtype``, ``len`` and indexing by an
-    int, a slice, or an integer array (any order, repeats allowed). The file stays open so that each
-    minibatch costs one read; pickling reopens it by path (for data-loader worker processes).
-    """
-
-    def __init__(self, path, key="features"):
-        self.path, self.key = Path(path), key
-        self._file = h5py.File(self.path, "r")
-        self._data = self._file[key]
-
-    @property
-    def shape(self):
-        return self._data.shape
-
-    @property
-    def dtype(self):
-        return self._data.dtype
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, index):
-        """Rows ``index`` as an in-memory array; an integer array of shape (B,) gives shape (B, F)."""
-        if isinstance(index, (int, np.integer, slice)):
-            return self._data[index]
-        if isinstance(index, tuple):
-            raise IndexError("LazyFeatures indexes rows only; select columns on the returned array")
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        if not np.issubdtype(index.dtype, np.integer):
-            raise IndexError(f"feature rows must be indexed by integers, got dtype {index.dtype}")
-        rows = np.where(index < 0, index + len(self), index)
-        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"feature row index out of range for {len(self)} rows in {self.path}")
-        # h5py reads only strictly increasing row lists: read each distinct row once, then reorder.
-        unique, inverse = np.unique(rows.ravel(), return_inverse=True)
-        block = self._data[unique] if unique.size else np.empty((0,) + self.shape[1:], self.dtype)
-        return block[inverse].reshape(rows.shape + self.shape[1:])  # (*index.shape, F)
-
-    def close(self):
-        self._file.close()
-
-    def __getstate__(self):
-        return {"path": self.path, "key": self.key}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["key"])
-
-    def __repr__(self):
-        return f"LazyFeatures({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _require_file(path):
@@ -266,31 +205,17 @@ def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):
     return data[f"{split}_captions"][mask], features, data[f"{split}_urls"][image_idxs]
 
 
-@contextmanager
-def _atomic_path(path):
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_captions_h5(path, arrays):
     """Write ``arrays`` (dict name -> array, e.g. train_captions of shape (N, T)) to an HDF5 file atomically."""
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        for name, array in arrays.items():
-            h5.create_dataset(name, data=np.asarray(array))
+    def write(tmp):
+        with h5py.File(tmp, "w") as h5:
+            for name, array in arrays.items():
+                h5.create_dataset(name, data=np.asarray(array))
+
+    atomic_write(path, write)
 
 
 def save_vocab_json(path, word_to_idx, idx_to_word):
     """Write the vocabulary JSON of the layout atomically, after checking the two mappings agree."""
     check_vocab(word_to_idx, idx_to_word)
-    with _atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"idx_to_word": list(idx_to_word), "word_to_idx": dict(word_to_idx)}),
-                       encoding="utf-8")
+    atomic_write_text(path, json.dumps({"idx_to_word": list(idx_to_word), "word_to_idx": dict(word_to_idx)}))

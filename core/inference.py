@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core.captioning import caption_features, check_compatible, encode_image_files, split_images
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write_text
 from core.cli import seed_everything
 from core.coco_utils import SPLITS, load_coco_data
 from core.datasets.resolve import resolve_data_dir
@@ -71,7 +71,7 @@ def run_inference(settings):
     record["decoding"] = {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
                           "temperature": settings.decode.temperature, "max_length": settings.max_length}
     if settings.output:
-        atomic_write(settings.output, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+        atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.baselines import nearest_neighbour_captions
 from core.captioning import split_images
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write_text
 from core.coco_utils import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
@@ -46,8 +46,8 @@ def run_results(settings):
     rows += _retrieval_rows(data)
     table = format_table(rows, settings)
     out = Path(settings.out)
-    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(table))
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
+    atomic_write_text(out / "results.md", table)
     if settings.readme:
         _update_readme(Path(settings.readme), table)
     return rows
@@ -118,4 +118,4 @@ def _update_readme(path, table):
         return
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
-    atomic_write(path, lambda tmp: Path(tmp).write_text(f"{head}{README_START}\n{table}{README_END}{tail}"))
+    atomic_write_text(path, f"{head}{README_START}\n{table}{README_END}{tail}")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.checkpoint import FORMAT_VERSION, atomic_write, load_training_state, save_training_state
+from core.checkpoint import FORMAT_VERSION, load_training_state, save_training_state
+from core.fileio import atomic_write_text
 from core.errors import UserError
 from core.plotting import plot_loss
 from core.updaters import learning_rate
@@ -166,7 +167,7 @@ class Solver:
 
     def _write_history(self):
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
-        atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+        atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=1))
         plot_loss(self.history, self.out_dir / "loss.png", title=self.meta.get("title"))
 
 

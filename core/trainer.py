@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write_text
 from core.cli import seed_everything
 from core.coco_utils import load_coco_data
 from core.datasets.resolve import resolve_data_dir
@@ -75,7 +75,7 @@ def run_training(settings):
         solver.resume()
     config = {"settings": asdict(settings), "solver": asdict(solver_config), "optim": asdict(optim_config),
               "model_config": model.config(), "data_dir": meta["data"]["dir"], "device": str(device)}
-    atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1)))
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=1))
     start = time.perf_counter()
     try:
         history = solver.train()

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import (FORMAT_VERSION, atomic_write, load_numpy_checkpoint, load_torch_checkpoint,
-                             save_numpy_checkpoint, save_torch_checkpoint)
+from core.checkpoint import (FORMAT_VERSION, load_numpy_checkpoint, load_torch_checkpoint, save_numpy_checkpoint,
+                             save_torch_checkpoint)
+from core.fileio import atomic_write
 from core.errors import UserError
 
 META = {"format_version": FORMAT_VERSION, "model_type": "lstm", "idx_to_word": ["<NULL>", "<START>", "<END>"],

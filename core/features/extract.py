@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.checkpoint import atomic_write
+from core.coco_utils import features_file, urls_file
 from core.devices import pick_device
 from core.features.pca import fit_pca, save_pca
 from core.features.store import read_features_h5, save_features_h5, write_features_h5
+from core.fileio import atomic_write_text
 
 SPLITS = ("train", "val")
 
@@ -72,16 +73,6 @@ def extract_features(encoder, images, batch_size=64, device=None, desc="features
     return out
 
 
-def split_file_names(split):
-    """The layout's file names of one split: raw features, PCA features, image urls."""
-    return (f"{split}2014_vgg16_fc7.h5", f"{split}2014_vgg16_fc7_pca.h5", f"{split}2014_urls.txt")
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` (UTF-8) so that it appears complete or not at all."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, batch_size=64, device=None):
     """Extract and write every feature file of the dataset layout for the train and val splits.
 
@@ -100,15 +91,15 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, bat
         images, urls = splits[split]
         if len(urls) != len(images):
             raise ValueError(f"{split}: {len(images)} images but {len(urls)} urls")
-        raw_name, _, urls_name = split_file_names(split)
+        raw_name, urls_name = features_file(split, False), urls_file(split)
         write_features_h5(out_dir / raw_name, (len(images), encoder.feature_dim), lambda dataset: extract_features(
             encoder, images, batch_size=batch_size, device=device, desc=f"{split} features", out=dataset))
-        write_text_atomic(out_dir / urls_name, "".join(f"{url}\n" for url in urls))
-    with read_features_h5(out_dir / split_file_names("train")[0]) as train_features:
+        atomic_write_text(out_dir / urls_name, "".join(f"{url}\n" for url in urls))
+    with read_features_h5(out_dir / features_file("train", False)) as train_features:
         pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)")
     save_pca(out_dir / "pca.npz", pca)
     for split in SPLITS:
-        raw_name, pca_name, _ = split_file_names(split)
+        raw_name, pca_name = features_file(split, False), features_file(split, True)
         with read_features_h5(out_dir / raw_name) as features:
             save_features_h5(out_dir / pca_name, pca.project(features))
-    write_text_atomic(out_dir / "encoder.json", json.dumps(encoder_info, indent=2) + "\n")
+    atomic_write_text(out_dir / "encoder.json", json.dumps(encoder_info, indent=2) + "\n")

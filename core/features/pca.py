@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write
 from core.errors import UserError
 
 DEFAULT_CHUNK = 4096

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.checkpoint import atomic_write
+from core.fileio import atomic_write
 from core.errors import UserError
 
 FEATURES_KEY = "features"
