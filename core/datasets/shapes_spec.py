@@ -22,7 +22,8 @@ COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SIZES = ("small", "large")
 SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
 GENERIC_NOUNS = (("object", "shape", "thing"), ("objects", "shapes", "things"))
-COUNT_WORDS = {1: ("a", "one"), 2: ("two",), 3: ("three",)}
+# "an" is the article before a vowel ("an orange star"); it counts one object like "a".
+COUNT_WORDS = {1: ("a", "an", "one"), 2: ("two",), 3: ("three",)}
 # Canonical relation -> the word sequences that express it between two noun phrases.
 RELATION_WORDS = {
     "left": (("left", "of"), ("to", "the", "left", "of")),

@@ -13,7 +13,6 @@ F feature width, K PCA width.
 """
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
