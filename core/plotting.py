@@ -236,3 +236,13 @@ def save_gallery(path, items, columns=4, title=None, layout=GalleryLayout()):
             _draw_tile(fig, items[i], texts[i], box, layout)
         top = bottom - text_h
     return save_figure(fig, path, dpi=layout.dpi)
+
+
+def show_png(path):
+    """Open a saved PNG in a window (``--show``); needs a display and an interactive matplotlib backend."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.imshow(plt.imread(str(path)))
+    ax.axis("off")
+    plt.show()

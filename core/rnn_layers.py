@@ -1,0 +1,292 @@
+"""Numpy layers for recurrent captioning: vanilla (tanh) RNN, LSTM, word embedding, temporal affine, softmax loss.
+
+Every ``*_forward`` returns ``(out, cache)`` and its ``*_backward`` takes the upstream gradient and that cache.
+The step functions are the readable reference; the sequence functions compute the same thing fast:
+the input projection of all time steps is one (N*T, D) @ (D, G) matmul before the loop, the loop keeps
+only the recurrent matmul and the elementwise gate math (written into preallocated time-major buffers),
+and the weight gradients are single matmuls over all steps after the backward loop.
+
+Dimension legend: N batch, T time steps, D input width, H hidden width, V vocabulary size (or M output width),
+G = H for the RNN and 4H for the LSTM. LSTM gates are stacked in the order i, f, o, g.
+Arrays keep the dtype of their inputs (float32 stays float32).
+"""
+import numpy as np
+
+
+def _sigmoid(x):
+    """Logistic sigmoid written via tanh, which cannot overflow for large negative x (unlike exp(-x))."""
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def _check_sequence(x, h0, Wx, Wh, b, gates):
+    """Raise ValueError unless x (N, T, D), h0 (N, H), Wx (D, gates*H), Wh (H, gates*H), b (gates*H,)."""
+    if x.ndim != 3 or h0.ndim != 2 or h0.shape[0] != x.shape[0]:
+        raise ValueError(f"expected x of shape (N, T, D) and h0 of shape (N, H), got {x.shape} and {h0.shape}")
+    H = h0.shape[1]
+    expected = {"Wx": (x.shape[2], gates * H), "Wh": (H, gates * H), "b": (gates * H,)}
+    for name, array in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+        if array.shape != expected[name]:
+            raise ValueError(f"expected {name} of shape {expected[name]}, got {array.shape}")
+
+
+def _input_projection(x, Wx, b, out):
+    """Write x @ Wx + b for every step into ``out`` of shape (T, N, G); return x time-major (T*N, D)."""
+    N, T, D = x.shape
+    x_tm = x.transpose(1, 0, 2).reshape(T * N, D)  # (N, T, D) -> (T*N, D), a copy: each step's rows contiguous
+    np.matmul(x_tm, Wx, out=out.reshape(T * N, -1))  # (T*N, D) @ (D, G) -> (T*N, G)
+    out += b
+    return x_tm
+
+
+def _weight_gradients(dpre, x_tm, h0, h_tm, Wx):
+    """Gradients of the sequence layers' shared affine part from pre-activation gradients dpre (T, N, G).
+
+    Returns dx of shape (N, T, D), dWx (D, G), dWh (H, G), db (G,).
+    """
+    T, N, G = dpre.shape
+    flat = dpre.reshape(T * N, G)
+    dx = (flat @ Wx.T).reshape(T, N, -1).transpose(1, 0, 2)  # (T*N, G) @ (G, D) -> (T, N, D) -> (N, T, D)
+    dWx = x_tm.T @ flat  # (D, T*N) @ (T*N, G) -> (D, G)
+    H = h0.shape[1]
+    # Step t multiplies Wh by h_{t-1}: h0 for the first step, the layer's own outputs for the rest.
+    dWh = h0.T @ dpre[0]  # (H, N) @ (N, G) -> (H, G)
+    dWh += h_tm[:-1].reshape(-1, H).T @ dpre[1:].reshape(-1, G)  # (H, (T-1)*N) @ ((T-1)*N, G) -> (H, G)
+    return np.ascontiguousarray(dx), dWx, dWh, flat.sum(axis=0)
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One tanh RNN step: next_h = tanh(x @ Wx + prev_h @ Wh + b).
+
+    Inputs: x of shape (N, D), prev_h of shape (N, H), Wx of shape (D, H), Wh of shape (H, H), b of shape (H,).
+    Returns: next_h of shape (N, H), cache for rnn_step_backward.
+    """
+    next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+
+
+def rnn_step_backward(dnext_h, cache):
+    """Backward of rnn_step_forward.
+
+    Inputs: dnext_h of shape (N, H), cache.
+    Returns: dx of shape (N, D), dprev_h (N, H), dWx (D, H), dWh (H, H), db (H,).
+    """
+    x, prev_h, Wx, Wh, next_h = cache
+    da = dnext_h * (1 - next_h ** 2)
+    return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """A tanh RNN over a whole sequence.
+
+    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, H), Wh of shape (H, H), b of shape (H,).
+    Returns: h of shape (N, T, H), the hidden state at every step; cache for rnn_backward.
+    """
+    _check_sequence(x, h0, Wx, Wh, b, gates=1)
+    N, T, _ = x.shape
+    dtype = np.result_type(x, h0, Wx, Wh, b)
+    h_tm = np.empty((T, N, h0.shape[1]), dtype=dtype)  # pre-activations, turned into h in place
+    x_tm = _input_projection(x, Wx, b, h_tm)
+    recurrent = np.empty_like(h_tm[0])
+    prev_h = h0
+    for t in range(T):
+        np.matmul(prev_h, Wh, out=recurrent)  # (N, H) @ (H, H) -> (N, H)
+        h_tm[t] += recurrent
+        np.tanh(h_tm[t], out=h_tm[t])
+        prev_h = h_tm[t]
+    h = np.ascontiguousarray(h_tm.transpose(1, 0, 2))  # (T, N, H) -> (N, T, H)
+    return h, (x_tm, h0, Wx, Wh, h_tm)
+
+
+def rnn_backward(dh, cache):
+    """Backward of rnn_forward.
+
+    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state; cache.
+    Returns: dx of shape (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
+    """
+    x_tm, h0, Wx, Wh, h_tm = cache
+    dh_tm = dh.transpose(1, 0, 2)  # (N, T, H) -> (T, N, H) view
+    da = 1 - h_tm ** 2  # tanh' for all steps at once; becomes the pre-activation gradient in the loop
+    dprev_h = np.zeros_like(h0, dtype=da.dtype)
+    for t in range(h_tm.shape[0] - 1, -1, -1):
+        dprev_h += dh_tm[t]
+        da[t] *= dprev_h
+        np.matmul(da[t], Wh.T, out=dprev_h)  # (N, H) @ (H, H) -> (N, H)
+    dx, dWx, dWh, db = _weight_gradients(da, x_tm, h0, h_tm, Wx)
+    return dx, dprev_h, dWx, dWh, db
+
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """One LSTM step.
+
+    Inputs: x of shape (N, D), prev_h and prev_c of shape (N, H), Wx of shape (D, 4H), Wh of shape (H, 4H),
+    b of shape (4H,).
+    Returns: next_h and next_c of shape (N, H), cache for lstm_step_backward.
+    """
+    H = prev_h.shape[1]
+    a = x @ Wx + prev_h @ Wh + b
+    i, f, o = (_sigmoid(a[:, k * H:(k + 1) * H]) for k in range(3))
+    g = np.tanh(a[:, 3 * H:])
+    next_c = f * prev_c + i * g
+    tanh_c = np.tanh(next_c)
+    next_h = o * tanh_c
+    return next_h, next_c, (x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c)
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """Backward of lstm_step_forward.
+
+    Inputs: dnext_h and dnext_c of shape (N, H), cache.
+    Returns: dx of shape (N, D), dprev_h (N, H), dprev_c (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    x, prev_h, prev_c, Wx, Wh, i, f, o, g, tanh_c = cache
+    dc = dnext_c + dnext_h * o * (1 - tanh_c ** 2)
+    da = np.concatenate([dc * g * i * (1 - i), dc * prev_c * f * (1 - f),
+                         dnext_h * tanh_c * o * (1 - o), dc * i * (1 - g ** 2)], axis=1)
+    return da @ Wx.T, da @ Wh.T, dc * f, x.T @ da, prev_h.T @ da, da.sum(axis=0)
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """An LSTM over a whole sequence, starting from cell state c0 = 0.
+
+    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, 4H), Wh of shape (H, 4H), b of shape (4H,).
+    Returns: h of shape (N, T, H), the hidden state at every step; cache for lstm_backward.
+    """
+    _check_sequence(x, h0, Wx, Wh, b, gates=4)
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    dtype = np.result_type(x, h0, Wx, Wh, b)
+    # sigmoid(a) = (1 + tanh(a / 2)) / 2. Halving the i, f, o columns of the weights once (not the
+    # pre-activations at every step) lets one contiguous tanh call per step serve all four gates.
+    scale = np.ones(4 * H, dtype=dtype)
+    scale[:3 * H] = 0.5
+    gates = np.empty((T, N, 4 * H), dtype=dtype)  # pre-activations, turned into i, f, o, g in place
+    x_tm = _input_projection(x, Wx * scale, b * scale, gates)
+    Wh_scaled = Wh * scale
+    c, tanh_c, h_tm = (np.empty((T, N, H), dtype=dtype) for _ in range(3))
+    recurrent = np.empty((N, 4 * H), dtype=dtype)
+    prev_h, prev_c = h0, np.zeros((N, H), dtype=dtype)
+    for t in range(T):
+        a = gates[t]
+        a += np.matmul(prev_h, Wh_scaled, out=recurrent)  # (N, H) @ (H, 4H) -> (N, 4H)
+        np.tanh(a, out=a)
+        a[:, :3 * H] *= 0.5
+        a[:, :3 * H] += 0.5
+        np.multiply(a[:, H:2 * H], prev_c, out=c[t])
+        c[t] += np.multiply(a[:, :H], a[:, 3 * H:], out=h_tm[t])  # h_tm[t] as scratch until set below
+        np.tanh(c[t], out=tanh_c[t])
+        np.multiply(a[:, 2 * H:3 * H], tanh_c[t], out=h_tm[t])
+        prev_h, prev_c = h_tm[t], c[t]
+    h = np.ascontiguousarray(h_tm.transpose(1, 0, 2))  # (T, N, H) -> (N, T, H)
+    return h, (x_tm, h0, Wx, Wh, gates, c, tanh_c, h_tm)
+
+
+def lstm_backward(dh, cache):
+    """Backward of lstm_forward.
+
+    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state; cache.
+    Returns: dx of shape (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    x_tm, h0, Wx, Wh, gates, c, tanh_c, h_tm = cache
+    T, N, H = c.shape
+    dh_tm = dh.transpose(1, 0, 2)  # (N, T, H) -> (T, N, H) view
+    dgates = np.empty_like(gates)
+    dprev_h, dc, scratch = (np.zeros((N, H), dtype=gates.dtype) for _ in range(3))
+    dsig = np.empty((N, 3 * H), dtype=gates.dtype)
+    for t in range(T - 1, -1, -1):
+        i, f, o, g = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
+        di, df, do, dg = (dgates[t, :, k * H:(k + 1) * H] for k in range(4))
+        dprev_h += dh_tm[t]  # now the total gradient of h_t
+        np.multiply(dprev_h, tanh_c[t], out=do)
+        # dc_t += dh_t * o * tanh'(c_t), with tanh' = 1 - tanh^2
+        np.multiply(tanh_c[t], tanh_c[t], out=scratch)
+        np.subtract(1, scratch, out=scratch)
+        scratch *= o
+        scratch *= dprev_h
+        dc += scratch
+        np.multiply(dc, g, out=di)
+        np.multiply(dc, i, out=dg)
+        if t > 0:
+            np.multiply(dc, c[t - 1], out=df)
+        else:
+            df.fill(0)  # c0 = 0
+        dc *= f  # carried back to c_{t-1}
+        # Through the nonlinearities: sigmoid' = s (1 - s) for i, f, o; tanh' = 1 - g^2 for g.
+        np.subtract(1, gates[t, :, :3 * H], out=dsig)
+        dsig *= gates[t, :, :3 * H]
+        dgates[t, :, :3 * H] *= dsig
+        np.multiply(g, g, out=scratch)
+        np.subtract(1, scratch, out=scratch)
+        dg *= scratch
+        np.matmul(dgates[t], Wh.T, out=dprev_h)  # (N, 4H) @ (4H, H) -> (N, H)
+    dx, dWx, dWh, db = _weight_gradients(dgates, x_tm, h0, h_tm, Wx)
+    return dx, dprev_h, dWx, dWh, db
+
+
+def word_embedding_forward(x, W):
+    """Look up word vectors.
+
+    Inputs: x of shape (N, T), integer word indices in [0, V); W of shape (V, D).
+    Returns: out of shape (N, T, D), cache for word_embedding_backward.
+    """
+    return W[x], (x, W.shape, W.dtype)
+
+
+def word_embedding_backward(dout, cache):
+    """Backward of word_embedding_forward (the indices get no gradient).
+
+    Inputs: dout of shape (N, T, D), cache.
+    Returns: dW of shape (V, D).
+    """
+    x, shape, dtype = cache
+    dW = np.zeros(shape, dtype=dtype)
+    np.add.at(dW, x.ravel(), dout.reshape(-1, shape[1]))  # repeated words must accumulate, hence add.at
+    return dW
+
+
+def temporal_affine_forward(x, w, b):
+    """The same affine map at every time step.
+
+    Inputs: x of shape (N, T, D), w of shape (D, M), b of shape (M,).
+    Returns: out of shape (N, T, M), cache for temporal_affine_backward.
+    """
+    N, T, D = x.shape
+    out = (x.reshape(N * T, D) @ w).reshape(N, T, -1)  # (N*T, D) @ (D, M) -> (N, T, M)
+    out += b
+    return out, (x, w)
+
+
+def temporal_affine_backward(dout, cache):
+    """Backward of temporal_affine_forward.
+
+    Inputs: dout of shape (N, T, M), cache.
+    Returns: dx of shape (N, T, D), dw (D, M), db (M,).
+    """
+    x, w = cache
+    N, T, D = x.shape
+    flat = dout.reshape(N * T, -1)
+    dx = (flat @ w.T).reshape(N, T, D)  # (N*T, M) @ (M, D) -> (N, T, D)
+    dw = x.reshape(N * T, D).T @ flat  # (D, N*T) @ (N*T, M) -> (D, M)
+    return dx, dw, flat.sum(axis=0)
+
+
+def temporal_softmax_loss(x, y, mask):
+    """Softmax cross-entropy summed over the unmasked time steps, divided by N.
+
+    Inputs: x of shape (N, T, V), scores; y of shape (N, T), target indices in [0, V);
+    mask of shape (N, T), true (or 1) where the step counts.
+    Returns: loss, a float; dx of shape (N, T, V), the gradient of the loss.
+    """
+    N, T, V = x.shape
+    flat = x.reshape(N * T, V)
+    rows, targets = np.arange(N * T), y.ravel()
+    maxes = flat.max(axis=1)
+    probs = flat - maxes[:, None]  # the max shift keeps exp from overflowing
+    target_logits = probs[rows, targets]
+    np.exp(probs, out=probs)
+    sums = probs.sum(axis=1)
+    weights = mask.ravel().astype(x.dtype)
+    loss = -float(np.dot(weights, target_logits - np.log(sums))) / N
+    # dx = weight / N * (softmax - onehot(y)): normalising and weighting fused into one pass.
+    probs *= (weights / N / sums)[:, None]
+    probs[rows, targets] -= weights / N
+    return loss, probs.reshape(N, T, V)

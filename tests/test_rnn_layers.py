@@ -1,0 +1,183 @@
+"""core.rnn_layers: numeric gradient checks of every backward, torch autograd cross-checks, dtype handling."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import rnn_layers as L
+
+N, T, D, H, V = 3, 5, 4, 6, 7
+
+
+def numeric_gradient(f, x, h=1e-3):
+    """Gradient of the scalar function ``f()`` with respect to array ``x`` (perturbed in place, then restored).
+
+    Fourth-order centered differences: the O(h^4) truncation error allows a step large enough that
+    float64 rounding (~eps |f| / h) stays far below the 1e-7 tolerance, unlike the two-point O(h^2) formula.
+    """
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        values = []
+        for step in (2 * h, h, -h, -2 * h):
+            x[idx] = old + step
+            values.append(f())
+        x[idx] = old
+        # Differences first: an x that f ignores then gives exactly 0, not rounding noise.
+        grad[idx] = (8 * (values[1] - values[2]) - (values[0] - values[3])) / (12 * h)
+    return grad
+
+
+def rel_error(a, b):
+    """Largest elementwise relative error, with a floor so entries near zero compare absolutely."""
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0):
+    """Compare ``backward``'s gradients to numeric ones for the inputs named in ``grad_of``.
+
+    ``forward(**inputs)`` returns a tuple whose first ``n_out`` entries are outputs followed by the cache;
+    the scalar checked is sum(output_k * upstream_k). ``grad_of`` maps input name -> position in backward's result.
+    """
+    rng = np.random.default_rng(seed)
+    result = forward(**inputs)
+    outputs, cache = result[:-1], result[-1]
+    upstream = [rng.standard_normal(out.shape) for out in outputs]
+    analytic = backward(*upstream, cache)
+    analytic = analytic if isinstance(analytic, tuple) else (analytic,)
+
+    def scalar():
+        return sum(float(np.sum(out * up)) for out, up in zip(forward(**inputs)[:-1], upstream))
+
+    for name, position in grad_of.items():
+        error = rel_error(analytic[position], numeric_gradient(scalar, inputs[name]))
+        assert error < tol, f"d{name}: relative error {error:.2e}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _weights(rng, gates):
+    return {"Wx": rng.standard_normal((D, gates * H)) * 0.5, "Wh": rng.standard_normal((H, gates * H)) * 0.5,
+            "b": rng.standard_normal(gates * H) * 0.5}
+
+
+def test_rnn_step_backward(rng):
+    inputs = {"x": rng.standard_normal((N, D)), "prev_h": rng.standard_normal((N, H)), **_weights(rng, 1)}
+    check_backward(L.rnn_step_forward, L.rnn_step_backward, inputs, {"x": 0, "prev_h": 1, "Wx": 2, "Wh": 3, "b": 4})
+
+
+def test_rnn_backward(rng):
+    inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 1)}
+    check_backward(L.rnn_forward, L.rnn_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+
+
+def test_lstm_step_backward(rng):
+    inputs = {"x": rng.standard_normal((N, D)), "prev_h": rng.standard_normal((N, H)),
+              "prev_c": rng.standard_normal((N, H)), **_weights(rng, 4)}
+    check_backward(L.lstm_step_forward, L.lstm_step_backward, inputs,
+                   {"x": 0, "prev_h": 1, "prev_c": 2, "Wx": 3, "Wh": 4, "b": 5})
+
+
+def test_lstm_backward(rng):
+    inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 4)}
+    check_backward(L.lstm_forward, L.lstm_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+
+
+def test_word_embedding_backward(rng):
+    words = rng.integers(0, V, size=(N, T))
+    words[0, :3] = 2  # a repeated word: its gradient must accumulate
+    inputs = {"x": words, "W": rng.standard_normal((V, D))}
+    check_backward(L.word_embedding_forward, L.word_embedding_backward, inputs, {"W": 0})
+
+
+def test_temporal_affine_backward(rng):
+    inputs = {"x": rng.standard_normal((N, T, D)), "w": rng.standard_normal((D, V)), "b": rng.standard_normal(V)}
+    check_backward(L.temporal_affine_forward, L.temporal_affine_backward, inputs, {"x": 0, "w": 1, "b": 2})
+
+
+def test_temporal_softmax_loss_gradient(rng):
+    x = rng.standard_normal((N, T, V))
+    y = rng.integers(0, V, size=(N, T))
+    mask = rng.random((N, T)) > 0.3
+    loss, dx = L.temporal_softmax_loss(x, y, mask)
+    error = rel_error(dx, numeric_gradient(lambda: L.temporal_softmax_loss(x, y, mask)[0], x))
+    assert error < 1e-7
+    assert np.all(dx[~mask] == 0)
+
+
+def test_temporal_softmax_loss_matches_torch_and_is_stable(rng):
+    x = rng.standard_normal((N, T, V)) * 3
+    x[0, 0, 1] = 1e4  # exp would overflow without the max shift
+    y = rng.integers(0, V, size=(N, T))
+    mask = rng.random((N, T)) > 0.3
+    loss, dx = L.temporal_softmax_loss(x, y, mask)
+    xt = torch.tensor(x, requires_grad=True)
+    keep = torch.tensor(mask)
+    ref = F.cross_entropy(xt[keep], torch.tensor(y)[keep], reduction="sum") / N
+    ref.backward()
+    assert np.isfinite(loss)
+    assert abs(loss - ref.item()) < 1e-10
+    assert np.max(np.abs(dx - xt.grad.numpy())) < 1e-10
+
+
+def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh):
+    """Outputs and gradients of torch.nn.RNN/LSTM (float64) given our weight layout."""
+    gates = 1 if cell_type == "rnn" else 4
+    module = (torch.nn.RNN(D, H, nonlinearity="tanh", batch_first=True) if cell_type == "rnn"
+              else torch.nn.LSTM(D, H, batch_first=True)).double()
+    # Torch stacks gates as i, f, g, o and stores weights as (gates*H, in); ours are i, f, o, g and (in, gates*H).
+    order = np.arange(gates * H) if gates == 1 else np.concatenate(
+        [np.arange(k * H, (k + 1) * H) for k in (0, 1, 3, 2)])
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.tensor(Wx[:, order].T))
+        module.weight_hh_l0.copy_(torch.tensor(Wh[:, order].T))
+        module.bias_ih_l0.copy_(torch.tensor(b[order]))
+        module.bias_hh_l0.zero_()
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0[None], requires_grad=True)  # (1, N, H): one layer
+    state = h0t if gates == 1 else (h0t, torch.zeros_like(h0t))
+    out, _ = module(xt, state)
+    (out * torch.tensor(dh)).sum().backward()
+    grads = (xt.grad.numpy(), h0t.grad[0].numpy(), module.weight_ih_l0.grad.numpy().T[:, np.argsort(order)],
+             module.weight_hh_l0.grad.numpy().T[:, np.argsort(order)],
+             module.bias_ih_l0.grad.numpy()[np.argsort(order)])
+    return out.detach().numpy(), grads
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_sequence_layers_match_torch(rng, cell_type):
+    forward, backward, gates = ((L.rnn_forward, L.rnn_backward, 1) if cell_type == "rnn"
+                                else (L.lstm_forward, L.lstm_backward, 4))
+    x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
+    w = _weights(rng, gates)
+    h, cache = forward(x, h0, **w)
+    dh = rng.standard_normal(h.shape)
+    ours = backward(dh, cache)
+    ref_h, ref_grads = _torch_reference(cell_type, x, h0, w["Wx"], w["Wh"], w["b"], dh)
+    assert np.max(np.abs(h - ref_h)) < 1e-10
+    for name, a, b in zip(("dx", "dh0", "dWx", "dWh", "db"), ours, ref_grads):
+        assert np.max(np.abs(a - b)) < 1e-10, name
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_float32_stays_float32(rng, cell_type):
+    forward, backward, gates = ((L.rnn_forward, L.rnn_backward, 1) if cell_type == "rnn"
+                                else (L.lstm_forward, L.lstm_backward, 4))
+    x = rng.standard_normal((N, T, D)).astype(np.float32)
+    h0 = rng.standard_normal((N, H)).astype(np.float32)
+    w = {k: v.astype(np.float32) for k, v in _weights(rng, gates).items()}
+    h, cache = forward(x, h0, **w)
+    assert h.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in backward(np.ones_like(h), cache))
+    h64, _ = forward(x.astype(np.float64), h0.astype(np.float64), **{k: v.astype(np.float64) for k, v in w.items()})
+    assert np.max(np.abs(h - h64)) < 1e-5
+
+
+def test_sequence_shape_mismatch_raises(rng):
+    x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
+    w = _weights(rng, 1)  # RNN-sized weights are too narrow for an LSTM
+    with pytest.raises(ValueError, match="Wx"):
+        L.lstm_forward(x, h0, **w)
