@@ -1,0 +1,298 @@
+"""Transformer decoder layers written from tensor ops: positional encoding, attention, decoder layer.
+
+Dimension legend used throughout:
+- N: batch size (images)
+- S: query sequence length
+- T: key/value sequence length
+- E: embedding width (``embed_dim``)
+- H: number of attention heads
+- Dh: width of one head, E // H
+- F: feed-forward width (``dim_feedforward``)
+
+Attention masks follow one convention everywhere: ``attn_mask`` of shape (S, T), boolean or 0/1, where
+True/1 means "query s may attend to key t" and False/0 means it may not (the opposite of
+``torch.nn.MultiheadAttention``, whose boolean True means blocked). Every query must be allowed at least
+one key, otherwise its softmax is undefined.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the sinusoidal encoding of Vaswani et al. to a sequence of embeddings, then dropout.
+
+    Even channels 2i hold sin(p / 10000^(2i/E)), odd channels 2i+1 hold cos(p / 10000^(2i/E)).
+    """
+
+    def __init__(self, embed_dim, dropout=0.1, max_len=5000):
+        """
+        Inputs:
+        - embed_dim: E, the width of the embeddings (even).
+        - dropout: probability of zeroing an element after adding the encoding.
+        - max_len: the most positions ever encoded.
+        """
+        super().__init__()
+        if embed_dim % 2 != 0:
+            raise ValueError(f"PositionalEncoding needs an even embed_dim, got {embed_dim}")
+        self.dropout = nn.Dropout(p=dropout)
+        positions = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+        inv_freq = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32)
+                             * (-math.log(10000.0) / embed_dim))  # (E/2,)
+        angles = positions * inv_freq  # (max_len, 1) * (E/2,) -> (max_len, E/2)
+        pe = torch.zeros(1, max_len, embed_dim)
+        pe[0, :, 0::2] = torch.sin(angles)
+        pe[0, :, 1::2] = torch.cos(angles)
+        # Not persistent: the table is a pure function of the constructor arguments.
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x, offset=0):
+        """
+        Inputs:
+        - x: embeddings of shape (N, T, E), standing at positions offset .. offset + T - 1.
+        - offset: int, the position of x[:, 0]; incremental decoding passes the step index.
+
+        Returns:
+        - output of shape (N, T, E).
+        """
+        T = x.shape[1]
+        if offset < 0 or offset + T > self.pe.shape[1]:
+            raise ValueError(f"positions {offset}..{offset + T - 1} exceed max_len={self.pe.shape[1]}")
+        return self.dropout(x + self.pe[:, offset:offset + T])  # (N, T, E) + (1, T, E)
+
+
+def scaled_dot_product(q, k, v, allowed=None, dropout=None):
+    """The hand-written attention core: softmax(q k^T / sqrt(Dh)) v per head.
+
+    Inputs:
+    - q: queries of shape (N, H, S, Dh).
+    - k: keys of shape (N, H, T, Dh).
+    - v: values of shape (N, H, T, Dh).
+    - allowed: optional bool mask of shape (S, T), True where query s may attend to key t.
+    - dropout: optional module applied to the attention weights.
+
+    Returns:
+    - output of shape (N, H, S, Dh).
+    """
+    # Scaling q rather than the scores touches S*Dh numbers instead of S*T.
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N,H,S,Dh) @ (N,H,Dh,T)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))  # (N, H, S, T), mask broadcast
+    # Softmax in at least float32 so half-precision scores under autocast keep their mass.
+    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    weights = weights.to(v.dtype)
+    if dropout is not None:
+        weights = dropout(weights)
+    return weights @ v  # (N, H, S, T) @ (N, H, T, Dh) -> (N, H, S, Dh)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention with dropout on the attention weights.
+
+    ``forward(query, key, value)`` is the usual entry point. Incremental decoding splits it in two:
+    ``project_kv`` turns keys/values into per-head tensors once (to cache or concatenate), and
+    ``attend`` runs a query against such head tensors.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.1, fused=False):
+        """
+        Inputs:
+        - embed_dim: E, the width of queries, keys, values and output.
+        - num_heads: H, which must divide E.
+        - dropout: probability of zeroing an attention weight during training.
+        - fused: use torch's scaled_dot_product_attention kernel instead of the hand-written
+          softmax(QK^T / sqrt(Dh)) V; same weights, same mask convention.
+        """
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.fused = fused
+        self.query = nn.Linear(embed_dim, embed_dim)
+        self.key = nn.Linear(embed_dim, embed_dim)
+        self.value = nn.Linear(embed_dim, embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.attn_drop = nn.Dropout(dropout)
+
+    def forward(self, query, key, value, attn_mask=None):
+        """
+        Inputs:
+        - query: of shape (N, S, E).
+        - key: of shape (N, T, E).
+        - value: of shape (N, T, E).
+        - attn_mask: optional, of shape (S, T), bool or 0/1; False/0 means "may not attend".
+
+        Returns:
+        - output of shape (N, S, E).
+        """
+        if key.shape != value.shape:
+            raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} differ in shape")
+        key_heads, value_heads = self.project_kv(key, value)
+        return self.attend(query, key_heads, value_heads, attn_mask)
+
+    def project_kv(self, key, value):
+        """Project keys and values into heads, once per sequence, so a cache can hold them.
+
+        Inputs:
+        - key: of shape (N, T, E).
+        - value: of shape (N, T, E).
+
+        Returns a tuple of:
+        - key_heads: of shape (N, H, T, Dh).
+        - value_heads: of shape (N, H, T, Dh).
+        """
+        self._check_width(key, "key")
+        self._check_width(value, "value")
+        return self._split_heads(self.key(key)), self._split_heads(self.value(value))
+
+    def attend(self, query, key_heads, value_heads, attn_mask=None):
+        """Attend from ``query`` to keys/values already projected by ``project_kv``.
+
+        Inputs:
+        - query: of shape (N, S, E).
+        - key_heads: of shape (N, H, T, Dh).
+        - value_heads: of shape (N, H, T, Dh).
+        - attn_mask: optional, of shape (S, T), bool or 0/1; False/0 means "may not attend".
+
+        Returns:
+        - output of shape (N, S, E).
+        """
+        self._check_width(query, "query")
+        N, S, _ = query.shape
+        T = key_heads.shape[2]
+        if key_heads.shape != (N, self.num_heads, T, self.head_dim) or value_heads.shape != key_heads.shape:
+            raise ValueError(f"key/value heads {tuple(key_heads.shape)}, {tuple(value_heads.shape)} do not "
+                             f"match (N, H, T, Dh) = ({N}, {self.num_heads}, T, {self.head_dim})")
+        allowed = None
+        if attn_mask is not None:
+            if attn_mask.shape != (S, T):
+                raise ValueError(f"attn_mask of shape {tuple(attn_mask.shape)} should be (S, T) = ({S}, {T})")
+            allowed = attn_mask.to(device=query.device, dtype=torch.bool)
+        q = self._split_heads(self.query(query))  # (N, S, E) -> (N, H, S, Dh)
+        if self.fused:
+            p = self.attn_drop.p if self.training else 0.0
+            heads = F.scaled_dot_product_attention(q, key_heads, value_heads, attn_mask=allowed, dropout_p=p)
+        else:
+            heads = scaled_dot_product(q, key_heads, value_heads, allowed, self.attn_drop)
+        # (N, H, S, Dh) -> (N, S, H, Dh) -> (N, S, E)
+        return self.proj(heads.transpose(1, 2).reshape(N, S, self.embed_dim))
+
+    def _split_heads(self, x):
+        """(N, L, E) -> (N, H, L, Dh)."""
+        N, L, _ = x.shape
+        return x.view(N, L, self.num_heads, self.head_dim).transpose(1, 2)  # (N,L,H,Dh) -> (N,H,L,Dh)
+
+    def _check_width(self, x, name):
+        if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"{name} of shape {tuple(x.shape)} should be (N, L, E) with E={self.embed_dim}")
+
+
+@dataclass
+class LayerCache:
+    """The key/value heads one decoder layer has computed so far during incremental decoding.
+
+    - key, value: self-attention heads of the positions fed so far, each of shape (N, H, t, Dh).
+    - memory_key, memory_value: cross-attention heads of the image memory, each of shape (N, H, M, Dh),
+      computed once per image.
+    """
+    key: torch.Tensor
+    value: torch.Tensor
+    memory_key: torch.Tensor
+    memory_value: torch.Tensor
+
+    def append(self, key, value):
+        """A cache extended by the heads of new positions, each of shape (N, H, s, Dh)."""
+        return LayerCache(torch.cat([self.key, key], dim=2), torch.cat([self.value, value], dim=2),
+                          self.memory_key, self.memory_value)
+
+    def select(self, index):
+        """A cache whose row i is this cache's row index[i]; index a long tensor of shape (M,)."""
+        return LayerCache(self.key[index], self.value[index], self.memory_key[index], self.memory_value[index])
+
+
+class TransformerDecoderLayer(nn.Module):
+    """One post-norm decoder layer (Vaswani et al., CS231n): masked self-attention, cross-attention to the
+    image memory, then a ReLU feed-forward block, each wrapped as LayerNorm(x + Dropout(sublayer(x))).
+
+    Submodule names follow ``torch.nn.TransformerDecoderLayer`` (the cross-attention is ``cross_attn``).
+    """
+
+    def __init__(self, input_dim, num_heads, dim_feedforward=2048, dropout=0.1, fused=False):
+        """
+        Inputs:
+        - input_dim: E, the width of the sequence and of the memory.
+        - num_heads: H, attention heads in both attention blocks.
+        - dim_feedforward: F, the hidden width of the feed-forward block.
+        - dropout: probability used by every dropout in the layer.
+        - fused: passed to both attention blocks.
+        """
+        super().__init__()
+        self.self_attn = MultiHeadAttention(input_dim, num_heads, dropout, fused)
+        self.cross_attn = MultiHeadAttention(input_dim, num_heads, dropout, fused)
+        self.linear1 = nn.Linear(input_dim, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, input_dim)
+        self.norm1 = nn.LayerNorm(input_dim)
+        self.norm2 = nn.LayerNorm(input_dim)
+        self.norm3 = nn.LayerNorm(input_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, tgt, memory, tgt_mask=None):
+        """
+        Inputs:
+        - tgt: the sequence of shape (N, T, E).
+        - memory: the image memory of shape (N, M, E).
+        - tgt_mask: optional self-attention mask of shape (T, T), bool or 0/1, False/0 = may not attend.
+
+        Returns:
+        - output of shape (N, T, E).
+        """
+        self_heads = self.self_attn.project_kv(tgt, tgt)
+        memory_heads = self.cross_attn.project_kv(memory, memory)
+        return self._sublayers(tgt, self_heads, memory_heads, tgt_mask)
+
+    def init_cache(self, memory):
+        """An empty cache for incremental decoding; the memory is projected here, once.
+
+        Inputs:
+        - memory: the image memory of shape (N, M, E).
+
+        Returns:
+        - a LayerCache holding no position yet.
+        """
+        memory_key, memory_value = self.cross_attn.project_kv(memory, memory)
+        N, H, _, Dh = memory_key.shape
+        empty = memory_key.new_empty((N, H, 0, Dh))
+        return LayerCache(empty, empty, memory_key, memory_value)
+
+    def step(self, tgt, cache):
+        """Run the layer on the next position(s) only, attending to every position cached before.
+
+        Inputs:
+        - tgt: the new position of shape (N, 1, E), standing right after the cached ones.
+        - cache: the LayerCache of the positions before.
+
+        Returns a tuple of:
+        - output of shape (N, 1, E), equal to ``forward`` on the full prefix at that position.
+        - the cache extended by this position.
+        """
+        if tgt.shape[1] != 1:
+            raise ValueError(f"step takes one position at a time, got tgt of shape {tuple(tgt.shape)}")
+        cache = cache.append(*self.self_attn.project_kv(tgt, tgt))
+        # No mask: the single new query may see every cached position, all of which precede it.
+        out = self._sublayers(tgt, (cache.key, cache.value), (cache.memory_key, cache.memory_value), None)
+        return out, cache
+
+    def _sublayers(self, tgt, self_heads, memory_heads, tgt_mask):
+        """The three residual blocks given projected self/memory key-value heads; (N,T,E) -> (N,T,E)."""
+        x = self.norm1(tgt + self.dropout1(self.self_attn.attend(tgt, *self_heads, tgt_mask)))
+        x = self.norm2(x + self.dropout2(self.cross_attn.attend(x, *memory_heads)))
+        feed_forward = self.linear2(self.dropout(F.relu(self.linear1(x))))  # (N,T,E)->(N,T,F)->(N,T,E)
+        return self.norm3(x + self.dropout3(feed_forward))
