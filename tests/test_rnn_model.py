@@ -4,7 +4,7 @@ import pytest
 
 from core import optim
 from core.model.rnn_model import CaptioningRNN
-from test_rnn_layers import numeric_gradient, rel_error
+from tests.gradcheck import numeric_gradient, rel_error
 
 SPECIALS = ["<NULL>", "<START>", "<END>", "<UNK>"]
 
