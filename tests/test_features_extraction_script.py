@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from test_features import random_vgg16_state_dict
+from tests.test_features import random_vgg16_state_dict
 
 import features_extraction
 from core.cli import run

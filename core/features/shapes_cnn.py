@@ -41,10 +41,24 @@ CONFIG_FILE = "encoder.json"
 
 @dataclass(frozen=True)
 class ShapesEncoderConfig:
-    """Architecture of the shapes CNN: conv widths (each conv halves the map except the last) and fc7."""
+    """Architecture of the shapes CNN.
+
+    ``widths`` are the output channels of the convs, the first being the stride-2 stem; ``pools`` says
+    after which convs a 2x2 max-pool halves the map; ``feature_dim`` is the width of fc7.
+    """
     image_size: int = 64
-    widths: tuple = (16, 32, 64, 64)
+    widths: tuple = (32, 64, 64, 64)
+    pools: tuple = (True, False, True, False)
     feature_dim: int = 1024
+
+    def __post_init__(self):
+        if len(self.pools) != len(self.widths):
+            raise ValueError(f"pools {self.pools} needs one entry per conv of widths {self.widths}")
+
+    @property
+    def grid(self):
+        """Side of the trunk's final map: the stem and each pool halve the image."""
+        return self.image_size // 2 ** (1 + sum(self.pools))
 
     @classmethod
     def from_dict(cls, values):
@@ -53,8 +67,9 @@ class ShapesEncoderConfig:
         if unknown:
             raise ValueError(f"unknown ShapesEncoderConfig options: {sorted(unknown)}")
         values = dict(values)
-        if "widths" in values:
-            values["widths"] = tuple(values["widths"])
+        for key in ("widths", "pools"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -98,18 +113,19 @@ class ShapesEncoder(nn.Module):
     """Conv trunk -> flatten (keeping where things are) -> fc7 (ReLU) -> attribute heads.
 
     The flatten keeps the spatial layout (an 8x8 map at 64 px), which the left-to-right object slots
-    need. The stem halves the image; every conv but the last halves it again with a max-pool.
+    need. The stem halves the image at once; max-pools halve it further (see ShapesEncoderConfig).
     """
 
     def __init__(self, config=None):
         super().__init__()
         self.config = config or ShapesEncoderConfig()
         widths = self.config.widths
-        layers = _stem(widths[0])
+        pools = self.config.pools
+        layers = _stem(widths[0]) + ([nn.MaxPool2d(2)] if pools[0] else [])
         for i in range(1, len(widths)):
-            layers += _conv_block(widths[i - 1], widths[i], pool=i < len(widths) - 1)
+            layers += _conv_block(widths[i - 1], widths[i], pools[i])
         self.trunk = nn.Sequential(*layers)
-        side = self.config.image_size // 2 ** (len(widths) - 1)
+        side = self.config.grid
         self.fc7 = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, self.config.feature_dim),
                                  nn.ReLU(inplace=True))
         self.heads = MultiHead(self.config.feature_dim)

@@ -192,7 +192,7 @@ def pretrain_encoder(images, scenes, encoder_config, config):
         torch.manual_seed(config.seed)
         encoder = ShapesEncoder(encoder_config).to(memory_format=torch.channels_last)
     size = encoder_config.image_size
-    grid = size // 2 ** (len(encoder_config.widths) - 1)
+    grid = encoder_config.grid
     both = scenes + mirror_scenes(scenes, size)
     labels = {**scene_labels(both, size), **dense_labels(both, size, grid)}
     train_heads(encoder, encoder.predict, MirroredImages(images), labels, config, encoder.preprocess,

@@ -52,7 +52,10 @@ def build_model(model_type, word_to_idx, input_dim, config=None, device=None):
 
 
 def load_model(path, device=None, expect_type=None):
-    """Rebuild the model saved in checkpoint ``path``; returns (model, meta). Raises UserError on any mismatch."""
+    """Rebuild the model saved in checkpoint ``path``, ready for inference (torch models in eval mode).
+
+    Returns (model, meta). Raises UserError on any mismatch.
+    """
     path = Path(path)
     meta, state = load_training_state(path)
     model_type = meta.get("model_type")
@@ -66,6 +69,8 @@ def load_model(path, device=None, expect_type=None):
     input_dim = config.pop("input_dim")
     model = build_model(model_type, word_to_idx, input_dim, config, device)
     _load_params(model, model_type, state["params"], path)
+    if is_torch_model(model_type):
+        model.eval()  # no dropout while decoding
     return model, meta
 
 
