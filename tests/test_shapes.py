@@ -61,7 +61,7 @@ def test_scenes_are_sorted_separated_and_inside(scenes):
         counts.add(len(objects))
         xs = [obj["x"] for obj in objects]
         assert xs == sorted(xs)
-        assert all(b - a >= 0.1 * SIZE for a, b in zip(xs, xs[1:]))
+        assert all(b - a >= 0.2 * SIZE for a, b in zip(xs, xs[1:]))
         for obj in objects:
             assert obj["r"] <= obj["x"] <= SIZE - obj["r"] and obj["r"] <= obj["y"] <= SIZE - obj["r"]
             for other in objects:

@@ -50,6 +50,7 @@ class ShapesEncoderConfig:
     widths: tuple = (32, 64, 64, 64)
     pools: tuple = (True, False, True, False)
     feature_dim: int = 1024
+    chroma: bool = True
 
     def __post_init__(self):
         if len(self.pools) != len(self.widths):
@@ -102,10 +103,10 @@ def _conv_block(in_channels, out_channels, pool):
     return layers
 
 
-def _stem(out_channels):
+def _stem(in_channels, out_channels):
     """A 4x4 stride-2 conv: halves the map at once (the full-resolution map is the costliest to
     process on a CPU) while its overlapping windows still see every pixel of a small object."""
-    return [nn.Conv2d(3, out_channels, 4, stride=2, padding=1, bias=False),
+    return [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
@@ -121,7 +122,7 @@ class ShapesEncoder(nn.Module):
         self.config = config or ShapesEncoderConfig()
         widths = self.config.widths
         pools = self.config.pools
-        layers = _stem(widths[0]) + ([nn.MaxPool2d(2)] if pools[0] else [])
+        layers = _stem(4 if self.config.chroma else 3, widths[0]) + ([nn.MaxPool2d(2)] if pools[0] else [])
         for i in range(1, len(widths)):
             layers += _conv_block(widths[i - 1], widths[i], pools[i])
         self.trunk = nn.Sequential(*layers)
@@ -151,7 +152,7 @@ class ShapesEncoder(nn.Module):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
             raise UserError(f"shapes encoder expects uint8 images of shape (B, {size}, {size}, 3), got "
                             f"{images.dtype} {images.shape}: use images of the dataset it was trained on")
-        x = torch.from_numpy(images).to(self.pixel_mean.device)
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.pixel_mean.device)
         x = x.permute(0, 3, 1, 2).float() / 255.0                 # (B, S, S, 3) -> (B, 3, S, S)
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
@@ -163,7 +164,19 @@ class ShapesEncoder(nn.Module):
         Returns:
         - features: float tensor of shape (B, F), the fc7 activations (after ReLU).
         """
-        return self.fc7(self.trunk(x))                             # (B, C, s, s) -> (B, C*s*s) -> (B, F)
+        return self.fc7(self.trunk(self._inputs(x)))               # (B, C, s, s) -> (B, C*s*s) -> (B, F)
+
+    def _inputs(self, x):
+        """x of shape (B, 3, S, S), plus a chroma channel (B, 1, S, S) when configured: max - min of RGB.
+
+        Chroma separates the saturated objects from the pale background whatever their hue, so the
+        convs see clean silhouettes from the first step and learn shapes much sooner.
+        """
+        if not self.config.chroma:
+            return x
+        rgb = x * self.pixel_std + self.pixel_mean                 # (B, 3, S, S) back in [0, 1]
+        chroma = rgb.amax(dim=1, keepdim=True) - rgb.amin(dim=1, keepdim=True)   # (B, 1, S, S)
+        return torch.cat([x, (chroma - 0.25) / 0.25], dim=1)       # (B, 4, S, S)
 
     def predict(self, x):
         """Logits of every head for x of shape (B, 3, S, S).
@@ -172,7 +185,7 @@ class ShapesEncoder(nn.Module):
         - logits: dict name -> float tensor of shape (B, J, K): the heads of ``HEADS`` and, with
           J = s*s cells of the final map in row-major order, those of ``DENSE_HEADS``.
         """
-        cells = self.trunk(x)                                      # (B, C, s, s)
+        cells = self.trunk(self._inputs(x))                        # (B, C, s, s)
         logits = self.heads(self.fc7(cells))
         dense = self.dense(cells).flatten(2).transpose(1, 2)       # (B, K_all, s, s) -> (B, s*s, K_all)
         for name, part in zip(DENSE_HEADS, dense.split(list(DENSE_HEADS.values()), dim=2)):

@@ -2,7 +2,9 @@
 
 The supervision is what captions talk about: for the objects in left-to-right order, whether each slot
 holds an object, its shape, colour, size and coarse row; the object count; and for each object pair
-whether one is clearly above the other (the rule captions use). One cross-entropy per head, summed.
+whether one is clearly above the other (the rule captions use). Dense per-cell heads (what covers each
+cell of the final conv map) add a local signal that makes shapes learnable sooner, and every image is
+also seen mirrored left-right (with mirrored labels). One cross-entropy per head, summed.
 
 Dimension legend: M images, B batch, S image side, D feature width, J slots of a head, K classes.
 """
