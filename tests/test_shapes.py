@@ -235,6 +235,21 @@ def test_build_captions_describe_their_images(built):
         assert {(c, s) for _, c, s in mentions(text)} == {(o["colour"], o["shape"]) for o in objects}
 
 
+def test_build_varies_wordings_across_scenes_in_both_splits(built):
+    """Synonyms and sizes are drawn from one stream per split, not re-seeded per scene: with a stream re-seeded
+    per scene, every one-object scene got the same wording choices and val differed from train."""
+    data = load_coco_data(built["a"])
+    world = json.loads((built["a"] / "shapes_scenes.json").read_text())
+    size_words = {w for ws in SIZE_WORDS.values() for w in ws}
+    for split in ("train", "val"):
+        texts = decode_captions(data[f"{split}_captions"], data["idx_to_word"])
+        single = [texts[5 * i] for i, scene in enumerate(world[split]) if len(scene["objects"]) == 1]
+        with_size = [bool(size_words & set(text.split())) for text in single]
+        assert len(single) >= 4 and any(with_size) and not all(with_size), (split, single)
+        prefixes = {" ".join(texts[5 * i + 1].split()[:3]) for i in range(len(world[split]))}
+        assert len(prefixes) == 3, (split, prefixes)                    # "an image of", "a picture of", ...
+
+
 def test_manifest_records_the_build(built):
     manifest = json.loads((built["a"] / "manifest.json").read_text())
     assert manifest["config"] == TINY.as_json()

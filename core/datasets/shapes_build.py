@@ -32,7 +32,7 @@ from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_encoder
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 IMAGES_FILE = "shapes_images.h5"
 SCENES_FILE = "shapes_scenes.json"
@@ -59,7 +59,7 @@ class ShapesConfig:
     feature_dim: int = 1024
     pca_dim: int = 512
     probe_epochs: int = 20
-    threads: int = 1               # torch threads; 1 is deterministic and wins on a busy shared machine
+    threads: int = 2               # torch threads, fixed so that a build is reproducible
 
     def __post_init__(self):
         if not 64 <= self.image_size <= 96 or self.image_size % 8:
@@ -110,9 +110,10 @@ def _torch_threads(threads):
 
 def _caption_files(out, scenes, config):
     """Write the captions h5 and vocabulary; returns (vocabulary size, train caption-length histogram)."""
-    texts = {split: [caption for scene in scenes[split]
-                     for caption in scene_captions(scene, _rng(config, f"{split}_captions"), config.image_size)]
-             for split in SPLITS}
+    texts = {}
+    for split in SPLITS:
+        rng = _rng(config, f"{split}_captions")  # one stream per split: wordings vary from scene to scene
+        texts[split] = [caption for scene in scenes[split] for caption in scene_captions(scene, rng, config.image_size)]
     word_to_idx, idx_to_word = build_vocab(texts["train"])
     arrays = {}
     for split in SPLITS:
