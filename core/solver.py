@@ -23,11 +23,16 @@ from core.plotting import plot_loss
 from core.updaters import learning_rate
 
 
+PLOT_SECONDS = 30
+
+
 @dataclass
 class SolverConfig:
     epochs: int = 10
     batch_size: int = 128
-    val_captions: int = 2560  # captions scored for the per-epoch validation loss (0: all of them)
+    # Captions scored for the per-epoch validation loss (0: all of them), at most as many as are trained on:
+    # validation then never costs more than the epoch it follows (300-caption overfitting runs have 200 epochs).
+    val_captions: int = 2560
     seed: int = 0
     max_iterations: int = 0  # stop after this many steps in all (0: no limit); --dry-run uses 1
     progress: bool = True
@@ -55,11 +60,12 @@ class Solver:
             self.total_steps = min(self.total_steps, config.max_iterations)
         val_rng = np.random.default_rng([config.seed, 1])
         num_val = data["val_captions"].shape[0]
-        keep = config.val_captions if 0 < config.val_captions < num_val else num_val
+        keep = min(config.val_captions or num_val, num_val, max(self.num_train, config.batch_size))
         self.val_idx = np.sort(val_rng.choice(num_val, keep, replace=False))
         self.step, self.history = 0, _new_history(self.iterations_per_epoch)
         self.best_val_loss, self.best_epoch = math.inf, -1
         self._stop = threading.Event()
+        self._plotted_at = -math.inf
 
     @property
     def last_path(self):
@@ -168,7 +174,11 @@ class Solver:
     def _write_history(self):
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
         atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=1))
-        plot_loss(self.history, self.out_dir / "loss.png", title=self.meta.get("title"))
+        # Redrawing costs up to seconds: at most every PLOT_SECONDS during a run, always at its end.
+        now = time.perf_counter()
+        if self.step == self.total_steps or now - self._plotted_at > PLOT_SECONDS:
+            plot_loss(self.history, self.out_dir / "loss.png", title=self.meta.get("title"))
+            self._plotted_at = now
 
 
 def _new_history(iterations_per_epoch):

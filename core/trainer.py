@@ -22,7 +22,7 @@ from core.updaters import NumpyUpdater, OptimConfig, TorchUpdater
 # lengthens runs on few captions, so that `--num_samples 300` trains long enough to overfit.
 TRAINING_DEFAULTS = {
     "rnn": {"epochs": 6, "min_steps": 600, "lr": 2e-3, "update_rule": "adam", "grad_clip": 5.0},
-    "lstm": {"epochs": 6, "min_steps": 600, "lr": 2e-3, "update_rule": "adam", "grad_clip": 5.0},
+    "lstm": {"epochs": 5, "min_steps": 600, "lr": 2e-3, "update_rule": "adam", "grad_clip": 5.0},
     "transformer": {"epochs": 6, "min_steps": 600, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 100,
                     "grad_clip": 1.0},
 }

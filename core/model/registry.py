@@ -12,7 +12,7 @@ MODEL_TYPES = ("rnn", "lstm", "transformer")
 DEFAULT_CONFIGS = {
     "rnn": {"wordvec_dim": 256, "hidden_dim": 512},
     "lstm": {"wordvec_dim": 256, "hidden_dim": 512},
-    "transformer": {"wordvec_dim": 256, "num_heads": 4, "num_layers": 2, "dim_feedforward": 1024,
+    "transformer": {"wordvec_dim": 128, "num_heads": 4, "num_layers": 2, "dim_feedforward": 512,
                     "dropout": 0.1, "max_length": 50},
 }
 
