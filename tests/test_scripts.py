@@ -101,3 +101,52 @@ def test_bad_inference_inputs(trained_lstm, tiny_dataset, tmp_path):
                                   "--data-dir", str(other)), "--data-dir")
     assert_clean_error(run_script("inference.py", "--model", "lstm", "--checkpoint", str(trained_lstm),
                                   "--image", str(tmp_path / "missing.png")), "encoder.json")
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tiny_dataset, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    args = [sys.executable, "training.py", "--model", "rnn", "--data-dir", str(tiny_dataset), "--out", str(out),
+            "--epochs", "100000", "--batch-size", "8", "--no-progress", *FAST["rnn"]]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not (out / "history.json").exists() and time.monotonic() < deadline:  # the first epoch has ended
+        time.sleep(0.2)
+    assert (out / "history.json").exists(), "training did not finish an epoch in time"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "--resume" in stderr, (stdout, stderr, sorted(p.name for p in out.iterdir()))
+    from core.checkpoint import load_checkpoint_meta
+
+    step = load_checkpoint_meta(out / "last.npz")["run"]["step"]
+    assert step >= 6
+    assert training.main(["--model", "rnn", "--data-dir", str(tiny_dataset), "--out", str(out), "--epochs",
+                          str(step // 6 + 1), "--batch-size", "8", "--no-progress", "--resume", *FAST["rnn"]]) == 0
+    assert load_checkpoint_meta(out / "last.npz")["run"]["step"] == 6 * (step // 6 + 1)
+
+
+def test_caption_your_own_image_on_a_shapes_dataset(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from core.datasets.shapes import ShapesConfig, build_shapes_dataset, render_scene, sample_scenes
+
+    data_dir = build_shapes_dataset(tmp_path / "shapes", ShapesConfig(num_train=64, num_val=16, encoder_epochs=1,
+                                                                      pca_dim=16, probe_epochs=2, threads=1))
+    out = tmp_path / "run"
+    assert training.main(["--model", "lstm", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "1",
+                          "--no-progress", *FAST["lstm"]]) == 0
+    image = tmp_path / "mine.png"
+    iio.imwrite(image, render_scene(sample_scenes(1, np.random.default_rng(5), 64)[0], 64))
+    output = tmp_path / "mine.json"
+    assert inference.main(["--model", "lstm", "--checkpoint", str(out / "best.npz"), "--image", str(image),
+                           "--output", str(output)]) == 0
+    caption = json.loads(output.read_text())["predictions"][str(image)]
+    assert isinstance(caption, str) and (out / "gallery_images.png").stat().st_size > 1000
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert_clean_error(run_script("inference.py", "--model", "lstm", "--checkpoint", str(out / "best.npz"),
+                                  "--image", str(bad)), "bad.png")
