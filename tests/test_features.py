@@ -502,7 +502,7 @@ def test_load_encoder_vgg16_and_errors(tmp_path, vgg16_weights):
 
 def test_load_encoder_shapes_reads_its_dataset_folder(tmp_path):
     torch.manual_seed(0)  # the random init that is saved and must come back
-    encoder = ShapesEncoder(ShapesEncoderConfig(image_size=8, widths=(4, 4), feature_dim=6))
+    encoder = ShapesEncoder(ShapesEncoderConfig(image_size=8, widths=(4, 4), pools=(True, False), feature_dim=6))
     save_shapes_encoder(tmp_path, encoder)
     loaded = load_encoder("shapes", base_dir=tmp_path, device="cpu")
     assert loaded.feature_dim == 6 and not loaded.training

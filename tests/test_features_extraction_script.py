@@ -105,7 +105,7 @@ def test_shapes_re_extraction(tmp_path, capsys):
         f["train_images"] = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
         f["val_images"] = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     torch.manual_seed(0)  # the encoder's random init; its weights go through encoder.pt anyway
-    encoder = ShapesEncoder(ShapesEncoderConfig(image_size=16, widths=(4, 8), feature_dim=8)).eval()
+    encoder = ShapesEncoder(ShapesEncoderConfig(image_size=16, widths=(4, 8), pools=(True, False), feature_dim=8)).eval()
     save_shapes_encoder(data_dir, encoder)
     info_before = (data_dir / "encoder.json").read_text()
     code, err = run_script(["--encoder", "shapes", "--data-dir", str(data_dir), "--pca-dim", "3",
