@@ -11,6 +11,7 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -23,3 +24,9 @@ def atomic_write(path, write):
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

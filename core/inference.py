@@ -101,7 +101,7 @@ def _show_split(model, data, split, settings, out_dir, source, rng):
         image = source.get(split, idx, str(data[f"{split}_urls"][idx]))
         items.append({"image": image, "generated": caption, "references": references[idx], "label": f"{split} {idx}"})
     path = out_dir / f"gallery_{split}.png"
-    save_gallery(path, items, title=f"{model_name(model)}: {split} images (generated caption in bold)")
+    save_gallery(path, items, title=f"{model_name(model)}: {split} images")
     print(f"gallery: {path}")
     return {"gallery": str(path), "predictions": {idx: item["generated"] for idx, item in zip(chosen.tolist(), items)},
             "references": {idx: references[idx] for idx in chosen.tolist()}}

@@ -4,8 +4,6 @@ Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never thro
 works headless, leaves no global figure state behind and never opens a window. Every PNG is written
 to a temporary file next to its target and moved into place, so a crash never leaves half a picture.
 """
-import os
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from core.fileio import atomic_write
 
 GALLERY_KEYS = frozenset({"image", "generated", "references", "label"})
 # history key -> (legend label, colour, marker) of the per-epoch curves.
@@ -38,16 +38,8 @@ class GalleryLayout:
 def save_figure(fig, path, dpi=100):
     """Render ``fig`` to the PNG ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     return path
 
 
