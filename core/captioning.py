@@ -70,7 +70,8 @@ def encode_image_files(paths, data_dir, device=None):
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {info_path} ({err}); rebuild it with features_extraction.py") from None
     encoder = load_encoder(info["name"], base_dir=data_dir, device=device)
-    images = ImageFolder([Path(p) for p in paths], **_image_size(encoder))
+    # A handful of files: read them all first, so an unreadable one fails before any progress bar starts.
+    images = ImageFolder([Path(p) for p in paths], **_image_size(encoder))[:]  # (M, S, S, 3) uint8
     raw = extract_features(encoder, images, device=device, desc="encode images")  # (M, F)
     return load_pca(pca_path).project(raw)  # (M, 512)
 

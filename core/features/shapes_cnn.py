@@ -138,6 +138,11 @@ class ShapesEncoder(nn.Module):
     def feature_dim(self):
         return self.config.feature_dim
 
+    @property
+    def image_size(self):
+        """The side S of the square images this encoder reads (new images are resized to it)."""
+        return self.config.image_size
+
     def preprocess(self, images):
         """Pixels to network input.
 
