@@ -89,6 +89,11 @@ def greedy_decode(model, features, max_length):
     - captions: int64 array of shape (N, max_length): the generated words (no <START>), the <END>
       where one was produced, then <NULL> padding.
     """
+    return _decode_words(model, features, max_length, lambda log_probs: np.argmax(log_probs, axis=1))
+
+
+def _decode_words(model, features, max_length, choose):
+    """One word per row and step, ``choose(log_probs (N, V)) -> tokens (N,)``, until every row has ended."""
     N = features.shape[0]
     captions = np.full((N, max_length), model.null_idx, dtype=np.int64)
     tokens = np.full(N, model.start_idx, dtype=np.int64)
@@ -96,7 +101,7 @@ def greedy_decode(model, features, max_length):
     state = model.init_decode(features)
     for t in range(max_length):
         log_probs, state = model.decode_step(tokens, state)
-        tokens = np.argmax(log_probs, axis=1)
+        tokens = choose(log_probs)
         captions[alive, t] = tokens[alive]
         alive &= tokens != model.end_idx
         if not alive.any():
@@ -122,20 +127,11 @@ def sample_decode(model, features, max_length, temperature=1.0, *, rng):
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    N = features.shape[0]
-    captions = np.full((N, max_length), model.null_idx, dtype=np.int64)
-    tokens = np.full(N, model.start_idx, dtype=np.int64)
-    alive = np.ones(N, dtype=bool)
-    state = model.init_decode(features)
-    for t in range(max_length):
-        log_probs, state = model.decode_step(tokens, state)
-        noise = rng.gumbel(size=log_probs.shape)  # (N, V)
-        tokens = np.argmax(log_probs / temperature + noise, axis=1)
-        captions[alive, t] = tokens[alive]
-        alive &= tokens != model.end_idx
-        if not alive.any():
-            break
-    return captions
+    # Gumbel-max: argmax(log_probs / T + Gumbel noise) is an exact draw from softmax(log_probs / T).
+    def draw(log_probs):
+        return np.argmax(log_probs / temperature + rng.gumbel(size=log_probs.shape), axis=1)  # (N,)
+
+    return _decode_words(model, features, max_length, draw)
 
 
 def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0, return_scores=False):
