@@ -85,20 +85,18 @@ def save_training_state(path, meta, state):
 
 def load_training_state(path):
     """Returns (meta, state) for ``updater.load_state(state)``, from either kind of checkpoint."""
-    if Path(path).suffix == NUMPY_SUFFIX:
+    path = Path(path)
+    if path.suffix == NUMPY_SUFFIX:
         meta, params, optim_state = load_numpy_checkpoint(path)
         return meta, {"params": params, "optim": optim_state}
-    return load_torch_checkpoint(path)
+    if path.suffix == TORCH_SUFFIX:
+        return load_torch_checkpoint(path)
+    raise UserError(f"checkpoint {path} should end in {NUMPY_SUFFIX} or {TORCH_SUFFIX}")
 
 
 def load_checkpoint_meta(path):
     """The meta record of either kind of checkpoint."""
-    path = Path(path)
-    if path.suffix == NUMPY_SUFFIX:
-        return load_numpy_checkpoint(path)[0]
-    if path.suffix == TORCH_SUFFIX:
-        return load_torch_checkpoint(path)[0]
-    raise UserError(f"checkpoint {path} should end in {NUMPY_SUFFIX} or {TORCH_SUFFIX}")
+    return load_training_state(path)[0]
 
 
 def _existing(path):
