@@ -1,6 +1,6 @@
 """Time one CaptioningRNN training step (forward + backward) against torch and against the matmul peak.
 
-Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 5] [--threads 2]
+Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 15] [--threads 2]
 
 Reports, measured in the same run with the same thread count:
 - the numpy step (CaptioningRNN.loss) and the same step in torch (nn.LSTM/nn.RNN + nn.Linear + cross-entropy,
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import numpy_matmul_peak, print_rows, time_call
+from benchmarks.harness import interleaved_medians, numpy_matmul_peak, print_rows
 from core.model.rnn_model import CaptioningRNN
 
 
@@ -34,19 +34,22 @@ class BenchConfig:
     I: int = 512
 
 
-def step_matmuls(cfg, gates):
+def step_matmuls(cfg, gates, scored):
     """(m, k, n) of every matmul of one training step, forward then backward; G = gates * H.
+
+    ``scored`` is the number M of (caption, step) positions with a target word: CaptioningRNN scores
+    words only there (torch's ignore_index computes all N T rows and drops the padding afterwards).
 
     FLOPs = sum of 2 m k n =  2 N I H                      (features -> h0)
                              + 3 * 2 (N T) W G              (input projection: forward, dWx, dx)
                              + 3 * 2 (N T) H G              (recurrence: forward, dh_{t-1}, dWh)
-                             + 3 * 2 (N T) H V              (vocabulary scores: forward, dW_vocab, dh)
+                             + 3 * 2 M H V                  (vocabulary scores: forward, dW_vocab, dh)
                              + 2 N I H                      (dW_proj; features need no gradient)
     """
     N, T, W, H, V, I = cfg.N, cfg.T, cfg.W, cfg.H, cfg.V, cfg.I
-    G, NT = gates * H, cfg.N * cfg.T
-    forward = [(N, I, H), (NT, W, G)] + [(N, H, G)] * T + [(NT, H, V)]
-    backward = [(NT, V, H), (H, NT, V)] + [(N, G, H)] * T + [(W, NT, G), (NT, G, W), (H, NT, G), (I, N, H)]
+    G, NT, M = gates * H, cfg.N * cfg.T, scored
+    forward = [(N, I, H), (NT, W, G)] + [(N, H, G)] * T + [(M, H, V)]
+    backward = [(M, V, H), (H, M, V)] + [(N, G, H)] * T + [(W, NT, G), (NT, G, W), (H, NT, G), (I, N, H)]
     return forward + backward
 
 
@@ -115,18 +118,21 @@ def run_benchmark(cell, repeats, threads):
     model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
                           hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
     features, captions = make_batch(cfg, rng)
-    shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1)
+    scored = int((captions[:, 1:] != model.null_idx).sum())
+    shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1, scored)
     flops = sum(2 * m * k * n for m, k, n in shapes)
 
-    numpy_time = time_call(lambda: model.loss(features, captions), repeats=repeats)
-    torch_time = time_call(torch_step(cfg, cell, model.null_idx, features, captions), repeats=repeats)
-    floor_time = time_call(matmul_floor(shapes, rng), repeats=repeats)
+    seconds = interleaved_medians({"numpy": lambda: model.loss(features, captions),
+                                   "torch": torch_step(cfg, cell, model.null_idx, features, captions),
+                                   "floor": matmul_floor(shapes, rng)}, repeats=repeats)
+    numpy_time, torch_time, floor_time = seconds["numpy"], seconds["torch"], seconds["floor"]
     peak = numpy_matmul_peak(dtype=np.float32)
     print_rows(f"{cell} training step, N={cfg.N} T={cfg.T} W={cfg.W} H={cfg.H} V={cfg.V} I={cfg.I}, float32, "
-               f"{threads} thread(s), median of {repeats}", [
+               f"{threads} thread(s), median of {repeats} rounds taken in turns", [
                    ("numpy step", f"{numpy_time * 1e3:.1f} ms"),
                    ("torch step", f"{torch_time * 1e3:.1f} ms"),
                    ("ratio torch/numpy", f"{torch_time / numpy_time:.2f}"),
+                   ("scored positions", f"{scored} of {cfg.N * cfg.T} (the rest is <NULL> padding)"),
                    ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
                    ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s"),
@@ -140,7 +146,8 @@ def run_benchmark(cell, repeats, threads):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="recurrent cell to time")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is shown)")
+    parser.add_argument("--repeats", type=int, default=15,
+                        help="rounds of timed runs, each measurement once per round (the median is shown)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for numpy's BLAS and for torch (default: all CPU cores)")
     args = parser.parse_args(argv)

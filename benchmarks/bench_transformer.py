@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from benchmarks.harness import print_rows, time_call
+from benchmarks.harness import interleaved_medians, print_rows, time_call
 from core.cli import ArgumentParser, positive_int, run
 from core.errors import UserError
 from core.model.transformer import CaptioningTransformer
@@ -104,17 +104,8 @@ def training_steps(device, rng):
 
 
 def training_step_seconds(device, rng, repeats):
-    """Median seconds per kind. Kinds take turns, in a fresh random order each round, so a burst of
-    load from other processes on a shared machine hits all of them rather than one."""
-    steps = training_steps(device, rng)
-    for step in steps.values():
-        for _ in range(2):  # warm-up: allocator, optimizer state, kernel selection
-            step()
-    times = {kind: [] for kind in KINDS}
-    for _ in tqdm(range(repeats), desc="training steps", leave=False):
-        for kind in rng.permutation(KINDS):
-            times[kind].append(time_call(steps[kind], repeats=1, warmup=0))
-    return {kind: float(np.median(seconds)) for kind, seconds in times.items()}
+    """Median seconds per kind, the kinds timed in turns (see ``interleaved_medians``)."""
+    return interleaved_medians(training_steps(device, rng), repeats=repeats)
 
 
 def attention_core_seconds(device, repeats):

@@ -19,6 +19,30 @@ def time_call(fn, repeats=5, warmup=1):
     return float(np.median(times))
 
 
+def interleaved_medians(fns, repeats=5, warmup=2, seed=0):
+    """Median wall seconds of every function in ``fns`` (a dict name -> callable), timed in turns.
+
+    Each round gives every function a turn, in a fresh random order, so a burst of load from elsewhere
+    on a shared machine slows all of them rather than whichever happened to be running. A turn runs its
+    function twice and times the second run: the first absorbs the previous turn's worker threads, which
+    keep spinning for a while after their library returns (OpenBLAS, OpenMP) and would otherwise steal
+    cores from whoever runs next. Returns a dict name -> seconds.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rng = np.random.default_rng(seed)
+    names = list(fns)
+    times = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in rng.permutation(names):
+            fns[name]()
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(seconds)) for name, seconds in times.items()}
+
+
 def numpy_matmul_peak(n=1024, dtype=np.float32, repeats=5):
     """Measured numpy matmul throughput in FLOP/s on (n, n) @ (n, n): the ceiling a step can reach."""
     rng = np.random.default_rng(0)

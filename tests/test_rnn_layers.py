@@ -125,10 +125,11 @@ def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh):
 
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
-def test_sequence_layers_match_torch(rng, cell_type):
+@pytest.mark.parametrize("batch", [N, 100])
+def test_sequence_layers_match_torch(rng, cell_type, batch):
     forward, backward, gates = ((L.rnn_forward, L.rnn_backward, 1) if cell_type == "rnn"
                                 else (L.lstm_forward, L.lstm_backward, 4))
-    x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
+    x, h0 = rng.standard_normal((batch, T, D)), rng.standard_normal((batch, H))
     w = _weights(rng, gates)
     h, cache = forward(x, h0, **w)
     dh = rng.standard_normal(h.shape)

@@ -52,13 +52,15 @@ class CaptioningRNN:
         self.params = self._init_params(np.random.default_rng(seed))
 
     def _init_params(self, rng):
-        """Gaussian weights scaled by 1/sqrt(fan-in) so activations start near unit scale; zero biases."""
+        """Gaussian weights scaled by 1/sqrt(fan-in) so activations start near unit scale; zero biases but the LSTM's forget gates (1, Jozefowicz et al. 2015)."""
         V, I, W, H = len(self.idx_to_word), self.input_dim, self.wordvec_dim, self.hidden_dim
         G = CELLS[self.cell_type][2] * H
         shapes = {"W_embed": (V, W), "W_proj": (I, H), "Wx": (W, G), "Wh": (H, G), "W_vocab": (H, V)}
         params = {name: rng.standard_normal(shape) / np.sqrt(shape[0]) for name, shape in shapes.items()}
         params["W_embed"] = rng.standard_normal((V, W)) / 100  # small: word vectors are learned from scratch
         params.update(b_proj=np.zeros(H), b=np.zeros(G), b_vocab=np.zeros(V))
+        if self.cell_type == "lstm":
+            params["b"][H:2 * H] = 1.0  # forget gates start mostly open, so h0's image signal survives the early steps
         return {name: value.astype(self.dtype) for name, value in params.items()}
 
     def config(self):
@@ -107,11 +109,20 @@ class CaptioningRNN:
         h0 = features @ p["W_proj"] + p["b_proj"]  # (N, I) @ (I, H) -> (N, H)
         words, embed_cache = layers.word_embedding_forward(captions_in, p["W_embed"])
         h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"])
-        scores, vocab_cache = layers.temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
-        loss, dscores = layers.temporal_softmax_loss(scores, captions_out, captions_out != self.null_idx)
+        # Words are scored only where there is a target: <NULL> padding (a third of the steps on typical
+        # data) would cost vocabulary matmuls and a softmax only to be masked out. The M kept steps go
+        # through the temporal layers as one sequence, (1, M, H); the loss is then rescaled to per caption.
+        keep = captions_out != self.null_idx  # (N, T)
+        scores, vocab_cache = layers.temporal_affine_forward(h[keep][None], p["W_vocab"], p["b_vocab"])
+        loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], np.ones((1, keep.sum())))
+        N = features.shape[0]
+        loss /= N
+        dscores /= N
 
         grads = {}
-        dh, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, vocab_cache)
+        dh_kept, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, vocab_cache)
+        dh = np.zeros_like(h)
+        dh[keep] = dh_kept[0]
         dwords, dh0, grads["Wx"], grads["Wh"], grads["b"] = backward(dh, cell_cache)
         grads["W_embed"] = layers.word_embedding_backward(dwords, embed_cache)
         grads["W_proj"] = features.T @ dh0  # (I, N) @ (N, H) -> (I, H)
