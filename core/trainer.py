@@ -56,8 +56,10 @@ def run_training(settings):
     if settings.shuffle_features:
         data = _blind(data, settings.seed)
     device = pick_device(settings.device)
-    model = build_model(settings.model, data["word_to_idx"], data["train_features"].shape[1],
-                        dict(settings.model_config, seed=settings.seed), device)
+    model_config = dict(settings.model_config, seed=settings.seed)
+    if not is_torch_model(settings.model):
+        model_config.setdefault("feature_scale", feature_scale(data["train_features"]))
+    model = build_model(settings.model, data["word_to_idx"], data["train_features"].shape[1], model_config, device)
     solver_config, optim_config = _configs(settings, data["train_captions"].shape[0])
     if is_torch_model(settings.model):
         updater = TorchUpdater(model, optim_config, device)
@@ -87,6 +89,14 @@ def run_training(settings):
             "seconds": time.perf_counter() - start, "best_val_loss": solver.best_val_loss,
             "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
             "steps": solver.step, "device": str(device)}
+
+
+def feature_scale(features, rows=4096):
+    """The typical norm of a feature row over sqrt(width), from the first ``rows`` rows (any (M, D)
+    array or LazyFeatures): dividing by it gives rows of norm about sqrt(D), entries of unit scale."""
+    sample = np.asarray(features[:rows], dtype=np.float64)
+    scale = float(np.linalg.norm(sample, axis=1).mean() / np.sqrt(sample.shape[1]))
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def _configs(settings, num_train):

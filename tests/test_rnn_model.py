@@ -103,10 +103,31 @@ def test_decode_step_returns_log_probs():
 def test_config_is_json_able():
     model = CaptioningRNN(make_vocab(2), input_dim=8, wordvec_dim=3, hidden_dim=5, cell_type="lstm")
     assert model.config() == {"input_dim": 8, "wordvec_dim": 3, "hidden_dim": 5, "cell_type": "lstm",
-                              "dtype": "float32"}
+                              "dtype": "float32", "feature_scale": 1.0}
     again = CaptioningRNN(model.word_to_idx, **model.config())
     assert all(np.array_equal(again.params[k], v) for k, v in model.params.items())
     assert model.params["Wx"].shape == (3, 20) and model.idx_to_word[2] == "<END>"
+
+
+def test_feature_scale_divides_the_features():
+    rng = np.random.default_rng(0)
+    vocab = make_vocab(4)
+    scaled = CaptioningRNN(vocab, input_dim=6, wordvec_dim=3, hidden_dim=4, cell_type="lstm", dtype=np.float64,
+                           feature_scale=4.0)
+    plain = CaptioningRNN(vocab, input_dim=6, wordvec_dim=3, hidden_dim=4, cell_type="lstm", dtype=np.float64)
+    features, captions = rng.standard_normal((3, 6)), np.array([[1, 4, 5, 2, 0]] * 3)
+    loss, grads = scaled.loss(features, captions)
+    plain_loss, plain_grads = plain.loss(features / 4.0, captions)
+    assert loss == plain_loss and all(np.array_equal(grads[k], plain_grads[k]) for k in grads)
+    assert np.array_equal(scaled.init_decode(features)[0], plain.init_decode(features / 4.0)[0])
+    with pytest.raises(ValueError, match="feature_scale"):
+        CaptioningRNN(vocab, feature_scale=0.0)
+
+
+def test_lstm_forget_gates_start_open():
+    model = CaptioningRNN(make_vocab(3), input_dim=6, wordvec_dim=3, hidden_dim=4, cell_type="lstm")
+    assert np.all(model.params["b"][4:8] == 1) and np.all(model.params["b"][:4] == 0)
+    assert np.all(model.params["b"][8:] == 0)
 
 
 def test_bad_inputs_raise_value_errors():

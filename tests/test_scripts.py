@@ -4,14 +4,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import inference
 import training
+from core.coco_utils import load_coco_data
+from core.trainer import feature_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"rnn": ["--hidden-dim", "16", "--wordvec-dim", "8"], "lstm": ["--hidden-dim", "16", "--wordvec-dim", "8"],
         "transformer": ["--num-layers", "1", "--num-heads", "2", "--wordvec-dim", "16"]}
+
+
+def test_feature_scale_is_the_typical_entry_size():
+    features = np.random.default_rng(0).standard_normal((500, 64)) * 7
+    assert feature_scale(features) == pytest.approx(7, rel=0.05)
+    assert feature_scale(np.zeros((4, 3))) == 1.0
 
 
 @pytest.mark.parametrize("model", ["rnn", "lstm", "transformer"])
@@ -29,6 +38,10 @@ def test_train_resume_infer_evaluate(model, tiny_dataset, tmp_path, monkeypatch)
     assert len(history["epoch_val_loss"]) == 2 and len(history["train_loss"]) == 2 * 6  # 48 captions / 8
     for name in ("loss.png", "config.json"):
         assert (out / name).stat().st_size > 0
+    if model != "transformer":  # the RNNs divide features by their typical scale, measured on train
+        data = load_coco_data(tiny_dataset)
+        config = json.loads((out / "config.json").read_text())["model_config"]
+        assert config["feature_scale"] == pytest.approx(feature_scale(data["train_features"]))
 
     assert inference.main(["--model", model, "--checkpoint", str(out / f"best{suffix}"), "--num_samples", "3",
                            "--no-fetch"]) == 0

@@ -10,8 +10,8 @@ MODEL_TYPES = ("rnn", "lstm", "transformer")
 
 # Architecture defaults: sized to train a good captioner on the shapes world in minutes on 2 CPU cores.
 DEFAULT_CONFIGS = {
-    "rnn": {"wordvec_dim": 256, "hidden_dim": 512},
-    "lstm": {"wordvec_dim": 256, "hidden_dim": 512},
+    "rnn": {"wordvec_dim": 256, "hidden_dim": 512, "feature_scale": 1.0},
+    "lstm": {"wordvec_dim": 256, "hidden_dim": 512, "feature_scale": 1.0},
     "transformer": {"wordvec_dim": 128, "num_heads": 4, "num_layers": 2, "dim_feedforward": 512,
                     "dropout": 0.1, "max_length": 50},
 }

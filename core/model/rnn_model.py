@@ -35,10 +35,14 @@ class CaptioningRNN:
     Parameters (``params``): W_proj (I, H), b_proj (H,) map features to h0; W_embed (V, W) embeds words;
     Wx (W, G), Wh (H, G), b (G,) are the recurrent cell (G = H for 'rnn', 4H for 'lstm');
     W_vocab (H, V), b_vocab (V,) score the next word.
+
+    Features are divided by ``feature_scale`` before W_proj. Training sets it to the features' typical
+    norm / sqrt(I), so that h0 starts at unit scale whatever the features' units: PCA features of norm
+    near 90 would otherwise start h0 at about 4 and saturate the first step's gates.
     """
 
     def __init__(self, word_to_idx, input_dim=512, wordvec_dim=128, hidden_dim=128, cell_type="rnn",
-                 dtype=np.float32, seed=0):
+                 dtype=np.float32, seed=0, feature_scale=1.0):
         if cell_type not in CELLS:
             raise ValueError(f"cell_type must be one of {sorted(CELLS)}, got {cell_type!r}")
         self.dtype = np.dtype(dtype)
@@ -49,6 +53,9 @@ class CaptioningRNN:
         self.null_idx, self.start_idx, self.end_idx = (self.word_to_idx[t] for t in SPECIAL_TOKENS)
         self.cell_type = cell_type
         self.input_dim, self.wordvec_dim, self.hidden_dim = input_dim, wordvec_dim, hidden_dim
+        if not (np.isfinite(feature_scale) and feature_scale > 0):
+            raise ValueError(f"feature_scale must be a positive number, got {feature_scale!r}")
+        self.feature_scale = float(feature_scale)
         self.params = self._init_params(np.random.default_rng(seed))
 
     def _init_params(self, rng):
@@ -66,16 +73,17 @@ class CaptioningRNN:
     def config(self):
         """The JSON-able constructor arguments except word_to_idx (and seed, which only set the initial weights)."""
         return {"input_dim": self.input_dim, "wordvec_dim": self.wordvec_dim, "hidden_dim": self.hidden_dim,
-                "cell_type": self.cell_type, "dtype": self.dtype.name}
+                "cell_type": self.cell_type, "dtype": self.dtype.name, "feature_scale": self.feature_scale}
 
     def _check_features(self, features):
-        """Features as the model dtype; ValueError unless of shape (N, input_dim) and floating point."""
+        """Features divided by ``feature_scale``, in the model dtype; ValueError unless of shape (N, input_dim)
+        and floating point."""
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != self.input_dim:
             raise ValueError(f"features must have shape (N, {self.input_dim}), got {features.shape}")
         if not np.issubdtype(features.dtype, np.floating):
             raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-        return features.astype(self.dtype, copy=False)
+        return (features / self.feature_scale).astype(self.dtype, copy=False)
 
     def _check_captions(self, captions, N):
         """ValueError unless captions are integers of shape (N, T) with T >= 2 and valid word indices."""
