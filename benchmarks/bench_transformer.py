@@ -5,9 +5,10 @@ Run as ``python -m benchmarks.bench_transformer [--device cpu|cuda] [--repeats R
 
 1. One training step (forward, backward, AdamW step) at N=128, T=16, W=256, 2 heads, 2 layers,
    feed-forward 2048, V=1004, float32, with the decoder layers of the same captioning model being: the
-   built-in ``torch.nn.TransformerDecoderLayer`` (batch_first, post-norm, same dropout), ours with
-   hand-written attention, ours with fused attention, and a layer without attention at all (its time is
-   the floor under any attention code). Ratios are built-in time / this time: above 1.0 is faster.
+   built-in ``torch.nn.TransformerDecoderLayer`` (batch_first, post-norm, same dropout probability,
+   torch's dropout kernel), ours with hand-written attention, ours with fused attention, and ours without
+   attention at all (its time is the floor under any attention code). Ours draw dropout masks 16 bits at
+   a time (``core.dropout``). Ratios are built-in time / this time: above 1.0 is faster.
 2. The attention cores softmax(QK^T/sqrt(Dh))V of one step, hand-written against torch's fused kernel:
    the only part the ``fused`` flag changes, hence the most it can gain.
 3. Greedy decoding of N images to 30 words with the key/value cache against full-prefix recomputation
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from benchmarks.harness import interleaved_medians, print_rows, time_call
 from core.cli import ArgumentParser, positive_int, run
+from core.dropout import Dropout, relu_dropout
 from core.errors import UserError
 from core.model.transformer import CaptioningTransformer
 from core.transformer_layers import scaled_dot_product
@@ -42,7 +44,7 @@ class BuiltinDecoderLayer(nn.TransformerDecoderLayer):
 
 
 class AttentionFreeLayer(nn.Module):
-    """A decoder layer with both attention blocks removed (norms, feed-forward, dropouts kept).
+    """Our decoder layer with both attention blocks removed (norm, feed-forward, dropouts kept).
 
     Its step time is what any attention implementation must add to: built-in / attention-free is the
     highest ratio an attention rewrite could reach in this model.
@@ -53,11 +55,10 @@ class AttentionFreeLayer(nn.Module):
         self.linear1 = nn.Linear(width, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, width)
         self.norm = nn.LayerNorm(width)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def forward(self, tgt, memory, tgt_mask=None):
-        hidden = self.dropout(torch.relu(self.linear1(tgt)))  # (N, T, W) -> (N, T, F)
+        hidden = relu_dropout(self.linear1(tgt), self.dropout3.p, self.training)  # (N, T, W) -> (N, T, F)
         return self.norm(tgt + self.dropout3(self.linear2(hidden)))  # (N, T, F) -> (N, T, W)
 
 
@@ -123,7 +124,7 @@ def attention_core_seconds(device, repeats):
 
     causal = torch.ones(LENGTH, LENGTH, dtype=torch.bool, device=device).tril()  # (T, T)
     shapes = [(heads(LENGTH), heads(LENGTH), heads(LENGTH), causal), (heads(LENGTH), heads(1), heads(1), None)]
-    dropout = nn.Dropout(p).train()
+    dropout = Dropout(p).train()  # the model's own dropout (torch's kernel applies its own)
     cores = {
         "hand-written": lambda q, k, v, mask: scaled_dot_product(q, k, v, mask, dropout),
         "fused": lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p),

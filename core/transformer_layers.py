@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.dropout import Dropout, relu_dropout
+
 
 class PositionalEncoding(nn.Module):
     """Adds the sinusoidal encoding of Vaswani et al. to a sequence of embeddings, then dropout.
@@ -38,7 +40,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         if embed_dim % 2 != 0:
             raise ValueError(f"PositionalEncoding needs an even embed_dim, got {embed_dim}")
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = Dropout(dropout)
         positions = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
         inv_freq = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32)
                              * (-math.log(10000.0) / embed_dim))  # (E/2,)
@@ -117,7 +119,7 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(embed_dim, embed_dim)
         self.value = nn.Linear(embed_dim, embed_dim)
         self.proj = nn.Linear(embed_dim, embed_dim)
-        self.attn_drop = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
 
     def forward(self, query, key, value, attn_mask=None):
         """
@@ -239,10 +241,10 @@ class TransformerDecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(input_dim)
         self.norm2 = nn.LayerNorm(input_dim)
         self.norm3 = nn.LayerNorm(input_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def forward(self, tgt, memory, tgt_mask=None):
         """
@@ -294,5 +296,6 @@ class TransformerDecoderLayer(nn.Module):
         """The three residual blocks given projected self/memory key-value heads; (N,T,E) -> (N,T,E)."""
         x = self.norm1(tgt + self.dropout1(self.self_attn.attend(tgt, *self_heads, tgt_mask)))
         x = self.norm2(x + self.dropout2(self.cross_attn.attend(x, *memory_heads)))
-        feed_forward = self.linear2(self.dropout(F.relu(self.linear1(x))))  # (N,T,E)->(N,T,F)->(N,T,E)
+        hidden = relu_dropout(self.linear1(x), self.dropout.p, self.training)  # (N, T, E) -> (N, T, F)
+        feed_forward = self.linear2(hidden)  # (N, T, F) -> (N, T, E)
         return self.norm3(x + self.dropout3(feed_forward))
