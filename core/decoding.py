@@ -195,12 +195,12 @@ def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0,
         lengths = lengths[images, parents]
         finished = finished[images, parents] | (words == model.end_idx)
         history.append((parents, words))
-        if finished.all() or t == max_length - 1:
+        going = ~finished.ravel() & np.isfinite(scores.ravel())  # -inf: an unused slot of a tiny vocabulary
+        if not going.any() or t == max_length - 1:
             break
         # A slot still going descends from a live one; find its parent's state row.
         state_row = np.zeros(N * B, dtype=np.int64)
         state_row[live] = np.arange(live.size)
-        going = ~finished.ravel() & np.isfinite(scores.ravel())  # -inf: an unused slot of a tiny vocabulary
         state = model.reorder_state(state, state_row[(images * B + parents).ravel()[going]])
         live, tokens = np.flatnonzero(going), words.ravel()[going]
     captions = _backtrack(history, N, max_length, model.null_idx)
