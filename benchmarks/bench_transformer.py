@@ -104,11 +104,6 @@ def training_steps(device, rng):
     return {kind: make_step(kind) for kind in KINDS}
 
 
-def training_step_seconds(device, rng, repeats):
-    """Median seconds per kind, the kinds timed in turns (see ``interleaved_medians``)."""
-    return interleaved_medians(training_steps(device, rng), repeats=repeats)
-
-
 def attention_core_seconds(device, repeats):
     """Median seconds of the attention cores of one training step (forward + backward): per layer one
     causal self-attention over T keys and one cross-attention over the single memory key.
@@ -188,7 +183,7 @@ TARGETS = {"hand-written": 1.0, "fused": 1.2}  # built-in / ours, from the proje
 
 
 def report_training(device, rng, repeats):
-    seconds = training_step_seconds(device, rng, repeats)
+    seconds = interleaved_medians(training_steps(device, rng), repeats=repeats)  # kind -> median seconds
     rows = []
     for kind, s in seconds.items():
         target = f" (target >= {TARGETS[kind]:.1f}x)" if kind in TARGETS else ""

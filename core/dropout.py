@@ -11,6 +11,8 @@ are scaled by 1 / (1 - that probability), and the expectation of every output eq
 Both autograd functions keep only a 1-byte drop mask (dropout) or nothing beyond the output the next
 layer keeps anyway (ReLU + dropout) for the backward pass.
 """
+import math
+
 import torch
 from torch import nn
 
@@ -26,9 +28,7 @@ def drop_probability(p):
 def drop_mask(shape, p, device):
     """A bool tensor of ``shape``, True where an element is dropped, each with probability
     ``drop_probability(p)``, independently."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     draws = torch.empty(-(-count // CHUNKS_PER_DRAW), dtype=torch.int64, device=device)
     draws.random_(-(1 << 63), (1 << 63) - 1)  # (almost) all 2^64 values: every 16-bit chunk uniform
     chunks = draws.view(torch.int16)[:count].view(shape)  # (count,) -> shape, 4 chunks per draw

@@ -59,7 +59,8 @@ class CaptioningRNN:
         self.params = self._init_params(np.random.default_rng(seed))
 
     def _init_params(self, rng):
-        """Gaussian weights scaled by 1/sqrt(fan-in) so activations start near unit scale; zero biases but the LSTM's forget gates (1, Jozefowicz et al. 2015)."""
+        """Gaussian weights scaled by 1/sqrt(fan-in) so activations start near unit scale; zero biases, except
+        the LSTM's forget gates at 1 (Jozefowicz et al. 2015)."""
         V, I, W, H = len(self.idx_to_word), self.input_dim, self.wordvec_dim, self.hidden_dim
         G = CELLS[self.cell_type][2] * H
         shapes = {"W_embed": (V, W), "W_proj": (I, H), "Wx": (W, G), "Wh": (H, G), "W_vocab": (H, V)}
@@ -67,7 +68,7 @@ class CaptioningRNN:
         params["W_embed"] = rng.standard_normal((V, W)) / 100  # small: word vectors are learned from scratch
         params.update(b_proj=np.zeros(H), b=np.zeros(G), b_vocab=np.zeros(V))
         if self.cell_type == "lstm":
-            params["b"][H:2 * H] = 1.0  # forget gates start mostly open, so h0's image signal survives the early steps
+            params["b"][H:2 * H] = 1.0  # forget gates start mostly open: h0's image signal survives early steps
         return {name: value.astype(self.dtype) for name, value in params.items()}
 
     def config(self):
