@@ -4,7 +4,9 @@ Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 15] [--threads 2]
 
 Reports, measured in the same run with the same thread count:
 - the numpy step (CaptioningRNN.loss) and the same step in torch (nn.LSTM/nn.RNN + nn.Linear + cross-entropy,
-  autograd), and their ratio torch/numpy (>= 1: numpy at least as fast);
+  autograd), and their ratio torch/numpy (>= 1: numpy at least as fast). CaptioningRNN computes only the
+  steps each caption runs (core.packing); torch is timed both on the plain padded batch and on a
+  PackedSequence, which skips the same steps;
 - the step's FLOP count (its matmuls) over the numpy step time, as FLOP/s and as a fraction of numpy's
   (n, n) @ (n, n) matmul peak;
 - the "matmul floor": the time of the step's matmuls alone, same shapes, in the same order. The gap between
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from benchmarks.harness import interleaved_medians, numpy_matmul_peak, print_rows
 from core.model.rnn_model import CaptioningRNN
+from core.packing import Packing
 
 
 @dataclass(frozen=True)
@@ -34,22 +38,24 @@ class BenchConfig:
     I: int = 512
 
 
-def step_matmuls(cfg, gates, scored):
+def step_matmuls(cfg, gates, sizes, scored):
     """(m, k, n) of every matmul of one training step, forward then backward; G = gates * H.
 
-    ``scored`` is the number M of (caption, step) positions with a target word: CaptioningRNN scores
-    words only there (torch's ignore_index computes all N T rows and drops the padding afterwards).
+    ``sizes`` (T,) holds n_t, the captions still running at step t, and P = sum(sizes): the recurrent
+    cell computes only those positions (core.packing). ``scored`` is the number M of positions with a
+    target word: CaptioningRNN scores words only there (M <= P; here M = P).
 
     FLOPs = sum of 2 m k n =  2 N I H                      (features -> h0)
-                             + 3 * 2 (N T) W G              (input projection: forward, dWx, dx)
-                             + 3 * 2 (N T) H G              (recurrence: forward, dh_{t-1}, dWh)
+                             + 3 * 2 P W G                  (input projection: forward, dWx, dx)
+                             + 3 * 2 P H G                  (recurrence: forward, dh_{t-1}, dWh)
                              + 3 * 2 M H V                  (vocabulary scores: forward, dW_vocab, dh)
                              + 2 N I H                      (dW_proj; features need no gradient)
     """
-    N, T, W, H, V, I = cfg.N, cfg.T, cfg.W, cfg.H, cfg.V, cfg.I
-    G, NT, M = gates * H, cfg.N * cfg.T, scored
-    forward = [(N, I, H), (NT, W, G)] + [(N, H, G)] * T + [(M, H, V)]
-    backward = [(M, V, H), (H, M, V)] + [(N, G, H)] * T + [(W, NT, G), (NT, G, W), (H, NT, G), (I, N, H)]
+    N, W, H, V, I = cfg.N, cfg.W, cfg.H, cfg.V, cfg.I
+    G, P, M = gates * H, int(sum(sizes)), scored
+    forward = [(N, I, H), (P, W, G)] + [(n, H, G) for n in sizes] + [(M, H, V)]
+    backward = ([(M, V, H), (H, M, V)] + [(n, G, H) for n in reversed(sizes)]
+                + [(W, P, G), (P, G, W), (H, P, G), (I, N, H)])
     return forward + backward
 
 
@@ -65,11 +71,15 @@ def matmul_floor(shapes, rng):
 
 
 class TorchCaptioner(torch.nn.Module):
-    """The same model as CaptioningRNN written with torch modules, trained with autograd."""
+    """The same model as CaptioningRNN written with torch modules, trained with autograd.
 
-    def __init__(self, cfg, cell, null_idx):
+    ``packed``: run the cell on a PackedSequence, only the steps each caption runs (as CaptioningRNN
+    does), and score only those; otherwise the plain padded (N, T) batch with ignore_index.
+    """
+
+    def __init__(self, cfg, cell, null_idx, packed):
         super().__init__()
-        self.null_idx = null_idx
+        self.null_idx, self.packed = null_idx, packed
         self.proj = torch.nn.Linear(cfg.I, cfg.H)
         self.embed = torch.nn.Embedding(cfg.V, cfg.W)
         self.cell = (torch.nn.LSTM(cfg.W, cfg.H, batch_first=True) if cell == "lstm"
@@ -79,11 +89,14 @@ class TorchCaptioner(torch.nn.Module):
     def forward(self, features, captions):
         h0 = self.proj(features).unsqueeze(0)  # (N, I) -> (1, N, H): one layer
         state = (h0, torch.zeros_like(h0)) if isinstance(self.cell, torch.nn.LSTM) else h0
-        h, _ = self.cell(self.embed(captions[:, :-1]), state)  # (N, T, W) -> (N, T, H)
-        scores = self.vocab(h)  # (N, T, H) -> (N, T, V)
-        targets = captions[:, 1:].reshape(-1)  # (N, T) -> (N*T,)
-        loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), targets,  # (N*T, V)
-                               ignore_index=self.null_idx, reduction="sum")
+        words, targets = self.embed(captions[:, :-1]), captions[:, 1:]  # (N, T, W), (N, T)
+        if self.packed:
+            lengths = (targets != self.null_idx).sum(dim=1)  # <NULL> pads only the end of a caption
+            words = pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
+            targets = pack_padded_sequence(targets, lengths, batch_first=True, enforce_sorted=False).data
+        h, _ = self.cell(words, state)
+        h = h.data if self.packed else h.reshape(-1, h.shape[-1])  # (P, H) or (N, T, H) -> (N*T, H)
+        loss = F.cross_entropy(self.vocab(h), targets.reshape(-1), ignore_index=self.null_idx, reduction="sum")
         return loss / features.shape[0]
 
 
@@ -98,9 +111,9 @@ def make_batch(cfg, rng):
     return features, captions
 
 
-def torch_step(cfg, cell, null_idx, features, captions):
+def torch_step(cfg, cell, null_idx, features, captions, packed):
     """A function running one forward + backward of the torch model (float32) on the batch."""
-    model = TorchCaptioner(cfg, cell, null_idx)
+    model = TorchCaptioner(cfg, cell, null_idx, packed)
     features_t, captions_t = torch.from_numpy(features), torch.from_numpy(captions)
 
     def run():
@@ -118,21 +131,26 @@ def run_benchmark(cell, repeats, threads):
     model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
                           hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
     features, captions = make_batch(cfg, rng)
-    scored = int((captions[:, 1:] != model.null_idx).sum())
-    shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1, scored)
+    lengths = (captions[:, 1:] != model.null_idx).sum(axis=1)  # padding only at the end: all positions scored
+    sizes = Packing.of(lengths, cfg.N, cfg.T).sizes
+    shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1, sizes, scored=int(lengths.sum()))
     flops = sum(2 * m * k * n for m, k, n in shapes)
 
-    seconds = interleaved_medians({"numpy": lambda: model.loss(features, captions),
-                                   "torch": torch_step(cfg, cell, model.null_idx, features, captions),
-                                   "floor": matmul_floor(shapes, rng)}, repeats=repeats)
-    numpy_time, torch_time, floor_time = seconds["numpy"], seconds["torch"], seconds["floor"]
+    seconds = interleaved_medians({
+        "numpy": lambda: model.loss(features, captions),
+        "torch": torch_step(cfg, cell, model.null_idx, features, captions, packed=False),
+        "torch packed": torch_step(cfg, cell, model.null_idx, features, captions, packed=True),
+        "floor": matmul_floor(shapes, rng)}, repeats=repeats)
+    numpy_time, floor_time = seconds["numpy"], seconds["floor"]
     peak = numpy_matmul_peak(dtype=np.float32)
     print_rows(f"{cell} training step, N={cfg.N} T={cfg.T} W={cfg.W} H={cfg.H} V={cfg.V} I={cfg.I}, float32, "
                f"{threads} thread(s), median of {repeats} rounds taken in turns", [
                    ("numpy step", f"{numpy_time * 1e3:.1f} ms"),
-                   ("torch step", f"{torch_time * 1e3:.1f} ms"),
-                   ("ratio torch/numpy", f"{torch_time / numpy_time:.2f}"),
-                   ("scored positions", f"{scored} of {cfg.N * cfg.T} (the rest is <NULL> padding)"),
+                   ("torch step, padded batch", f"{seconds['torch'] * 1e3:.1f} ms"),
+                   ("torch step, PackedSequence", f"{seconds['torch packed'] * 1e3:.1f} ms"),
+                   ("ratio torch/numpy", f"{seconds['torch'] / numpy_time:.2f}"),
+                   ("ratio torch packed/numpy", f"{seconds['torch packed'] / numpy_time:.2f}"),
+                   ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T} (the rest is <NULL> padding)"),
                    ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
                    ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s"),

@@ -2,15 +2,18 @@
 
 Every ``*_forward`` returns ``(out, cache)`` and its ``*_backward`` takes the upstream gradient and that cache.
 The step functions are the readable reference; the sequence functions compute the same thing fast:
-the input projection of all time steps is one (N*T, D) @ (D, G) matmul before the loop, the loop keeps
-only the recurrent matmul and the elementwise gate math (written into preallocated time-major buffers),
-and the weight gradients are single matmuls over all steps after the backward loop.
+the input projection of all time steps is one matmul before the loop, the loop keeps only the recurrent
+matmul and the elementwise gate math (written into preallocated buffers), and the weight gradients are
+single matmuls over all steps after the backward loop. Given ``lengths``, they compute only the steps
+each sequence runs (core.packing): on captions, a fifth to a third of a padded batch is never computed.
 
 Dimension legend: N batch, T time steps, D input width, H hidden width, V vocabulary size (or M output width),
 G = H for the RNN and 4H for the LSTM. LSTM gates are stacked in the order i, f, o, g.
 Arrays keep the dtype of their inputs (float32 stays float32).
 """
 import numpy as np
+
+from core.packing import Packing
 
 
 def _sigmoid(x):
@@ -20,8 +23,9 @@ def _sigmoid(x):
 
 def _check_sequence(x, h0, Wx, Wh, b, gates):
     """Raise ValueError unless x (N, T, D), h0 (N, H), Wx (D, gates*H), Wh (H, gates*H), b (gates*H,)."""
-    if x.ndim != 3 or h0.ndim != 2 or h0.shape[0] != x.shape[0]:
-        raise ValueError(f"expected x of shape (N, T, D) and h0 of shape (N, H), got {x.shape} and {h0.shape}")
+    if x.ndim != 3 or x.shape[1] < 1 or h0.ndim != 2 or h0.shape[0] != x.shape[0]:
+        raise ValueError(f"expected x of shape (N, T, D) with T >= 1 and h0 of shape (N, H), "
+                         f"got {x.shape} and {h0.shape}")
     H = h0.shape[1]
     expected = {"Wx": (x.shape[2], gates * H), "Wh": (H, gates * H), "b": (gates * H,)}
     for name, array in (("Wx", Wx), ("Wh", Wh), ("b", b)):
@@ -29,29 +33,27 @@ def _check_sequence(x, h0, Wx, Wh, b, gates):
             raise ValueError(f"expected {name} of shape {expected[name]}, got {array.shape}")
 
 
-def _input_projection(x, Wx, b, out):
-    """Write x @ Wx + b for every step into ``out`` of shape (T, N, G); return x time-major (T*N, D)."""
-    N, T, D = x.shape
-    x_tm = x.transpose(1, 0, 2).reshape(T * N, D)  # (N, T, D) -> (T*N, D), a copy: each step's rows contiguous
-    np.matmul(x_tm, Wx, out=out.reshape(T * N, -1))  # (T*N, D) @ (D, G) -> (T*N, G)
+def _input_projection(x, Wx, b, pack, dtype):
+    """x @ Wx + b at every running position, of shape (P, G); and x packed, of shape (P, D)."""
+    x_packed = pack.pack(x)
+    out = np.empty((x_packed.shape[0], Wx.shape[1]), dtype=dtype)
+    np.matmul(x_packed, Wx, out=out)  # (P, D) @ (D, G) -> (P, G)
     out += b
-    return x_tm
+    return out, x_packed
 
 
-def _weight_gradients(dpre, x_tm, h0, h_tm, Wx):
-    """Gradients of the sequence layers' shared affine part from pre-activation gradients dpre (T, N, G).
+def _weight_gradients(dpre, x_packed, h0, h_packed, Wx, pack):
+    """Gradients of the sequence layers' shared affine part from the pre-activation gradients dpre (P, G).
 
-    Returns dx of shape (N, T, D), dWx (D, G), dWh (H, G), db (G,).
+    h0 (N, H) is in packing order. Returns dx of shape (N, T, D), dWx (D, G), dWh (H, G), db (G,).
     """
-    T, N, G = dpre.shape
-    flat = dpre.reshape(T * N, G)
-    dx = (flat @ Wx.T).reshape(T, N, -1).transpose(1, 0, 2)  # (T*N, G) @ (G, D) -> (T, N, D) -> (N, T, D)
-    dWx = x_tm.T @ flat  # (D, T*N) @ (T*N, G) -> (D, G)
-    H = h0.shape[1]
+    first = pack.block(0)
+    dx = pack.unpack(dpre @ Wx.T)  # (P, G) @ (G, D) -> (P, D) -> (N, T, D)
+    dWx = x_packed.T @ dpre  # (D, P) @ (P, G) -> (D, G)
     # Step t multiplies Wh by h_{t-1}: h0 for the first step, the layer's own outputs for the rest.
-    dWh = h0.T @ dpre[0]  # (H, N) @ (N, G) -> (H, G)
-    dWh += h_tm[:-1].reshape(-1, H).T @ dpre[1:].reshape(-1, G)  # (H, (T-1)*N) @ ((T-1)*N, G) -> (H, G)
-    return np.ascontiguousarray(dx), dWx, dWh, flat.sum(axis=0)
+    dWh = h0[:pack.sizes[0]].T @ dpre[first]  # (H, n_0) @ (n_0, G) -> (H, G)
+    dWh += h_packed[pack.previous()].T @ dpre[first.stop:]  # (H, P - n_0) @ (P - n_0, G) -> (H, G)
+    return dx, dWx, dWh, dpre.sum(axis=0)
 
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b):
@@ -75,44 +77,49 @@ def rnn_step_backward(dnext_h, cache):
     return da @ Wx.T, da @ Wh.T, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
-def rnn_forward(x, h0, Wx, Wh, b):
+def rnn_forward(x, h0, Wx, Wh, b, lengths=None):
     """A tanh RNN over a whole sequence.
 
-    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, H), Wh of shape (H, H), b of shape (H,).
-    Returns: h of shape (N, T, H), the hidden state at every step; cache for rnn_backward.
+    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, H), Wh of shape (H, H), b of shape (H,);
+    lengths of shape (N,), optional: sequence n runs lengths[n] steps (see core.packing), default T.
+    Returns: h of shape (N, T, H), the hidden state at every step (zero past a sequence's length);
+    cache for rnn_backward.
     """
     _check_sequence(x, h0, Wx, Wh, b, gates=1)
-    N, T, _ = x.shape
-    dtype = np.result_type(x, h0, Wx, Wh, b)
-    h_tm = np.empty((T, N, h0.shape[1]), dtype=dtype)  # pre-activations, turned into h in place
-    x_tm = _input_projection(x, Wx, b, h_tm)
-    recurrent = np.empty_like(h_tm[0])
+    pack = Packing.of(lengths, *x.shape[:2])
+    # pre-activations, turned into h in place
+    h_packed, x_packed = _input_projection(x, Wx, b, pack, np.result_type(x, h0, Wx, Wh, b))
+    h0 = pack.sort_rows(h0)
+    recurrent = np.empty_like(h0, dtype=h_packed.dtype)
     prev_h = h0
-    for t in range(T):
-        np.matmul(prev_h, Wh, out=recurrent)  # (N, H) @ (H, H) -> (N, H)
-        h_tm[t] += recurrent
-        np.tanh(h_tm[t], out=h_tm[t])
-        prev_h = h_tm[t]
-    h = np.ascontiguousarray(h_tm.transpose(1, 0, 2))  # (T, N, H) -> (N, T, H)
-    return h, (x_tm, h0, Wx, Wh, h_tm)
+    for t in range(pack.steps):
+        n, h = pack.sizes[t], h_packed[pack.block(t)]
+        np.matmul(prev_h[:n], Wh, out=recurrent[:n])  # (n_t, H) @ (H, H) -> (n_t, H)
+        h += recurrent[:n]
+        np.tanh(h, out=h)
+        prev_h = h
+    return pack.unpack(h_packed), (x_packed, h0, Wx, Wh, h_packed, pack)
 
 
 def rnn_backward(dh, cache):
     """Backward of rnn_forward.
 
-    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state; cache.
+    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state (ignored past a sequence's
+    length); cache.
     Returns: dx of shape (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
     """
-    x_tm, h0, Wx, Wh, h_tm = cache
-    dh_tm = dh.transpose(1, 0, 2)  # (N, T, H) -> (T, N, H) view
-    da = 1 - h_tm ** 2  # tanh' for all steps at once; becomes the pre-activation gradient in the loop
+    x_packed, h0, Wx, Wh, h_packed, pack = cache
+    dh = pack.pack(dh)
+    da = 1 - h_packed ** 2  # tanh' at all positions at once; becomes the pre-activation gradient in the loop
+    # Row j of step t holds h_t's gradient through step t + 1; rows not yet running at t + 1 stay zero.
     dprev_h = np.zeros_like(h0, dtype=da.dtype)
-    for t in range(h_tm.shape[0] - 1, -1, -1):
-        dprev_h += dh_tm[t]
-        da[t] *= dprev_h
-        np.matmul(da[t], Wh.T, out=dprev_h)  # (N, H) @ (H, H) -> (N, H)
-    dx, dWx, dWh, db = _weight_gradients(da, x_tm, h0, h_tm, Wx)
-    return dx, dprev_h, dWx, dWh, db
+    for t in reversed(range(pack.steps)):
+        n, rows = pack.sizes[t], pack.block(t)
+        dprev_h[:n] += dh[rows]
+        da[rows] *= dprev_h[:n]
+        np.matmul(da[rows], Wh.T, out=dprev_h[:n])  # (n_t, H) @ (H, H) -> (n_t, H)
+    dx, dWx, dWh, db = _weight_gradients(da, x_packed, h0, h_packed, Wx, pack)
+    return dx, pack.unsort_rows(dprev_h), dWx, dWh, db
 
 
 def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
@@ -145,33 +152,36 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     return da @ Wx.T, da @ Wh.T, dc * f, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
-def lstm_forward(x, h0, Wx, Wh, b):
+def lstm_forward(x, h0, Wx, Wh, b, lengths=None):
     """An LSTM over a whole sequence, starting from cell state c0 = 0.
 
-    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, 4H), Wh of shape (H, 4H), b of shape (4H,).
-    Returns: h of shape (N, T, H), the hidden state at every step; cache for lstm_backward.
+    Inputs: x of shape (N, T, D), h0 of shape (N, H), Wx of shape (D, 4H), Wh of shape (H, 4H), b of shape (4H,);
+    lengths of shape (N,), optional: sequence n runs lengths[n] steps (see core.packing), default T.
+    Returns: h of shape (N, T, H), the hidden state at every step (zero past a sequence's length);
+    cache for lstm_backward.
     """
     _check_sequence(x, h0, Wx, Wh, b, gates=4)
-    N, T, _ = x.shape
-    H = h0.shape[1]
+    pack = Packing.of(lengths, *x.shape[:2])
     dtype = np.result_type(x, h0, Wx, Wh, b)
+    H = h0.shape[1]
     # sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 / (1 + exp(-2a)) - 1. Scaling the weight columns
     # once by -1 (i, f, o) and -2 (g), not the pre-activations at every step, lets one exp per step
     # serve all four gates; float32 exp costs half of numpy's float32 tanh.
     scale = np.full(4 * H, -1, dtype=dtype)
     scale[3 * H:] = -2
-    gates = np.empty((T, N, 4 * H), dtype=dtype)  # scaled pre-activations, turned into i, f, o, g in place
-    x_tm = _input_projection(x, Wx * scale, b * scale, gates)
+    # scaled pre-activations, turned into the gate values i, f, o, g in place
+    gates, x_packed = _input_projection(x, Wx * scale, b * scale, pack, dtype)
     Wh_scaled = Wh * scale
-    c, tanh_c, h_tm = (np.empty((T, N, H), dtype=dtype) for _ in range(3))
-    recurrent = np.empty((N, 4 * H), dtype=dtype)
-    prev_h, prev_c = h0, np.zeros((N, H), dtype=dtype)
-    for t in range(T):
-        np.matmul(prev_h, Wh_scaled, out=recurrent)  # (N, H) @ (H, 4H) -> (N, 4H)
-        _lstm_gates_forward(gates[t], recurrent, prev_c, c[t], tanh_c[t], h_tm[t])
-        prev_h, prev_c = h_tm[t], c[t]
-    h = np.ascontiguousarray(h_tm.transpose(1, 0, 2))  # (T, N, H) -> (N, T, H)
-    return h, (x_tm, h0, Wx, Wh, gates, c, tanh_c, h_tm)
+    c, tanh_c, h_packed = (np.empty((len(gates), H), dtype=dtype) for _ in range(3))
+    h0 = pack.sort_rows(h0)
+    recurrent = np.empty((len(h0), 4 * H), dtype=dtype)
+    prev_h, prev_c = h0, np.zeros((len(h0), H), dtype=dtype)
+    for t in range(pack.steps):
+        n, rows = pack.sizes[t], pack.block(t)
+        np.matmul(prev_h[:n], Wh_scaled, out=recurrent[:n])  # (n_t, H) @ (H, 4H) -> (n_t, 4H)
+        _lstm_gates_forward(gates[rows], recurrent[:n], prev_c[:n], c[rows], tanh_c[rows], h_packed[rows])
+        prev_h, prev_c = h_packed[rows], c[rows]
+    return pack.unpack(h_packed), (x_packed, h0, Wx, Wh, gates, c, tanh_c, h_packed, pack)
 
 
 def _lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
@@ -198,21 +208,25 @@ def _lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
 def lstm_backward(dh, cache):
     """Backward of lstm_forward.
 
-    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state; cache.
+    Inputs: dh of shape (N, T, H), the upstream gradient of every hidden state (ignored past a sequence's
+    length); cache.
     Returns: dx of shape (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
     """
-    x_tm, h0, Wx, Wh, gates, c, tanh_c, h_tm = cache
-    T, N, H = c.shape
-    dh_tm = dh.transpose(1, 0, 2)  # (N, T, H) -> (T, N, H) view
+    x_packed, h0, Wx, Wh, gates, c, tanh_c, h_packed, pack = cache
+    N, H = h0.shape
+    dh = pack.pack(dh)
     dgates = np.empty_like(gates)
+    # Row j holds h_t's and c_t's gradients through step t + 1; rows not yet running at t + 1 stay zero.
     dprev_h, dc = (np.zeros((N, H), dtype=gates.dtype) for _ in range(2))
     scratch = np.empty((N, 3 * H), dtype=gates.dtype)
-    for t in range(T - 1, -1, -1):
-        _lstm_gates_backward(dh_tm[t], dprev_h, dc, gates[t], c[t - 1] if t > 0 else None, tanh_c[t],
-                             dgates[t], scratch)
-        np.matmul(dgates[t], Wh.T, out=dprev_h)  # (N, 4H) @ (4H, H) -> (N, H)
-    dx, dWx, dWh, db = _weight_gradients(dgates, x_tm, h0, h_tm, Wx)
-    return dx, dprev_h, dWx, dWh, db
+    for t in reversed(range(pack.steps)):
+        n, rows = pack.sizes[t], pack.block(t)
+        prev_c = c[pack.block(t - 1)][:n] if t > 0 else None
+        _lstm_gates_backward(dh[rows], dprev_h[:n], dc[:n], gates[rows], prev_c, tanh_c[rows], dgates[rows],
+                             scratch[:n])
+        np.matmul(dgates[rows], Wh.T, out=dprev_h[:n])  # (n_t, 4H) @ (4H, H) -> (n_t, H)
+    dx, dWx, dWh, db = _weight_gradients(dgates, x_packed, h0, h_packed, Wx, pack)
+    return dx, pack.unsort_rows(dprev_h), dWx, dWh, db
 
 
 def _lstm_gates_backward(dh, dh_next, dc, gates, prev_c, tanh_c, da, scratch):

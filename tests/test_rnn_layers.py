@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core import rnn_layers as L
 from tests.gradcheck import numeric_gradient, rel_error
 
 N, T, D, H, V = 3, 5, 4, 6, 7
+CELLS = {"rnn": (L.rnn_forward, L.rnn_backward, 1), "lstm": (L.lstm_forward, L.lstm_backward, 4)}
 
 
 def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0):
@@ -49,6 +51,31 @@ def test_rnn_step_backward(rng):
 def test_rnn_backward(rng):
     inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 1)}
     check_backward(L.rnn_forward, L.rnn_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_backward_with_lengths(rng, cell_type):
+    """Sequences of lengths 3, 5 and 0 (unsorted): only the running steps get and pass gradients."""
+    forward, backward, gates = CELLS[cell_type]
+    inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, gates),
+              "lengths": np.array([3, T, 0])}
+    check_backward(forward, backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_lengths_compute_the_running_steps_of_the_padded_batch(rng, cell_type):
+    forward, backward, gates = CELLS[cell_type]
+    lengths = np.array([T, 2, 4, 1, T, 0, 3])
+    x, h0, w = rng.standard_normal((len(lengths), T, D)), rng.standard_normal((len(lengths), H)), _weights(rng, gates)
+    running = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]  # (N, T, 1)
+    h, cache = forward(x, h0, **w, lengths=lengths)
+    h_padded, cache_padded = forward(x, h0, **w)
+    assert np.max(np.abs(h - np.where(running, h_padded, 0))) < 1e-12
+    dh = rng.standard_normal(h.shape)
+    grads = backward(dh, cache)
+    grads_padded = backward(np.where(running, dh, 0), cache_padded)
+    for name, a, b in zip(("dx", "dh0", "dWx", "dWh", "db"), grads, grads_padded):
+        assert np.max(np.abs(a - b)) < 1e-12, name
 
 
 def test_lstm_step_backward(rng):
@@ -100,8 +127,9 @@ def test_temporal_softmax_loss_matches_torch_and_is_stable(rng):
     assert np.max(np.abs(dx - xt.grad.numpy())) < 1e-10
 
 
-def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh):
-    """Outputs and gradients of torch.nn.RNN/LSTM (float64) given our weight layout."""
+def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh, lengths):
+    """Outputs and gradients of torch.nn.RNN/LSTM (float64) given our weight layout; a PackedSequence
+    of ``lengths`` unless None."""
     gates = 1 if cell_type == "rnn" else 4
     module = (torch.nn.RNN(D, H, nonlinearity="tanh", batch_first=True) if cell_type == "rnn"
               else torch.nn.LSTM(D, H, batch_first=True)).double()
@@ -116,7 +144,12 @@ def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh):
     xt = torch.tensor(x, requires_grad=True)
     h0t = torch.tensor(h0[None], requires_grad=True)  # (1, N, H): one layer
     state = h0t if gates == 1 else (h0t, torch.zeros_like(h0t))
-    out, _ = module(xt, state)
+    if lengths is None:
+        out, _ = module(xt, state)
+    else:
+        packed, _ = module(pack_padded_sequence(xt, torch.tensor(lengths), batch_first=True, enforce_sorted=False),
+                           state)
+        out, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)  # zeros past each length
     (out * torch.tensor(dh)).sum().backward()
     grads = (xt.grad.numpy(), h0t.grad[0].numpy(), module.weight_ih_l0.grad.numpy().T[:, np.argsort(order)],
              module.weight_hh_l0.grad.numpy().T[:, np.argsort(order)],
@@ -126,15 +159,16 @@ def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh):
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
 @pytest.mark.parametrize("batch", [N, 100])
-def test_sequence_layers_match_torch(rng, cell_type, batch):
-    forward, backward, gates = ((L.rnn_forward, L.rnn_backward, 1) if cell_type == "rnn"
-                                else (L.lstm_forward, L.lstm_backward, 4))
+@pytest.mark.parametrize("packed", [False, True])
+def test_sequence_layers_match_torch(rng, cell_type, batch, packed):
+    forward, backward, gates = CELLS[cell_type]
     x, h0 = rng.standard_normal((batch, T, D)), rng.standard_normal((batch, H))
     w = _weights(rng, gates)
-    h, cache = forward(x, h0, **w)
+    lengths = rng.integers(1, T + 1, size=batch) if packed else None  # torch packs lengths >= 1 only
+    h, cache = forward(x, h0, **w, lengths=lengths)
     dh = rng.standard_normal(h.shape)
     ours = backward(dh, cache)
-    ref_h, ref_grads = _torch_reference(cell_type, x, h0, w["Wx"], w["Wh"], w["b"], dh)
+    ref_h, ref_grads = _torch_reference(cell_type, x, h0, w["Wx"], w["Wh"], w["b"], dh, lengths)
     assert np.max(np.abs(h - ref_h)) < 1e-10
     for name, a, b in zip(("dx", "dh0", "dWx", "dWh", "db"), ours, ref_grads):
         assert np.max(np.abs(a - b)) < 1e-10, name
@@ -142,8 +176,7 @@ def test_sequence_layers_match_torch(rng, cell_type, batch):
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
 def test_float32_stays_float32(rng, cell_type):
-    forward, backward, gates = ((L.rnn_forward, L.rnn_backward, 1) if cell_type == "rnn"
-                                else (L.lstm_forward, L.lstm_backward, 4))
+    forward, backward, gates = CELLS[cell_type]
     x = rng.standard_normal((N, T, D)).astype(np.float32)
     h0 = rng.standard_normal((N, H)).astype(np.float32)
     w = {k: v.astype(np.float32) for k, v in _weights(rng, gates).items()}

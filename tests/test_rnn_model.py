@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from core import optim
+from core.model import rnn_model
 from core.model.rnn_model import CaptioningRNN
 from tests.gradcheck import numeric_gradient, rel_error
 
@@ -46,6 +47,23 @@ def test_loss_gradients_match_numeric(cell_type):
         numeric = numeric_gradient(lambda: model.loss(features, captions)[0], param)
         assert grads[name].shape == param.shape
         assert rel_error(grads[name], numeric) < 1e-6, name
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_loss_skips_only_steps_that_cannot_matter(cell_type, monkeypatch):
+    """The cell runs each caption up to its last target; the loss and gradients equal those of running every
+    step, also for a <NULL> inside a caption (the steps after it still count) and a caption with no target."""
+    rng = np.random.default_rng(2)
+    model = CaptioningRNN(make_vocab(4), input_dim=5, wordvec_dim=4, hidden_dim=6, cell_type=cell_type,
+                          dtype=np.float64, seed=3)
+    features = rng.standard_normal((4, 5))
+    captions = np.array([[1, 4, 5, 2, 0, 0, 0], [1, 6, 0, 7, 2, 0, 0], [1, 0, 0, 0, 0, 0, 0], [1, 4, 4, 5, 6, 7, 2]])
+    loss, grads = model.loss(features, captions)
+    monkeypatch.setattr(rnn_model, "_run_lengths", lambda keep: None)
+    loss_all_steps, grads_all_steps = model.loss(features, captions)
+    assert abs(loss - loss_all_steps) < 1e-12
+    for name in grads:
+        assert np.max(np.abs(grads[name] - grads_all_steps[name])) < 1e-12, name
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,12 @@ def _index_to_word(word_to_idx):
     return idx_to_word
 
 
+def _run_lengths(keep):
+    """Steps each row must run, of shape (N,): one past its last True in ``keep`` (N, T), 0 for none."""
+    T = keep.shape[1]
+    return np.where(keep.any(axis=1), T - np.argmax(keep[:, ::-1], axis=1), 0)
+
+
 class CaptioningRNN:
     """A captioning language model conditioned on image features through its initial hidden state.
 
@@ -117,11 +123,12 @@ class CaptioningRNN:
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         h0 = features @ p["W_proj"] + p["b_proj"]  # (N, I) @ (I, H) -> (N, H)
         words, embed_cache = layers.word_embedding_forward(captions_in, p["W_embed"])
-        h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"])
+        # Steps past a caption's last target cannot change the loss, so the cell does not compute them.
         # Words are scored only where there is a target: <NULL> padding (a third of the steps on typical
         # data) would cost vocabulary matmuls and a softmax only to be masked out. The M kept steps go
         # through the temporal layers as one sequence, (1, M, H); the loss is then rescaled to per caption.
         keep = captions_out != self.null_idx  # (N, T)
+        h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"], lengths=_run_lengths(keep))
         scores, vocab_cache = layers.temporal_affine_forward(h[keep][None], p["W_vocab"], p["b_vocab"])
         loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], np.ones((1, keep.sum())))
         N = features.shape[0]
