@@ -19,14 +19,14 @@ def time_call(fn, repeats=5, warmup=1):
     return float(np.median(times))
 
 
-def interleaved_medians(fns, repeats=5, warmup=2, seed=0):
-    """Median wall seconds of every function in ``fns`` (a dict name -> callable), timed in turns.
+def interleaved_times(fns, repeats=5, warmup=2, seed=0):
+    """Wall seconds of every function in ``fns`` (a dict name -> callable), timed in turns, one per round.
 
     Each round gives every function a turn, in a fresh random order, so a burst of load from elsewhere
     on a shared machine slows all of them rather than whichever happened to be running. A turn runs its
     function twice and times the second run: the first absorbs the previous turn's worker threads, which
     keep spinning for a while after their library returns (OpenBLAS, OpenMP) and would otherwise steal
-    cores from whoever runs next. Returns a dict name -> seconds.
+    cores from whoever runs next. Returns a dict name -> list of ``repeats`` seconds.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -40,25 +40,30 @@ def interleaved_medians(fns, repeats=5, warmup=2, seed=0):
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(fns, repeats=5, warmup=2, seed=0):
+    """Median wall seconds of every function in ``fns``, timed in turns (see interleaved_times)."""
+    times = interleaved_times(fns, repeats=repeats, warmup=warmup, seed=seed)
     return {name: float(np.median(seconds)) for name, seconds in times.items()}
 
 
-def numpy_matmul_peak(n=1024, dtype=np.float32, repeats=20):
-    """Measured numpy matmul throughput in FLOP/s on (n, n) @ (n, n): the ceiling a step can reach.
+def matmul_peak_probe(n=1024, products=8, dtype=np.float32):
+    """A function running ``products`` numpy (n, n) @ (n, n) matmuls back to back, and their FLOP count.
 
-    The fastest of ``repeats`` runs, not the median: a peak is what the machine can do, and on a shared
-    machine the median of a few 10 ms runs moves with the neighbours' load.
+    Timed in turns with the code it is the ceiling for, it measures the machine's matmul throughput
+    under the same load: on a shared machine a peak taken at another moment can be off by a third.
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
-    a @ b  # warm-up: threads started, pages touched
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        seconds.append(time.perf_counter() - start)
-    return 2.0 * n ** 3 / min(seconds)
+    out = np.empty((n, n), dtype=dtype)
+
+    def run():
+        for _ in range(products):
+            np.matmul(a, b, out=out)  # (n, n) @ (n, n) -> (n, n)
+    return run, 2.0 * n ** 3 * products
 
 
 def print_rows(title, rows):
