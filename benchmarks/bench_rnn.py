@@ -122,11 +122,9 @@ def torch_step(cfg, cell, null_idx, features, captions, packed):
     return run
 
 
-def run_benchmark(cell, repeats, threads):
-    """Measure and print the figures described in the module docstring."""
-    torch.set_num_threads(threads)
-    cfg = BenchConfig()
-    rng = np.random.default_rng(0)
+def contenders(cell, cfg, rng):
+    """What the benchmark times, in turns: the numpy step, the torch step (padded and packed), the step's
+    matmuls alone and the peak probe. Returns (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
     words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{k}" for k in range(cfg.V - 4)]
     model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
                           hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
@@ -134,15 +132,21 @@ def run_benchmark(cell, repeats, threads):
     lengths = (captions[:, 1:] != model.null_idx).sum(axis=1)  # padding only at the end: all positions scored
     sizes = Packing.of(lengths, cfg.N, cfg.T).sizes
     shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1, sizes, scored=int(lengths.sum()))
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-
     probe, probe_flops = matmul_peak_probe()
-    times = interleaved_times({
-        "numpy": lambda: model.loss(features, captions),
-        "torch": torch_step(cfg, cell, model.null_idx, features, captions, packed=False),
-        "torch packed": torch_step(cfg, cell, model.null_idx, features, captions, packed=True),
-        "floor": matmul_floor(shapes, rng),
-        "peak": probe}, repeats=repeats)
+    fns = {"numpy": lambda: model.loss(features, captions),
+           "torch": torch_step(cfg, cell, model.null_idx, features, captions, packed=False),
+           "torch packed": torch_step(cfg, cell, model.null_idx, features, captions, packed=True),
+           "floor": matmul_floor(shapes, rng),
+           "peak": probe}
+    return fns, sizes, sum(2 * m * k * n for m, k, n in shapes), probe_flops
+
+
+def run_benchmark(cell, repeats, threads):
+    """Measure and print the figures described in the module docstring."""
+    torch.set_num_threads(threads)
+    cfg = BenchConfig()
+    fns, sizes, flops, probe_flops = contenders(cell, cfg, np.random.default_rng(0))
+    times = interleaved_times(fns, repeats=repeats)
     seconds = {name: float(np.median(t)) for name, t in times.items()}
     numpy_time, floor_time = seconds["numpy"], seconds["floor"]
     peak, fastest_peak = probe_flops / seconds["peak"], probe_flops / min(times["peak"])
