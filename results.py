@@ -1,6 +1,6 @@
 """Regenerate the README's results table: train every model on the default dataset, evaluate, compare baselines.
 
-    python results.py            # about 45 minutes on 2 CPU cores; writes runs/results/ and updates README.md
+    python results.py            # about 35 minutes on 2 CPU cores; writes runs/results/ and updates README.md
 """
 import argparse
 
