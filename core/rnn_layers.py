@@ -176,11 +176,12 @@ def lstm_forward(x, h0, Wx, Wh, b, lengths=None):
     h0 = pack.sort_rows(h0)
     recurrent = np.empty((len(h0), 4 * H), dtype=dtype)
     prev_h, prev_c = h0, np.zeros((len(h0), H), dtype=dtype)
-    for t in range(pack.steps):
-        n, rows = pack.sizes[t], pack.block(t)
-        np.matmul(prev_h[:n], Wh_scaled, out=recurrent[:n])  # (n_t, H) @ (H, 4H) -> (n_t, 4H)
-        _lstm_gates_forward(gates[rows], recurrent[:n], prev_c[:n], c[rows], tanh_c[rows], h_packed[rows])
-        prev_h, prev_c = h_packed[rows], c[rows]
+    with np.errstate(over="ignore"):  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
+        for t in range(pack.steps):
+            n, rows = pack.sizes[t], pack.block(t)
+            np.matmul(prev_h[:n], Wh_scaled, out=recurrent[:n])  # (n_t, H) @ (H, 4H) -> (n_t, 4H)
+            _lstm_gates_forward(gates[rows], recurrent[:n], prev_c[:n], c[rows], tanh_c[rows], h_packed[rows])
+            prev_h, prev_c = h_packed[rows], c[rows]
     return pack.unpack(h_packed), (x_packed, h0, Wx, Wh, gates, c, tanh_c, h_packed, pack)
 
 
@@ -189,12 +190,11 @@ def _lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
 
     Inputs: a of shape (N, 4H), the input part of the scaled pre-activations (see lstm_forward), turned
     into the gate values i, f, o, g in place; recurrent (N, 4H), the recurrent part; prev_c (N, H).
-    Outputs: c, tanh_c and h, each of shape (N, H).
+    Outputs: c, tanh_c and h, each of shape (N, H). The caller silences exp's overflow warning.
     """
     H = c.shape[1]
     a += recurrent
-    with np.errstate(over="ignore"):  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
-        np.exp(a, out=a)
+    np.exp(a, out=a)
     a += 1
     np.divide(1, a, out=a)
     a[:, 3 * H:] *= 2
@@ -233,8 +233,9 @@ def _lstm_gates_backward(dh, dh_next, dc, gates, prev_c, tanh_c, da, scratch):
     """One step's gate gradients, written into its outputs.
 
     Inputs: dh (N, H), the loss's gradient of h_t; dh_next (N, H), h_t's gradient through step t + 1,
-    overwritten; dc (N, H), c_t's gradient through step t + 1, turned into c_{t-1}'s in place; gates
-    (N, 4H), the values i, f, o, g; prev_c (N, H), or None for c0 = 0; tanh_c (N, H); scratch (N, 3H).
+    turned into h_t's total gradient in place; dc (N, H), c_t's gradient through step t + 1, turned into
+    c_{t-1}'s in place; gates (N, 4H), the values i, f, o, g; prev_c (N, H), or None for c0 = 0;
+    tanh_c (N, H); scratch (N, 3H).
     Output: da of shape (N, 4H), the gradient of the pre-activations.
     """
     H = dh.shape[1]
