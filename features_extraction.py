@@ -13,15 +13,14 @@ from pathlib import Path
 
 import h5py
 
-from core.fileio import atomic_write
-from core.cli import ArgumentParser, positive_int, run, seed_everything
+from core.cli import ArgumentParser, positive_int, run
+from core.data.layout import ENCODER_WEIGHTS_FILE, SHAPES_IMAGES_FILE, SPLITS, images_key
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
-from core.features.extract import SPLITS, resolve_device, write_feature_files
-from core.features.images import ImageFolder, list_images, read_image_list
+from core.features.extract import resolve_device, write_feature_files
+from core.features.preprocess import ImageFolder, list_images, read_image_list
 from core.features.vgg16 import VGG16, VGG16_FILE
-
-SHAPES_IMAGES_FILE = "shapes_images.h5"
+from core.fileio import atomic_write
 
 
 def build_parser():
@@ -37,18 +36,15 @@ def build_parser():
     parser.add_argument("--vgg16-weights", type=Path,
                         help=f"vgg16: torchvision state_dict {VGG16_FILE}; default: the torch hub cache, "
                              "downloaded there (SHA-256 checked) when missing")
-    parser.add_argument("--data-dir", type=Path, help=f"shapes: the dataset folder ({SHAPES_IMAGES_FILE}, encoder.pt)")
+    parser.add_argument("--data-dir", type=Path, help=f"shapes: the dataset folder ({SHAPES_IMAGES_FILE}, {ENCODER_WEIGHTS_FILE})")
     parser.add_argument("--out", type=Path,
                         help="folder receiving the feature files (required for vgg16; shapes: default --data-dir, "
-                             "and encoder.pt is copied there when it differs)")
+                             f"and {ENCODER_WEIGHTS_FILE} is copied there when it differs)")
     parser.add_argument("--pca-dim", type=positive_int, default=512,
                         help="width of the *_pca.h5 features (needs more train images than this)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the global generators (extraction and PCA are deterministic; kept for "
-                             "parity with the other scripts)")
     return parser
 
 
@@ -75,9 +71,10 @@ def shapes_splits(images_file, limit):
     """
     splits = {}
     for split in SPLITS:
-        images = images_file.get(f"{split}_images")
+        images = images_file.get(images_key(split))
         if not isinstance(images, h5py.Dataset) or images.ndim != 4 or images.dtype != "uint8":
-            raise UserError(f"{images_file.filename}: no uint8 image dataset '{split}_images'; rebuild the dataset")
+            raise UserError(f"{images_file.filename}: no uint8 image dataset '{images_key(split)}'; rebuild the "
+                            "dataset")
         if limit is not None:
             images = images[:limit]
         splits[split] = (images, [f"shapes://{split}/{i}" for i in range(len(images))])
@@ -128,12 +125,12 @@ def extract_shapes(args):
         write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device)
     if out.resolve() != args.data_dir.resolve():
         # encoder.json names the shapes encoder: keep its weights beside it so new images can be encoded.
-        atomic_write(out / "encoder.pt", lambda tmp: shutil.copyfile(args.data_dir / "encoder.pt", tmp))
+        weights = args.data_dir / ENCODER_WEIGHTS_FILE
+        atomic_write(out / ENCODER_WEIGHTS_FILE, lambda tmp: shutil.copyfile(weights, tmp))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    seed_everything(args.seed)
     args.device = resolve_device(args.device)  # a bad --device fails before any slow step
     if args.encoder == "vgg16":
         extract_image_files(args)

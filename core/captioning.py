@@ -56,7 +56,7 @@ def encode_image_files(paths, data_dir, device=None):
     """
     from core.features.encoders import load_encoder
     from core.features.extract import extract_features
-    from core.features.images import ImageFolder
+    from core.features.preprocess import ImageFolder
     from core.features.pca import load_pca
 
     data_dir = Path(data_dir)

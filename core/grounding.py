@@ -2,7 +2,7 @@
 
 The generated world knows every object exactly, so a caption's claims can be verified instead of only
 compared with reference sentences. ``parse_caption`` reads a caption with the grammar of
-``core.datasets.shapes_spec``; ``grounding_metrics`` scores many captions against their scenes.
+``core.shapes_world.spec``; ``grounding_metrics`` scores many captions against their scenes.
 
 What a caption claims, and how each claim is scored (all figures are micro-averaged over captions):
 - Objects. Each noun phrase is a mention ``(colour, shape)``; either may be None (``a circle``,
@@ -27,7 +27,7 @@ An accuracy over zero claims is NaN; the ``n_*`` entries give the number of clai
 from collections import Counter
 from dataclasses import dataclass
 
-from core.datasets.shapes_spec import (
+from core.shapes_world.spec import (
     COLOURS, COUNT_WORDS, GENERIC_NOUNS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
 )
 from core.errors import UserError

@@ -18,8 +18,8 @@ from core.decoding import DecodeConfig
 from core.devices import pick_device
 from core.errors import UserError
 from core.evaluation import evaluate_split
-from core.features.images import read_image
-from core.images import ImageSource
+from core.features.preprocess import read_image
+from core.data.images import ImageSource
 from core.model.registry import checkpoint_suffix, is_torch_model, load_model
 from core.plotting import save_gallery
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.coco_utils import (LazyFeatures, build_vocab, decode_captions, encode_captions, load_coco_data,
-                             sample_coco_minibatch, save_captions_h5, save_vocab_json)
+                             save_captions_h5, save_vocab_json)
 from core.errors import UserError
 
 WORDS = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "blue", "circle", "star", "left", "of"]
@@ -124,25 +124,6 @@ def test_lazy_raw_features_read_only_requested_rows(tmp_path):
     restored = pickle.loads(pickle.dumps(lazy))
     np.testing.assert_array_equal(restored[index], written["train_features"][index])
     restored.close()
-
-
-def test_sample_minibatch_matches_files_and_is_reproducible(dataset):
-    base, written = dataset
-    for pca in (True, False):
-        data = load_coco_data(base, pca_features=pca)
-        captions, features, urls = sample_coco_minibatch(data, batch_size=5, split="val",
-                                                         rng=np.random.default_rng(1))
-        again = sample_coco_minibatch(data, batch_size=5, split="val", rng=np.random.default_rng(1))
-        np.testing.assert_array_equal(captions, again[0])
-        assert captions.shape == (5, T) and features.shape == (5, PCA_DIM if pca else RAW_DIM)
-        assert features.dtype == np.float32
-        assert len(np.unique(captions, axis=0)) == 5
-        rows = [int(np.flatnonzero((written["val_captions"] == c).all(axis=1))[0]) for c in captions]
-        idxs = written["val_image_idxs"][rows]
-        np.testing.assert_array_equal(features, written["val_features" + ("_pca" if pca else "")][idxs])
-        assert list(urls) == [written["val_urls"][i] for i in idxs]
-    with pytest.raises(ValueError, match="batch_size"):
-        sample_coco_minibatch(data, batch_size=NUM_CAPTIONS["val"] + 1, split="val", rng=np.random.default_rng(0))
 
 
 def test_build_vocab_order():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.datasets.coco import install_coco_captioning
-from core.datasets.download import download, safe_extract_zip
+from core.data.download import download, safe_extract_zip
 from core.errors import UserError
 from tests.test_coco_utils import write_dataset
 

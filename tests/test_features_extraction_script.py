@@ -17,7 +17,7 @@ from core.features.encoders import load_encoder
 from core.features.extract import extract_features
 from core.features.pca import load_pca
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
-from core.features.store import read_features_h5
+from core.data.store import read_features_h5
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from core.images import ImageSource, fetch_image
+from core.data.images import ImageSource, fetch_image
 
 URL = "http://images.cocodataset.org/val2014/COCO_val2014_000000000042.jpg"
 

@@ -96,7 +96,7 @@ def test_bad_training_flags(tiny_dataset, tmp_path):
     assert_clean_error(run_script("training.py", "--model", "rnn", "--data-dir", str(tiny_dataset),
                                   "--out", "/proc/forbidden"), "--out")
     assert_clean_error(run_script("training.py", "--model", "rnn", "--resume", *data), "--resume")
-    from core.datasets import default_data_dir
+    from core.data.layout import default_data_dir
 
     if not default_data_dir("coco_captioning").exists():
         assert_clean_error(run_script("training.py", "--model", "rnn", "--dataset", "coco"), "get_datasets.sh")

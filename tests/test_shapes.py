@@ -13,8 +13,8 @@ from core.datasets.shapes import (
     ShapesConfig, build_shapes_dataset, ensure_shapes_dataset, render_scene, sample_scenes, scene_captions,
     vertical_relation,
 )
-from core.datasets.shapes_render import PALETTE
-from core.datasets.shapes_spec import (
+from core.shapes_world.render import PALETTE
+from core.shapes_world.spec import (
     COLOURS, COUNT_WORDS, GENERIC_NOUNS, MAX_CAPTION_WORDS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
 )
 from core.errors import UserError

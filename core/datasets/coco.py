@@ -15,13 +15,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from core.coco_utils import CAPTIONS_FILE, SPLITS, VOCAB_FILE, features_file, load_coco_data, urls_file
-from core.datasets import default_data_dir
-from core.datasets.download import download, safe_extract_zip
+from core.data.download import download, safe_extract_zip
+from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, SPLITS, VOCAB_FILE, default_data_dir, features_file, \
+    urls_file
+from core.data.loader import load_coco_data
 from core.errors import UserError
 
 COCO_CAPTIONING_URL = "http://cs231n.stanford.edu/coco_captioning.zip"
-ARCHIVE_TOP = "coco_captioning"
+ARCHIVE_TOP = COCO_ARCHIVE_TOP
 EXPECTED_FILES = (CAPTIONS_FILE, VOCAB_FILE) + tuple(
     name for split in SPLITS for name in (features_file(split, True), features_file(split, False), urls_file(split)))
 

@@ -1,7 +1,7 @@
 """Which dataset directory a command reads: ``--data-dir`` if given, else the named dataset's default home."""
 from pathlib import Path
 
-from core.datasets import default_data_dir
+from core.data.layout import COCO_ARCHIVE_TOP, default_data_dir
 from core.errors import UserError
 
 DATASETS = ("shapes", "coco")
@@ -20,7 +20,7 @@ def resolve_data_dir(dataset="shapes", data_dir=None, progress=True):
 
         return ensure_shapes_dataset(progress=progress)
     if dataset == "coco":
-        path = default_data_dir("coco_captioning")
+        path = default_data_dir(COCO_ARCHIVE_TOP)
         if not path.is_dir():
             raise UserError(f"COCO captioning data not found at {path}: run `bash core/datasets/get_datasets.sh`, "
                             "or use the default --dataset shapes")

@@ -22,22 +22,18 @@ import h5py
 import numpy as np
 import torch
 
-from core.coco_utils import CAPTIONS_FILE, VOCAB_FILE, build_vocab, encode_captions, save_captions_h5, \
-    save_vocab_json
-from core.datasets import default_data_dir
-from core.datasets.shapes_captions import scene_captions
-from core.datasets.shapes_render import render_scenes, sample_scenes
+from core.data.layout import CAPTIONS_FILE, CAPTION_LENGTH, FEATURES_KEY, MANIFEST_FILE, SHAPES_IMAGES_FILE, \
+    SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, default_data_dir, features_file, image_idxs_key, images_key
+from core.data.loader import save_captions_h5, save_vocab_json
+from core.data.vocab import build_vocab, encode_captions
 from core.errors import UserError
 from core.features.extract import write_feature_files
-from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_encoder
+from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
+from core.shapes_world.captions import scene_captions
+from core.shapes_world.render import render_scenes, sample_scenes
 
 BUILDER_VERSION = 3
-MANIFEST_FILE = "manifest.json"
-IMAGES_FILE = "shapes_images.h5"
-SCENES_FILE = "shapes_scenes.json"
-SPLITS = ("train", "val")
-CAPTION_LENGTH = 17
 # Independent random streams per purpose, so that e.g. more val images leave the train split unchanged.
 _STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captions": 3, "extra_scenes": 4,
             "probe_shuffle": 5}
@@ -117,9 +113,9 @@ def _caption_files(out, scenes, config):
     word_to_idx, idx_to_word = build_vocab(texts["train"])
     arrays = {}
     for split in SPLITS:
-        arrays[f"{split}_captions"] = encode_captions(texts[split], word_to_idx, CAPTION_LENGTH)
+        arrays[captions_key(split)] = encode_captions(texts[split], word_to_idx, CAPTION_LENGTH)
         per_image = len(texts[split]) // len(scenes[split])
-        arrays[f"{split}_image_idxs"] = np.repeat(np.arange(len(scenes[split]), dtype=np.int32), per_image)
+        arrays[image_idxs_key(split)] = np.repeat(np.arange(len(scenes[split]), dtype=np.int32), per_image)
     save_captions_h5(out / CAPTIONS_FILE, arrays)
     save_vocab_json(out / VOCAB_FILE, word_to_idx, idx_to_word)
     lengths = np.bincount([len(text.split()) for text in texts["train"]])
@@ -128,12 +124,12 @@ def _caption_files(out, scenes, config):
 
 def _world_files(out, scenes, images, config):
     """Write the rendered images (gzip h5) and the scene truth (JSON)."""
-    with h5py.File(out / IMAGES_FILE, "w") as h5:
+    with h5py.File(out / SHAPES_IMAGES_FILE, "w") as h5:
         for split in SPLITS:
-            h5.create_dataset(f"{split}_images", data=images[split], compression="gzip",
+            h5.create_dataset(images_key(split), data=images[split], compression="gzip",
                               chunks=(min(256, len(images[split])), *images[split].shape[1:]))
     payload = {"image_size": config.image_size, **{split: scenes[split] for split in SPLITS}}
-    (out / SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    (out / SHAPES_SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
 
 def _pretrain(scenes, images, config, seconds):
@@ -154,8 +150,8 @@ def _measure(out, encoder, scenes, images, config):
     """Encoder head accuracy on val, and linear probes from the PCA features (true and shuffled rows)."""
     features = {}
     for split in SPLITS:
-        with h5py.File(out / f"{split}2014_vgg16_fc7_pca.h5", "r") as h5:
-            features[split] = h5["features"][()]
+        with h5py.File(out / features_file(split, True), "r") as h5:
+            features[split] = h5[FEATURES_KEY][()]
     probe = HeadTrainingConfig(epochs=config.probe_epochs, batch_size=256, lr=1e-2, seed=config.seed)
     args = (features["train"], scenes["train"], features["val"], scenes["val"], config.image_size, probe)
     return {"encoder_val_accuracy": evaluate_encoder(encoder, images["val"], scenes["val"]),
@@ -176,7 +172,7 @@ def _build_into(out, config):
         vocab_size, histogram = _caption_files(out, scenes, config)
     encoder = _pretrain(scenes, images, config, seconds)
     with _stage(seconds, "features_pca"):
-        save_shapes_encoder(out, encoder)
+        save_shapes_weights(out, encoder)
         urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in SPLITS}
         write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in SPLITS},
                             encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu")

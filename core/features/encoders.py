@@ -7,13 +7,13 @@ Both follow the encoder interface of ``core.features.extract`` (``feature_dim``,
 import json
 from pathlib import Path
 
+from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
 from core.errors import UserError
 from core.features.extract import resolve_device
 from core.features.shapes_cnn import load_shapes_encoder
 from core.features.vgg16 import fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
 
 ENCODER_NAMES = ("vgg16", "shapes")
-ENCODER_INFO_FILE = "encoder.json"
 
 
 def load_encoder(name, base_dir=None, weights=None, device=None):
@@ -35,7 +35,8 @@ def load_encoder(name, base_dir=None, weights=None, device=None):
             raise UserError("a weights file is only used by the vgg16 encoder; the shapes encoder is read "
                             "from its dataset folder")
         if base_dir is None:
-            raise UserError("the shapes encoder needs its dataset folder (holding encoder.pt and encoder.json)")
+            raise UserError(f"the shapes encoder needs its dataset folder (holding {ENCODER_WEIGHTS_FILE} and "
+                            f"{ENCODER_INFO_FILE})")
         encoder = load_shapes_encoder(base_dir)
     else:
         raise UserError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")

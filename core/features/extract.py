@@ -18,13 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.coco_utils import features_file, urls_file
+from core.data.layout import ENCODER_INFO_FILE, PCA_FILE, SPLITS, features_file, urls_file
+from core.data.store import read_features_h5, save_features_h5, write_features_h5
 from core.devices import pick_device
 from core.features.pca import fit_pca, save_pca
-from core.features.store import read_features_h5, save_features_h5, write_features_h5
 from core.fileio import atomic_write_text
-
-SPLITS = ("train", "val")
 
 
 def resolve_device(device=None):
@@ -96,9 +94,9 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, bat
         atomic_write_text(out_dir / urls_name, "".join(f"{url}\n" for url in urls))
     with read_features_h5(out_dir / features_file("train", False)) as train_features:
         pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)")
-    save_pca(out_dir / "pca.npz", pca)
+    save_pca(out_dir / PCA_FILE, pca)
     for split in SPLITS:
         raw_name, pca_name = features_file(split, False), features_file(split, True)
         with read_features_h5(out_dir / raw_name) as features:
             save_features_h5(out_dir / pca_name, pca.project(features))
-    atomic_write_text(out_dir / "encoder.json", json.dumps(encoder_info, indent=2) + "\n")
+    atomic_write_text(out_dir / ENCODER_INFO_FILE, json.dumps(encoder_info, indent=2) + "\n")

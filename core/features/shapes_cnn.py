@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
 from core.errors import UserError
 
 # Heads: name -> (slots J, classes K). Object slots are the objects in left-to-right order; "vertical"
@@ -35,8 +36,6 @@ HEADS = {
 # size of the object covering it, class 0 meaning none. They hand the trunk a direct, local signal of
 # what each shape looks like, which the slot heads alone give only after sorting objects left to right.
 DENSE_HEADS = {"cell_shape": 5, "cell_colour": 7, "cell_size": 3}
-ENCODER_FILE = "encoder.pt"
-CONFIG_FILE = "encoder.json"
 
 
 @dataclass(frozen=True)
@@ -203,17 +202,22 @@ def encoder_info(encoder):
     return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config)))}
 
 
+def save_shapes_weights(directory, encoder):
+    """Write ``encoder.pt`` (the state_dict) into ``directory``; ``encoder.json`` comes with the features."""
+    torch.save(encoder.state_dict(), Path(directory) / ENCODER_WEIGHTS_FILE)
+
+
 def save_shapes_encoder(directory, encoder):
     """Write ``encoder.pt`` (the state_dict) and ``encoder.json`` (``encoder_info``) into ``directory``."""
-    directory = Path(directory)
-    torch.save(encoder.state_dict(), directory / ENCODER_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(encoder_info(encoder), indent=2) + "\n", encoding="utf-8")
+    save_shapes_weights(directory, encoder)
+    info = json.dumps(encoder_info(encoder), indent=2) + "\n"
+    (Path(directory) / ENCODER_INFO_FILE).write_text(info, encoding="utf-8")
 
 
 def load_shapes_encoder(directory, device=None):
     """Load the encoder saved by ``save_shapes_encoder``, in eval mode; UserError if missing or corrupt."""
     directory = Path(directory)
-    weights, info_path = directory / ENCODER_FILE, directory / CONFIG_FILE
+    weights, info_path = directory / ENCODER_WEIGHTS_FILE, directory / ENCODER_INFO_FILE
     for path in (weights, info_path):
         if not path.is_file():
             raise UserError(f"{path} not found: rebuild the shapes dataset "

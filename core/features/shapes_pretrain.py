@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.datasets.shapes_captions import vertical_relation
-from core.datasets.shapes_spec import COLOURS, SHAPES, SIZES
+from core.shapes_world.captions import vertical_relation
+from core.shapes_world.spec import COLOURS, SHAPES, SIZES
 from core.features.shapes_cnn import DENSE_HEADS, HEADS, MultiHead, ShapesEncoder
 
 IGNORE = -100

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.datasets.download import download
+from core.data.download import download
 from core.errors import UserError
-from core.features.images import center_crop, resize_shorter_side, to_rgb
+from core.features.preprocess import center_crop, resize_shorter_side, to_rgb
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGG16_FILE = "vgg16-397923af.pth"

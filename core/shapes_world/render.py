@@ -16,7 +16,7 @@ Dimension legend: M images, S image side in pixels, P pixels of an object's boun
 import numpy as np
 from tqdm import tqdm
 
-from core.datasets.shapes_spec import COLOURS, SHAPES, SIZES
+from core.shapes_world.spec import COLOURS, SHAPES, SIZES
 
 # Object colours: saturated and far apart, so that colour is readable under the background noise.
 PALETTE = {

@@ -12,11 +12,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.data.images import read_image_file
 from core.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -66,13 +66,7 @@ def to_rgb(images):
 
 def read_image(path, size):
     """Read one image file as uint8 RGB of shape (size, size, 3); UserError naming an unreadable file."""
-    try:
-        # Pillow's RGB conversion covers grayscale, palette, CMYK and RGBA (alpha dropped).
-        image = iio.imread(path, plugin="pillow", mode="RGB")
-    except (OSError, ValueError, RuntimeError, SyntaxError) as exc:
-        raise UserError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise UserError(f"{path}: unsupported image format {image.dtype} {image.shape}; convert it to 8-bit RGB")
+    image = read_image_file(path)  # (H, W, 3) uint8
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()  # (H, W, 3) -> (1, 3, H, W)
     x = center_crop(resize_shorter_side(x, size), size)  # (1, 3, S, S)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # (S, S, 3)

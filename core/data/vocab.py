@@ -11,8 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-NULL, START, END, UNK = "<NULL>", "<START>", "<END>", "<UNK>"
-SPECIAL_TOKENS = (NULL, START, END, UNK)
+from core.data.layout import CAPTION_LENGTH, END, NULL, SPECIAL_TOKENS, START, UNK
 
 
 def tokenize(text):
@@ -45,6 +44,23 @@ def build_vocab(texts, min_count=1):
     return word_to_idx, idx_to_word
 
 
+def index_to_word(word_to_idx):
+    """The list idx_to_word of a model's vocabulary ``word_to_idx`` (dict word -> id).
+
+    ValueError unless ``<NULL>``, ``<START>`` and ``<END>`` are present and the ids are exactly 0..V-1.
+    """
+    missing = [token for token in (NULL, START, END) if token not in word_to_idx]
+    if missing:
+        raise ValueError(f"word_to_idx lacks the special token(s) {', '.join(missing)}")
+    idx_to_word = [None] * len(word_to_idx)
+    for word, idx in word_to_idx.items():
+        if not 0 <= idx < len(idx_to_word) or idx_to_word[idx] is not None:
+            raise ValueError(f"word_to_idx must map its {len(idx_to_word)} words to distinct indices 0..V-1; "
+                             f"{word!r} -> {idx}")
+        idx_to_word[idx] = word
+    return idx_to_word
+
+
 def check_special_tokens(word_to_idx):
     """Raise ValueError unless ``word_to_idx`` gives each special token its fixed id."""
     for i, token in enumerate(SPECIAL_TOKENS):
@@ -59,7 +75,7 @@ def check_vocab(word_to_idx, idx_to_word):
         raise ValueError("idx_to_word and word_to_idx disagree")
 
 
-def encode_captions(texts, word_to_idx, length=17):
+def encode_captions(texts, word_to_idx, length=CAPTION_LENGTH):
     """Encode caption texts as fixed-length rows of word ids.
 
     Inputs:

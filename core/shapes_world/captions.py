@@ -13,7 +13,7 @@ salient things first), which makes the word order predictable from the image. Te
 
 Sizes are said in about half the captions, and dropped where saying them would exceed the word limit.
 """
-from core.datasets.shapes_spec import (
+from core.shapes_world.spec import (
     COUNT_WORDS, MAX_CAPTION_WORDS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
 )
 
@@ -126,7 +126,7 @@ def scene_captions(scene, rng, image_size):
     """Five captions of one scene, one per template.
 
     Inputs:
-    - scene: dict with "objects" listed left to right (see ``core.datasets.shapes_render``).
+    - scene: dict with "objects" listed left to right (see ``core.shapes_world.render``).
     - rng: np.random.Generator choosing synonyms, articles and whether sizes are said.
     - image_size: int S, the image side in pixels (vertical relations need a clear gap relative to it).
 

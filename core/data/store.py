@@ -11,10 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.fileio import atomic_write
+from core.data.layout import FEATURES_KEY
 from core.errors import UserError
-
-FEATURES_KEY = "features"
+from core.fileio import atomic_write
 
 
 def save_features_h5(path, features):

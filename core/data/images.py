@@ -1,4 +1,7 @@
-"""Finding the picture behind a caption, for galleries: shapes images, local COCO files, or URLs.
+"""Image files decoded in one place (Pillow), and finding the picture behind a caption for galleries.
+
+``read_image_file`` is how every image file the project reads is decoded. ``ImageSource`` finds the picture of
+a dataset row: shapes images, local COCO files, or URLs.
 
 Captioning runs on precomputed features, so images are only needed to show results. They are looked
 up in order: the shapes world's own image file; a local folder of COCO images; the image URL when
@@ -16,10 +19,9 @@ import h5py
 import imageio.v3 as iio
 import numpy as np
 
+from core.data.layout import SHAPES_IMAGES_FILE, SPLITS, images_key
 from core.errors import UserError
 
-SHAPES_IMAGES = "shapes_images.h5"
-SPLITS = ("train", "val")
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
 # Photos are decoded by Pillow only: imageio would otherwise probe exotic formats (DICOM, TIFF) on
 # bytes that may come from the network.
@@ -32,6 +34,17 @@ def decode_image(source):
     Pillow converts grey, palette, CMYK and RGBA (alpha dropped) images to RGB.
     """
     return iio.imread(source, plugin=IMAGE_PLUGIN, mode="RGB")
+
+
+def read_image_file(path):
+    """Decode the image file ``path`` as uint8 of shape (H, W, 3); UserError naming a file that cannot be read."""
+    try:
+        image = decode_image(path)
+    except (OSError, ValueError, RuntimeError, SyntaxError) as exc:  # what Pillow raises on bad files
+        raise UserError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise UserError(f"{path}: unsupported image format {image.dtype} {image.shape}; convert it to 8-bit RGB")
+    return image
 
 
 class ImageSource:
@@ -48,7 +61,7 @@ class ImageSource:
         self.images_dir = None if images_dir is None else Path(images_dir)
         self.fetch_urls = bool(fetch_urls)
         self.timeout = float(timeout)
-        self._shapes_path = self.base_dir / SHAPES_IMAGES
+        self._shapes_path = self.base_dir / SHAPES_IMAGES_FILE
         self._shapes_file = None
         if self.images_dir is not None and not self.images_dir.is_dir():
             raise UserError(f"images folder {self.images_dir} does not exist; give the folder holding the "
@@ -80,7 +93,7 @@ class ImageSource:
             return self._shapes_image(split, int(image_idx))
         local = self._local_path(split, url)
         if local is not None:
-            return self._read_local(local)
+            return read_image_file(local)
         if self.fetch_urls:
             return fetch_image(url, self.timeout)
         return None
@@ -93,7 +106,7 @@ class ImageSource:
             except OSError as err:
                 raise UserError(f"{self._shapes_path} is not a readable HDF5 file ({err}); delete it and "
                                 "rebuild the shapes dataset") from err
-        name = f"{split}_images"
+        name = images_key(split)
         if name not in self._shapes_file:
             raise UserError(f"{self._shapes_path} has no dataset '{name}'; delete it and rebuild the shapes "
                             "dataset")
@@ -116,14 +129,6 @@ class ImageSource:
             if candidate.is_file():
                 return candidate
         return None
-
-    @staticmethod
-    def _read_local(path):
-        """Decode a local image file; UserError when it is corrupt."""
-        try:
-            return decode_image(path)
-        except (OSError, ValueError, RuntimeError, SyntaxError) as err:  # what Pillow raises on bad files
-            raise UserError(f"{path} is not a readable image ({err}); delete it or download it again") from err
 
 
 def fetch_image(url, timeout=3.0):

@@ -1,0 +1,2 @@
+"""The ground floor: the on-disk layout, the vocabulary, the HDF5 feature store, the CS231n loader, image
+decoding and the download/extract utility. Nothing here imports features, models, decoding or scripts."""

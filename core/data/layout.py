@@ -1,0 +1,88 @@
+"""The on-disk layout, in one place: every file name, split, dataset key and special token.
+
+A dataset folder is in the CS231n ``coco_captioning`` layout (COCO and the generated shapes world alike):
+
+    coco2014_captions.h5               {split}_captions (N, T) int, {split}_image_idxs (N,) int
+    coco2014_vocab.json                idx_to_word (list), word_to_idx (dict)
+    {split}2014_vgg16_fc7_pca.h5       features (M, 512) float32
+    {split}2014_vgg16_fc7.h5           features (M, F) float32, read lazily
+    {split}2014_urls.txt               one image URL per feature row
+    pca.npz, encoder.json              written when this project computed the features
+    encoder.pt, shapes_images.h5,      shapes world only: the pretrained CNN, the images ({split}_images
+    shapes_scenes.json, manifest.json  (M, S, S, 3) uint8), the scene truth, the build record
+
+A training run's folder (``runs/<model>`` by default) holds ``best``/``last`` checkpoints, ``history.json``,
+``config.json``, ``loss.png`` and the galleries ``gallery_<name>.png``.
+
+Nothing else in the project spells these names: ask this module.
+"""
+from pathlib import Path
+
+SPLITS = ("train", "val")
+
+CAPTIONS_FILE = "coco2014_captions.h5"
+VOCAB_FILE = "coco2014_vocab.json"
+PCA_FILE = "pca.npz"
+ENCODER_INFO_FILE = "encoder.json"
+ENCODER_WEIGHTS_FILE = "encoder.pt"
+SHAPES_IMAGES_FILE = "shapes_images.h5"
+SHAPES_SCENES_FILE = "shapes_scenes.json"
+MANIFEST_FILE = "manifest.json"
+FEATURES_KEY = "features"
+COCO_ARCHIVE_TOP = "coco_captioning"  # the folder inside the CS231n archive, and the dataset's default home
+
+# Caption rows: <START> w1 .. wk <END> <NULL>...; special tokens come first, with these fixed ids.
+NULL, START, END, UNK = "<NULL>", "<START>", "<END>", "<UNK>"
+SPECIAL_TOKENS = (NULL, START, END, UNK)
+NULL_IDX, START_IDX, END_IDX, UNK_IDX = range(len(SPECIAL_TOKENS))
+CAPTION_LENGTH = 17  # ids per caption row: at most 15 words between <START> and <END>
+
+# A training run's folder.
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+LOSS_PLOT = "loss.png"
+
+
+def features_file(split, pca_features):
+    """The file name of a split's image features: PCA-reduced (``pca_features``) or the encoder's raw ones."""
+    return f"{split}2014_vgg16_fc7{'_pca' if pca_features else ''}.h5"
+
+
+def urls_file(split):
+    """The file name of a split's image URL list."""
+    return f"{split}2014_urls.txt"
+
+
+def captions_key(split):
+    """The captions file's dataset of a split's caption rows."""
+    return f"{split}_captions"
+
+
+def image_idxs_key(split):
+    """The captions file's dataset of each caption's image row."""
+    return f"{split}_image_idxs"
+
+
+def images_key(split):
+    """The shapes image file's dataset of a split's images."""
+    return f"{split}_images"
+
+
+def checkpoint_file(name, suffix):
+    """A run folder's checkpoint: ``name`` is "best" or "last", ``suffix`` the format's (".npz", ".pt")."""
+    return f"{name}{suffix}"
+
+
+def gallery_file(name):
+    """A gallery PNG of a run folder, e.g. ``gallery_val.png``."""
+    return f"gallery_{name}.png"
+
+
+def default_data_dir(name):
+    """Where a named dataset lives by default: ``core/datasets/<name>`` (git-ignored), as in CS231n."""
+    return Path(__file__).resolve().parent.parent / "datasets" / name
+
+
+def default_run_dir(model):
+    """Where a model's training run goes unless ``--out`` says otherwise."""
+    return Path("runs") / model

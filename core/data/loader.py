@@ -1,0 +1,185 @@
+"""Load, check and save captioning data in the CS231n ``coco_captioning`` layout (``core.data.layout``).
+
+The same layout holds COCO and the generated shapes world. Every file is checked on load, and against the
+others it is used with; bad data raises ``UserError`` with one line naming the file and the fix.
+
+Dimension legend: N captions in a split, T ids per caption (17), M images in a split, D feature width
+(512 after PCA, F = 4096 for raw VGG16 fc7), V vocabulary size.
+"""
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from core.data.layout import CAPTIONS_FILE, SPLITS, VOCAB_FILE, captions_key, features_file, image_idxs_key, \
+    urls_file
+from core.data.store import FEATURES_KEY, LazyFeatures
+from core.data.vocab import check_vocab
+from core.errors import UserError
+from core.fileio import atomic_write, atomic_write_text
+
+GET_DATASETS_HINT = "run `bash core/datasets/get_datasets.sh` or use the default shapes dataset"
+
+
+def _require_file(path):
+    if not path.is_file():
+        raise UserError(f"missing file {path}; {GET_DATASETS_HINT}")
+
+
+def _open_h5(path):
+    _require_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise UserError(f"cannot read HDF5 file {path} ({err}); delete it and rebuild or re-download it") from err
+
+
+def _h5_dataset(h5, key):
+    if key not in h5:
+        raise UserError(f"{h5.filename} has no dataset {key!r}; re-download or rebuild the dataset")
+    return h5[key]
+
+
+def _read_captions(base_dir, splits):
+    """The caption ids and image indices of ``splits``, all read from one file open."""
+    path = base_dir / CAPTIONS_FILE
+    arrays = {}
+    with _open_h5(path) as h5:
+        for split in splits:
+            captions = _h5_dataset(h5, captions_key(split))[()]
+            idxs = _h5_dataset(h5, image_idxs_key(split))[()]
+            if captions.ndim != 2 or not np.issubdtype(captions.dtype, np.integer):
+                raise UserError(f"{path}: {split}_captions must be a 2-D integer array, got shape "
+                                f"{captions.shape} {captions.dtype}; rebuild the dataset")
+            if idxs.shape != captions.shape[:1] or not np.issubdtype(idxs.dtype, np.integer):
+                raise UserError(f"{path}: {split}_image_idxs must be integers of shape ({captions.shape[0]},), "
+                                f"got {idxs.shape} {idxs.dtype}; rebuild the dataset")
+            if idxs.size and idxs.min() < 0:
+                raise UserError(f"{path}: {split}_image_idxs has negative entries; rebuild the dataset")
+            arrays[f"{split}_captions"] = captions.astype(np.int32, copy=False)
+            arrays[f"{split}_image_idxs"] = idxs.astype(np.int32, copy=False)
+    return arrays
+
+
+def _read_vocab(base_dir):
+    path = base_dir / VOCAB_FILE
+    _require_file(path)
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        word_to_idx, idx_to_word = vocab["word_to_idx"], vocab["idx_to_word"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read vocabulary {path} ({err!r}); re-download or rebuild the dataset") from err
+    try:
+        check_vocab(word_to_idx, idx_to_word)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UserError(f"{path}: {err}; re-download or rebuild the dataset") from err
+    return word_to_idx, idx_to_word
+
+
+def _read_features(base_dir, split, pca_features):
+    """A split's features: an in-memory (M, 512) float32 array, or a LazyFeatures of shape (M, F)."""
+    path = base_dir / features_file(split, pca_features)
+    with _open_h5(path) as h5:
+        data = _h5_dataset(h5, FEATURES_KEY)
+        if data.ndim != 2 or not np.issubdtype(data.dtype, np.floating):
+            raise UserError(f"{path}: features must be a 2-D float array, got shape {data.shape} {data.dtype}; "
+                            "rebuild the dataset")
+        if pca_features:
+            return data[()].astype(np.float32, copy=False)
+    return LazyFeatures(path)
+
+
+def _read_urls(base_dir, split):
+    path = base_dir / urls_file(split)
+    _require_file(path)
+    try:
+        return np.array(path.read_text(encoding="utf-8").splitlines(), dtype=str)
+    except UnicodeDecodeError as err:
+        raise UserError(f"cannot read URL list {path} ({err}); re-download or rebuild the dataset") from err
+
+
+def _check_split(data, base_dir, split, pca_features):
+    """Cross-file consistency of one split: image indices, feature rows and URL lines agree."""
+    features_path = base_dir / features_file(split, pca_features)
+    rows = len(data[f"{split}_features"])
+    idxs = data[f"{split}_image_idxs"]
+    if idxs.size and idxs.max() >= rows:
+        raise UserError(f"{features_path} has {rows} rows but {CAPTIONS_FILE} refers to image {idxs.max()}; "
+                        "the files come from different datasets: re-download or rebuild")
+    if len(data[f"{split}_urls"]) != rows:
+        raise UserError(f"{base_dir / urls_file(split)} has {len(data[f'{split}_urls'])} lines but "
+                        f"{features_path} has {rows} rows; re-download or rebuild the dataset")
+    captions = data[f"{split}_captions"]
+    if captions.size and (captions.min() < 0 or captions.max() >= len(data["idx_to_word"])):
+        raise UserError(f"{base_dir / CAPTIONS_FILE}: {split}_captions holds ids outside the "
+                        f"{len(data['idx_to_word'])}-word vocabulary of {VOCAB_FILE}; re-download or rebuild")
+
+
+def _subsample_train(data, max_train, seed):
+    num_train = data["train_captions"].shape[0]
+    if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)) or not 0 < max_train <= num_train:
+        raise UserError(f"max_train (--num_samples) must be an integer in 1..{num_train}, the number of "
+                        f"training captions, got {max_train!r}")
+    keep = np.sort(np.random.default_rng(seed).choice(num_train, max_train, replace=False))
+    data["train_captions"] = data["train_captions"][keep]
+    data["train_image_idxs"] = data["train_image_idxs"][keep]
+
+
+def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=SPLITS):
+    """Load a dataset directory in the CS231n layout, checking every file.
+
+    Inputs:
+    - base_dir: the dataset directory.
+    - max_train: if given, keep this many training captions, drawn without replacement by ``seed``
+      (kept in file order); image indices stay aligned and features/URLs stay whole.
+    - pca_features: True for the (M, 512) PCA features in memory; False for the raw (M, F) features
+      as a ``LazyFeatures`` that reads only the rows a minibatch asks for.
+    - seed: seed of the ``max_train`` subsample.
+    - splits: the splits to read (default both); e.g. ("val",) for an evaluation, which needs no train rows.
+
+    Returns a dict with, for each split read:
+    - train_captions, val_captions: int32 arrays of shape (N, T).
+    - train_image_idxs, val_image_idxs: int32 arrays of shape (N,), rows into the split's features/URLs.
+    - train_features, val_features: float32 of shape (M, 512), or LazyFeatures of shape (M, F).
+    - train_urls, val_urls: str arrays of shape (M,).
+    and word_to_idx: dict word -> id; idx_to_word: list of V words; base_dir: the directory as a Path.
+    """
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        raise UserError(f"dataset directory {base_dir} not found; {GET_DATASETS_HINT}")
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+    data = _read_captions(base_dir, splits)
+    data["word_to_idx"], data["idx_to_word"] = _read_vocab(base_dir)
+    for split in splits:
+        data[f"{split}_features"] = _read_features(base_dir, split, pca_features)
+        data[f"{split}_urls"] = _read_urls(base_dir, split)
+        _check_split(data, base_dir, split, pca_features)
+    if max_train is not None:
+        _subsample_train(data, max_train, seed)
+    data["base_dir"] = base_dir
+    return data
+
+
+def feature_width(data):
+    """D, the width of the features of the splits in ``data`` (a ``load_coco_data`` dict)."""
+    split = next(split for split in SPLITS if f"{split}_features" in data)
+    return data[f"{split}_features"].shape[1]
+
+
+def save_captions_h5(path, arrays):
+    """Write ``arrays`` (dict name -> array, e.g. train_captions of shape (N, T)) to an HDF5 file atomically."""
+    def write(tmp):
+        with h5py.File(tmp, "w") as h5:
+            for name, array in arrays.items():
+                h5.create_dataset(name, data=np.asarray(array))
+
+    atomic_write(path, write)
+
+
+def save_vocab_json(path, word_to_idx, idx_to_word):
+    """Write the vocabulary JSON of the layout atomically, after checking the two mappings agree."""
+    check_vocab(word_to_idx, idx_to_word)
+    atomic_write_text(path, json.dumps({"idx_to_word": list(idx_to_word), "word_to_idx": dict(word_to_idx)}))
