@@ -13,8 +13,8 @@ from pathlib import Path
 
 import h5py
 
-from core.cli import ArgumentParser, positive_int, run
-from core.data.layout import ENCODER_WEIGHTS_FILE, SHAPES_IMAGES_FILE, SPLITS, images_key
+from core.cli import ArgumentParser, add_no_progress, positive_int, run
+from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, images_key
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
 from core.features.extract import resolve_device, write_feature_files
@@ -40,11 +40,12 @@ def build_parser():
     parser.add_argument("--out", type=Path,
                         help="folder receiving the feature files (required for vgg16; shapes: default --data-dir, "
                              f"and {ENCODER_WEIGHTS_FILE} is copied there when it differs)")
-    parser.add_argument("--pca-dim", type=positive_int, default=512,
+    parser.add_argument("--pca-dim", type=positive_int, default=PCA_DIM,
                         help="width of the *_pca.h5 features (needs more train images than this)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
+    add_no_progress(parser)
     return parser
 
 
@@ -101,7 +102,8 @@ def extract_image_files(args):
     weights = Path(args.vgg16_weights).name if args.vgg16_weights else VGG16_FILE
     info = {"name": "vgg16", "weights": weights, "layer": "fc7 (after ReLU)", "feature_dim": encoder.feature_dim,
             "preprocess": "resize shorter side 256, centre crop 224, ImageNet mean/std"}
-    write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device)
+    write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
+                        progress=not args.no_progress)
 
 
 def extract_shapes(args):
@@ -122,7 +124,8 @@ def extract_shapes(args):
     with images_file:
         splits = shapes_splits(images_file, args.limit)
         check_pca_dim(args.pca_dim, len(splits["train"][0]), encoder.feature_dim)
-        write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device)
+        write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
+                            progress=not args.no_progress)
     if out.resolve() != args.data_dir.resolve():
         # encoder.json names the shapes encoder: keep its weights beside it so new images can be encoded.
         weights = args.data_dir / ENCODER_WEIGHTS_FILE

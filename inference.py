@@ -7,57 +7,66 @@
 import argparse
 
 from core import cli
-from core.coco_utils import SPLITS
+from core.data.layout import SPLITS
 from core.datasets.resolve import DATASETS
+from core.decoding import DecodeConfig
+from core.inference.engine import SHOWN_IMAGES, InferenceSettings
 from core.model.registry import MODEL_TYPES
+
+DEFAULTS = cli.defaults_of(InferenceSettings)
+DECODE = cli.defaults_of(DecodeConfig)
 
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=MODEL_TYPES, help="the model type the checkpoint holds")
-    p.add_argument("--checkpoint", default=None,
+    p.add_argument("--checkpoint", default=DEFAULTS["checkpoint"],
                    help="checkpoint file (default: runs/<model>/best.npz, or best.pt for the transformer)")
-    p.add_argument("--split", choices=SPLITS, default=None,
+    p.add_argument("--split", choices=SPLITS, default=DEFAULTS["split"],
                    help="which split to caption (default: both for galleries, val for --evaluate)")
-    p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int, default=None,
-                   help="images to show per split (default 8); with --evaluate, evaluate only the first N images")
-    p.add_argument("--dataset", choices=DATASETS, default=None,
+    p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int,
+                   default=DEFAULTS["num_samples"],
+                   help=f"images to show per split (default {SHOWN_IMAGES}); with --evaluate, evaluate only the "
+                        "first N images")
+    p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
                    help="dataset to caption (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-dir", default=None, help="any folder in the CS231n layout; overrides --dataset")
-    p.add_argument("--beam-size", type=cli.positive_int, default=1, help="beam width; 1 decodes greedily")
-    p.add_argument("--length-penalty", type=float, default=0.0,
+    p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="any folder in the CS231n layout; overrides --dataset")
+    p.add_argument("--beam-size", type=cli.positive_int, default=DECODE["beam_size"],
+                   help="beam width; 1 decodes greedily")
+    p.add_argument("--length-penalty", type=float, default=DECODE["length_penalty"],
                    help="GNMT length-penalty alpha for beam search (0: plain log-probability sum)")
-    p.add_argument("--temperature", type=cli.positive_float, default=None,
+    p.add_argument("--temperature", type=cli.positive_float, default=DECODE["temperature"],
                    help="sample words at this temperature instead of greedy/beam decoding")
-    p.add_argument("--max-length", type=cli.positive_int, default=16, help="most words per caption, <END> included")
+    p.add_argument("--max-length", type=cli.positive_int, default=DEFAULTS["max_length"],
+                   help=f"most words per caption, <END> included (default {DEFAULTS['max_length']})")
     p.add_argument("--evaluate", action="store_true",
                    help="caption every image of the split and compute BLEU, METEOR, ROUGE-L, CIDEr (+ grounding)")
-    p.add_argument("--out", default=None, help="directory for gallery PNGs (default: the checkpoint's directory)")
-    p.add_argument("--output", default=None, help="write predictions, references and metrics to this JSON file")
+    p.add_argument("--out", default=DEFAULTS["out"], help="directory for gallery PNGs (default: the checkpoint's directory)")
+    p.add_argument("--output", default=DEFAULTS["output"], help="write predictions, references and metrics to this JSON file")
     p.add_argument("--image", nargs="+", default=[], metavar="FILE",
                    help="caption your own image files (encoded like the training dataset's images)")
-    p.add_argument("--images-dir", default=None, help="COCO: folder of the split's jpg files, for galleries")
+    p.add_argument("--images-dir", default=DEFAULTS["images_dir"], help="COCO: folder of the split's jpg files, for galleries")
     p.add_argument("--no-fetch", action="store_true", help="COCO: never fetch gallery images from their URLs")
-    p.add_argument("--device", default="auto", help="torch device for the transformer: auto, cpu or cuda[:N]")
-    p.add_argument("--seed", type=int, default=0, help="seeds the choice of shown images and sampling")
+    cli.add_device(p, DEFAULTS["device"])
+    cli.add_seed(p, DEFAULTS["seed"], "seeds the choice of shown images and sampling")
+    cli.add_no_progress(p)
     args = p.parse_args(argv)
     if args.image and args.evaluate:
         p.error("--image and --evaluate do not go together: evaluation needs a dataset split")
     return args
 
 
-def main(argv=None):
-    from core.decoding import DecodeConfig
-    from core.inference import InferenceSettings, run_inference
+def settings_from_args(args):
+    """The InferenceSettings the parsed flags ask for."""
+    decode = cli.settings_from_args(DecodeConfig, args)
+    return cli.settings_from_args(InferenceSettings, args, decode=decode, images=tuple(args.image),
+                                  fetch_urls=not args.no_fetch, progress=not args.no_progress)
 
-    args = parse_args(argv)
-    decode = DecodeConfig(beam_size=args.beam_size, length_penalty=args.length_penalty, temperature=args.temperature)
-    settings = InferenceSettings(model=args.model, checkpoint=args.checkpoint, split=args.split,
-                                 num_samples=args.num_samples, dataset=args.dataset, data_dir=args.data_dir,
-                                 decode=decode, max_length=args.max_length, evaluate=args.evaluate, out=args.out,
-                                 output=args.output, images=args.image, images_dir=args.images_dir,
-                                 fetch_urls=not args.no_fetch, device=args.device, seed=args.seed)
-    run_inference(settings)
+
+def main(argv=None):
+    from core.inference.engine import run_inference
+
+    run_inference(settings_from_args(parse_args(argv)))
     return 0
 
 

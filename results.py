@@ -21,7 +21,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from core.results import ResultsSettings, run_results
+    from core.results_table import ResultsSettings, run_results
 
     args = parse_args(argv)
     settings = ResultsSettings(models=tuple(args.models), out=args.out, beam_size=args.beam_size, seed=args.seed,

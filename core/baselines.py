@@ -22,7 +22,7 @@ from core.decoding import top_k_indices
 MAX_NGRAM = 4
 
 
-def nearest_neighbours(train_features, query_features, k=1, batch_size=256):
+def nearest_neighbours(train_features, query_features, k=1, batch_size=256, progress=True):
     """The k training images most similar to each query (cosine similarity), computed batch by batch.
 
     Inputs:
@@ -48,7 +48,8 @@ def nearest_neighbours(train_features, query_features, k=1, batch_size=256):
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     index = np.empty((Q, k), dtype=np.int64)
     similarity = np.empty((Q, k), dtype=np.float32)
-    for start in tqdm(range(0, Q, batch_size), desc="nearest neighbours", unit="batch", leave=False):
+    for start in tqdm(range(0, Q, batch_size), desc="nearest neighbours", unit="batch", leave=False,
+                      disable=not progress):
         stop = min(start + batch_size, Q)
         sims = _unit_rows(query_features[start:stop]) @ train.T  # (b, D) @ (D, M) -> (b, M)
         index[start:stop] = top_k_indices(sims, k)
@@ -56,7 +57,7 @@ def nearest_neighbours(train_features, query_features, k=1, batch_size=256):
     return index, similarity
 
 
-def nearest_neighbour_captions(train_features, train_captions, query_features, k=1, batch_size=256):
+def nearest_neighbour_captions(train_features, train_captions, query_features, k=1, batch_size=256, progress=True):
     """One retrieved caption per query image: the consensus caption of its k nearest training images.
 
     Inputs:
@@ -72,9 +73,10 @@ def nearest_neighbour_captions(train_features, train_captions, query_features, k
     """
     if len(train_captions) != train_features.shape[0]:
         raise ValueError(f"{len(train_captions)} caption lists for {train_features.shape[0]} training images")
-    index, _ = nearest_neighbours(train_features, query_features, k, batch_size)
+    index, _ = nearest_neighbours(train_features, query_features, k, batch_size, progress)
     captions = []
-    for neighbours in tqdm(index, desc="consensus captions", unit="image", leave=False):
+    for neighbours in tqdm(index, desc="consensus captions", unit="image", leave=False,
+                          disable=not progress):
         pool = [caption for j in neighbours for caption in train_captions[j]]
         if not pool:
             raise ValueError(f"training images {neighbours.tolist()} have no captions")

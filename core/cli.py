@@ -1,5 +1,7 @@
-"""What the scripts share: an argument parser whose errors are one line, flag types, and the error exit."""
+"""What the scripts share: an argument parser whose errors are one line, flag types, the flags every script has
+(``--seed``, ``--device``, ``--no-progress``), settings dataclasses <-> flags, and the error exit."""
 import argparse
+import dataclasses
 import random
 import sys
 
@@ -36,6 +38,42 @@ def positive_float(text):
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def seed(text):
+    """argparse type: a seed numpy accepts, an integer in 0 .. 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{2 ** 32 - 1}, got {text!r}")
+    return value
+
+
+def add_seed(parser, default, meaning):
+    parser.add_argument("--seed", type=seed, default=default, help=f"{meaning} (default {default})")
+
+
+def add_device(parser, default):
+    parser.add_argument("--device", default=default,
+                        help="torch device: auto (CUDA when available), cpu or cuda[:N]; numpy models run on the CPU")
+
+
+def add_no_progress(parser):
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def defaults_of(settings_class):
+    """{field name: default} of a settings dataclass, for the flags built from it."""
+    return {f.name: f.default for f in dataclasses.fields(settings_class) if f.default is not dataclasses.MISSING}
+
+
+def settings_from_args(settings_class, args, **values):
+    """An instance of ``settings_class`` from the parsed flags of the same names, ``values`` taking precedence."""
+    names = {f.name for f in dataclasses.fields(settings_class)}
+    taken = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return settings_class(**dict(taken, **values))
 
 
 def seed_everything(seed):

@@ -10,7 +10,7 @@ import pytest
 import inference
 import training
 from core.coco_utils import load_coco_data
-from core.trainer import feature_scale
+from core.model.rnn_model import feature_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"rnn": ["--hidden-dim", "16", "--wordvec-dim", "8"], "lstm": ["--hidden-dim", "16", "--wordvec-dim", "8"],

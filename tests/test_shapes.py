@@ -283,7 +283,7 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
 
 def test_ensure_reuses_a_matching_build_and_rebuilds_otherwise(built, monkeypatch):
     calls = []
-    monkeypatch.setattr(shapes_build, "build_shapes_dataset", lambda out, config: calls.append(config) or out)
+    monkeypatch.setattr(shapes_build, "build_shapes_dataset", lambda out, config, progress: calls.append(config) or out)
     assert ensure_shapes_dataset(built["a"], TINY, progress=False) == built["a"] and calls == []
     ensure_shapes_dataset(built["a"], replace(TINY, num_val=17), progress=False)
     assert calls == [replace(TINY, num_val=17)]

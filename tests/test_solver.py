@@ -8,9 +8,9 @@ import torch
 
 from core.checkpoint import load_training_state
 from core.coco_utils import load_coco_data
-from core.model.registry import build_model, checkpoint_suffix, is_torch_model
-from core.solver import Solver, SolverConfig, TrainingDiverged
-from core.updaters import NumpyUpdater, OptimConfig, TorchUpdater
+from core.model.registry import model_kind
+from core.training.solver import Solver, SolverConfig, TrainingDiverged
+from core.training.updaters import OptimConfig
 
 SMALL = {"rnn": {"wordvec_dim": 8, "hidden_dim": 16}, "lstm": {"wordvec_dim": 8, "hidden_dim": 16},
          "transformer": {"wordvec_dim": 16, "num_heads": 2, "num_layers": 1, "dim_feedforward": 32}}
@@ -18,16 +18,14 @@ SMALL = {"rnn": {"wordvec_dim": 8, "hidden_dim": 16}, "lstm": {"wordvec_dim": 8,
 
 def make_solver(model_type, data, out_dir, epochs=3):
     torch.manual_seed(0)
-    model = build_model(model_type, data["word_to_idx"], data["train_features"].shape[1],
-                        dict(SMALL[model_type], seed=0), torch.device("cpu"))
+    kind = model_kind(model_type)
+    config = kind.make_config(SMALL[model_type]).for_data(data["train_features"])
+    model = kind.build(data["word_to_idx"], config, seed=0, device=torch.device("cpu"))
     optim_config = OptimConfig(lr=1e-2, warmup_steps=2)
-    if is_torch_model(model_type):
-        updater = TorchUpdater(model, optim_config, torch.device("cpu"))
-    else:
-        updater = NumpyUpdater(model, optim_config)
+    updater = kind.updater(model, optim_config, torch.device("cpu"))
     meta = {"model_type": model_type, "model_config": model.config(), "idx_to_word": data["idx_to_word"]}
     config = SolverConfig(epochs=epochs, batch_size=10, seed=3, progress=False)
-    return Solver(updater, data, config, optim_config, out_dir, meta, checkpoint_suffix(model_type))
+    return Solver(updater, data, config, optim_config, out_dir, meta, kind.checkpoint_suffix)
 
 
 class StopAt:

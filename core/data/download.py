@@ -63,7 +63,7 @@ def _open(url, offset):
     return response, offset
 
 
-def _fetch(url, part, desc):
+def _fetch(url, part, desc, progress):
     """Append the rest of ``url`` to ``part``, resuming from its current size."""
     offset = part.stat().st_size if part.exists() else 0
     response, start = _open(url, offset)
@@ -72,7 +72,8 @@ def _fetch(url, part, desc):
     with response, open(part, "ab" if start else "wb") as out:
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as bar:
+        with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                  disable=not progress) as bar:
             for block in iter(lambda: response.read(CHUNK_BYTES), b""):
                 out.write(block)
                 bar.update(len(block))
@@ -82,7 +83,7 @@ def _fetch(url, part, desc):
         raise http.client.IncompleteRead(b"", total - received)
 
 
-def download(url, dest, sha256=None, size=None, desc=None, sha256_prefix=None):
+def download(url, dest, sha256=None, size=None, desc=None, sha256_prefix=None, progress=True):
     """Download ``url`` to ``dest`` unless a verified copy is already there; return ``dest`` as a Path.
 
     Inputs:
@@ -105,7 +106,7 @@ def download(url, dest, sha256=None, size=None, desc=None, sha256_prefix=None):
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        _fetch(url, part, desc or dest.name)
+        _fetch(url, part, desc or dest.name, progress)
     except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as err:
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
         raise UserError(f"cannot download {url} ({reason}); check the network or place the file at {dest}") from err
@@ -131,7 +132,7 @@ def _member_problem(info, root):
     return None
 
 
-def safe_extract_zip(archive, target_dir):
+def safe_extract_zip(archive, target_dir, progress=True):
     """Extract ``archive`` into ``target_dir`` (which must not exist or be empty), all or nothing.
 
     Refuses the whole archive, before writing anything, when a member has an absolute path, a ``..``
@@ -150,7 +151,7 @@ def safe_extract_zip(archive, target_dir):
                 problem = _member_problem(info, root)
                 if problem:
                     raise UserError(f"refusing to extract {archive}: member {info.filename!r} {problem}")
-            for info in tqdm(zf.infolist(), desc=f"extract {archive.name}", unit="file"):
+            for info in tqdm(zf.infolist(), desc=f"extract {archive.name}", unit="file", disable=not progress):
                 zf.extract(info, staging)
         os.replace(staging, target_dir)
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:

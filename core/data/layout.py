@@ -36,6 +36,8 @@ NULL, START, END, UNK = "<NULL>", "<START>", "<END>", "<UNK>"
 SPECIAL_TOKENS = (NULL, START, END, UNK)
 NULL_IDX, START_IDX, END_IDX, UNK_IDX = range(len(SPECIAL_TOKENS))
 CAPTION_LENGTH = 17  # ids per caption row: at most 15 words between <START> and <END>
+MAX_DECODE_LENGTH = CAPTION_LENGTH - 1  # what a generated caption may hold: a row's words and its <END>
+PCA_DIM = 512  # width of the *_pca.h5 features
 
 # A training run's folder.
 CONFIG_FILE = "config.json"

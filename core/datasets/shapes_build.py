@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-from core.data.layout import CAPTIONS_FILE, CAPTION_LENGTH, FEATURES_KEY, MANIFEST_FILE, SHAPES_IMAGES_FILE, \
+from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, MANIFEST_FILE, PCA_DIM, SHAPES_IMAGES_FILE, \
     SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, default_data_dir, features_file, image_idxs_key, images_key
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
@@ -53,7 +53,7 @@ class ShapesConfig:
     encoder_widths: tuple = (32, 64, 64, 64)
     encoder_pools: tuple = (True, False, True, False)
     feature_dim: int = 1024
-    pca_dim: int = 512
+    pca_dim: int = PCA_DIM
     probe_epochs: int = 20
     threads: int = 2               # torch threads, fixed so that a build is reproducible
 
@@ -132,52 +132,54 @@ def _world_files(out, scenes, images, config):
     (out / SHAPES_SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
 
-def _pretrain(scenes, images, config, seconds):
+def _pretrain(scenes, images, config, seconds, progress):
     """Render the extra scenes (if any) and pretrain the encoder on them plus the train split."""
     extra = sample_scenes(config.extra_train_scenes, _rng(config, "extra_scenes"), config.image_size)
     with _stage(seconds, "render_extra"):
-        extra_images = render_scenes(extra, config.image_size, desc="render extra")
+        extra_images = render_scenes(extra, config.image_size, desc="render extra", progress=progress)
     encoder_config = ShapesEncoderConfig(config.image_size, config.encoder_widths, config.encoder_pools,
                                          config.feature_dim)
     training = HeadTrainingConfig(epochs=config.encoder_epochs, batch_size=config.encoder_batch_size,
-                                  lr=config.encoder_lr, seed=config.seed)
+                                  lr=config.encoder_lr, seed=config.seed, progress=progress)
     with _stage(seconds, "encoder_pretraining"):
         return pretrain_encoder(np.concatenate([images["train"], extra_images]), scenes["train"] + extra,
                                 encoder_config, training)
 
 
-def _measure(out, encoder, scenes, images, config):
+def _measure(out, encoder, scenes, images, config, progress):
     """Encoder head accuracy on val, and linear probes from the PCA features (true and shuffled rows)."""
     features = {}
     for split in SPLITS:
         with h5py.File(out / features_file(split, True), "r") as h5:
             features[split] = h5[FEATURES_KEY][()]
-    probe = HeadTrainingConfig(epochs=config.probe_epochs, batch_size=256, lr=1e-2, seed=config.seed)
+    probe = HeadTrainingConfig(epochs=config.probe_epochs, batch_size=256, lr=1e-2, seed=config.seed,
+                               progress=progress)
     args = (features["train"], scenes["train"], features["val"], scenes["val"], config.image_size, probe)
     return {"encoder_val_accuracy": evaluate_encoder(encoder, images["val"], scenes["val"]),
             "probe_val_accuracy": linear_probe(*args),
             "probe_shuffled_val_accuracy": linear_probe(*args, rng=_rng(config, "probe_shuffle"))}
 
 
-def _build_into(out, config):
+def _build_into(out, config, progress):
     """Run every stage, writing into the (empty, temporary) folder ``out``; returns the manifest."""
     seconds = {}
     with _stage(seconds, "scenes"):
         scenes = {split: sample_scenes(getattr(config, f"num_{split}"), _rng(config, f"{split}_scenes"),
                                        config.image_size) for split in SPLITS}
     with _stage(seconds, "render"):
-        images = {split: render_scenes(scenes[split], config.image_size, desc=f"render {split}")
+        images = {split: render_scenes(scenes[split], config.image_size, desc=f"render {split}", progress=progress)
                   for split in SPLITS}
     with _stage(seconds, "captions"):
         vocab_size, histogram = _caption_files(out, scenes, config)
-    encoder = _pretrain(scenes, images, config, seconds)
+    encoder = _pretrain(scenes, images, config, seconds, progress)
     with _stage(seconds, "features_pca"):
         save_shapes_weights(out, encoder)
         urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in SPLITS}
         write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in SPLITS},
-                            encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu")
+                            encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu",
+                            progress=progress)
     with _stage(seconds, "measure"):
-        measured = _measure(out, encoder, scenes, images, config)
+        measured = _measure(out, encoder, scenes, images, config, progress)
     with _stage(seconds, "write_world"):
         _world_files(out, scenes, images, config)
     return {"builder_version": BUILDER_VERSION, "config": config.as_json(), "seconds": seconds,
@@ -187,7 +189,7 @@ def _build_into(out, config):
             **measured}
 
 
-def build_shapes_dataset(out_dir, config=None):
+def build_shapes_dataset(out_dir, config=None, progress=True):
     """Build the shapes dataset into ``out_dir`` (replacing an older shapes dataset there) and return it.
 
     A folder that exists and is neither empty nor a shapes dataset is refused with a UserError.
@@ -200,7 +202,7 @@ def build_shapes_dataset(out_dir, config=None):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
     try:
         with _torch_threads(config.threads):
-            manifest = _build_into(tmp, config)
+            manifest = _build_into(tmp, config, progress)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             # Move the old dataset aside first: the new one appears by one rename, the old one goes after.
@@ -229,7 +231,7 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
     Inputs:
     - base_dir: the dataset folder; None uses ``default_data_dir("shapes")``.
     - config: ShapesConfig; None uses the defaults.
-    - progress: print a line before building (the stages show tqdm progress bars).
+    - progress: print a line before building, and show the stages' progress bars.
     """
     base_dir = Path(base_dir) if base_dir is not None else default_data_dir("shapes")
     config = config or ShapesConfig()
@@ -239,7 +241,7 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
         return base_dir
     if progress:
         print(f"building the shapes dataset in {base_dir} (once; a few minutes on a CPU)", flush=True)
-    return build_shapes_dataset(base_dir, config)
+    return build_shapes_dataset(base_dir, config, progress)
 
 
 def _parse_args(argv=None):

@@ -1,4 +1,4 @@
-"""Loading an image encoder by name: ImageNet VGG16 (fc7) or the shapes world's pretrained CNN.
+"""Image encoders by name (ImageNet VGG16 fc7, the shapes world's CNN), and encoding new image files with one.
 
 Both follow the encoder interface of ``core.features.extract`` (``feature_dim``, ``preprocess``,
 ``forward``). A dataset folder records which encoder made its features in ``encoder.json``
@@ -7,9 +7,11 @@ Both follow the encoder interface of ``core.features.extract`` (``feature_dim``,
 import json
 from pathlib import Path
 
-from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
+from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, PCA_FILE
 from core.errors import UserError
-from core.features.extract import resolve_device
+from core.features.extract import extract_features, resolve_device
+from core.features.pca import load_pca
+from core.features.preprocess import ImageFolder
 from core.features.shapes_cnn import load_shapes_encoder
 from core.features.vgg16 import fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
 
@@ -55,3 +57,23 @@ def read_encoder_info(base_dir):
     if not isinstance(info, dict) or info.get("name") not in ENCODER_NAMES:
         raise UserError(f"{path}: needs a \"name\" among {', '.join(ENCODER_NAMES)}; rebuild the dataset's features")
     return info
+
+
+def encode_image_files(paths, data_dir, device=None, progress=True):
+    """Features of shape (M, D) for image files, in the space of the dataset at ``data_dir``.
+
+    Uses the encoder recorded in ``data_dir``'s encoder record and the PCA saved beside it, so new images land
+    where the model's training features lie.
+    """
+    data_dir = Path(data_dir)
+    info_path, pca_path = data_dir / ENCODER_INFO_FILE, data_dir / PCA_FILE
+    if not (info_path.is_file() and pca_path.is_file()):
+        raise UserError(f"{data_dir} has no saved {ENCODER_INFO_FILE}/{PCA_FILE} (features made elsewhere, e.g. "
+                        "the CS231n files), so new images cannot be put in its feature space: rebuild its features "
+                        "with features_extraction.py")
+    encoder = load_encoder(read_encoder_info(data_dir)["name"], base_dir=data_dir, device=device)
+    size = getattr(encoder, "image_size", None)
+    # A handful of files: read them all first, so an unreadable one fails before any progress bar starts.
+    images = ImageFolder([Path(p) for p in paths], **({"size": size} if size else {}))[:]  # (M, S, S, 3) uint8
+    raw = extract_features(encoder, images, device=device, desc="encode images", progress=progress)  # (M, F)
+    return load_pca(pca_path).project(raw)  # (M, 512)

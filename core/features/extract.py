@@ -30,7 +30,7 @@ def resolve_device(device=None):
     return pick_device("auto" if device is None else str(device))
 
 
-def extract_features(encoder, images, batch_size=64, device=None, desc="features", out=None):
+def extract_features(encoder, images, batch_size=64, device=None, desc="features", out=None, progress=True):
     """Run ``encoder`` over all images in batches (no gradients, eval mode).
 
     Inputs:
@@ -57,7 +57,7 @@ def extract_features(encoder, images, batch_size=64, device=None, desc="features
     starts = range(0, M, batch_size)
     with ThreadPoolExecutor(max_workers=1) as reader, torch.no_grad():
         pending = reader.submit(images.__getitem__, slice(0, batch_size)) if M else None
-        for start in tqdm(starts, desc=desc, unit="batch"):
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
             batch = np.asarray(pending.result())
             next_start = start + batch_size
             if next_start < M:
@@ -70,7 +70,7 @@ def extract_features(encoder, images, batch_size=64, device=None, desc="features
     return out
 
 
-def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, batch_size=64, device=None):
+def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device=None, progress=True):
     """Extract and write every feature file of the dataset layout for the train and val splits.
 
     Inputs:
@@ -90,10 +90,11 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim=512, bat
             raise ValueError(f"{split}: {len(images)} images but {len(urls)} urls")
         raw_name, urls_name = features_file(split, False), urls_file(split)
         write_features_h5(out_dir / raw_name, (len(images), encoder.feature_dim), lambda dataset: extract_features(
-            encoder, images, batch_size=batch_size, device=device, desc=f"{split} features", out=dataset))
+            encoder, images, batch_size=batch_size, device=device, desc=f"{split} features", out=dataset,
+            progress=progress))
         atomic_write_text(out_dir / urls_name, "".join(f"{url}\n" for url in urls))
     with read_features_h5(out_dir / features_file("train", False)) as train_features:
-        pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)")
+        pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)", progress=progress)
     save_pca(out_dir / PCA_FILE, pca)
     for split in SPLITS:
         raw_name, pca_name = features_file(split, False), features_file(split, True)

@@ -61,7 +61,7 @@ class PCA:
         return out
 
 
-def fit_pca(features, dim=512, chunk=DEFAULT_CHUNK, desc="PCA"):
+def fit_pca(features, dim, chunk=DEFAULT_CHUNK, desc="PCA", progress=True):
     """Fit an exact PCA to the rows of ``features``, reading ``chunk`` rows at a time.
 
     Inputs:
@@ -82,7 +82,7 @@ def fit_pca(features, dim=512, chunk=DEFAULT_CHUNK, desc="PCA"):
                         "lower the PCA dimension or use more images")
     # With fewer rows than features the data matrix is smaller than the covariance: take its SVD.
     fit = _pca_by_svd if N < F else _pca_by_covariance
-    mean, directions, variances = fit(features, chunk, desc)
+    mean, directions, variances = fit(features, chunk, desc, progress)
     components = directions[:dim]  # (K, F)
     peak = np.argmax(np.abs(components), axis=1)
     components = components * np.sign(components[np.arange(dim), peak])[:, None]
@@ -90,13 +90,13 @@ def fit_pca(features, dim=512, chunk=DEFAULT_CHUNK, desc="PCA"):
                explained_variance=np.maximum(variances[:dim], 0.0).astype(np.float32))
 
 
-def _pca_by_covariance(features, chunk, desc):
+def _pca_by_covariance(features, chunk, desc, progress):
     """(mean (F,), directions (F, F) as rows, variances (F,)), by decreasing variance, in one pass."""
     N, F = features.shape
     shift = np.asarray(features[:chunk], dtype=np.float64).mean(axis=0)
     row_sum = np.zeros(F, dtype=np.float64)
     scatter = np.zeros((F, F), dtype=np.float64)
-    for start in tqdm(range(0, N, chunk), desc=desc, unit="chunk"):
+    for start in tqdm(range(0, N, chunk), desc=desc, unit="chunk", disable=not progress):
         rows = np.asarray(features[start:start + chunk], dtype=np.float64) - shift
         row_sum += rows.sum(axis=0)
         scatter += rows.T @ rows  # (F, n) @ (n, F) -> (F, F)
@@ -107,10 +107,11 @@ def _pca_by_covariance(features, chunk, desc):
     return shift + offset, vectors[:, order].T, variances[order]
 
 
-def _pca_by_svd(features, chunk, desc):
+def _pca_by_svd(features, chunk, desc, progress):
     """(mean (F,), directions (N, F) as rows, variances (N,)), by decreasing variance, for N < F."""
     rows = np.concatenate([np.asarray(features[start:start + chunk], dtype=np.float64)
-                           for start in tqdm(range(0, features.shape[0], chunk), desc=desc, unit="chunk")])
+                           for start in tqdm(range(0, features.shape[0], chunk), desc=desc, unit="chunk",
+                                             disable=not progress)])
     mean = rows.mean(axis=0)
     _, singular_values, vt = np.linalg.svd(rows - mean, full_matrices=False)  # vt of shape (N, F)
     return mean, vt, singular_values ** 2 / (rows.shape[0] - 1)

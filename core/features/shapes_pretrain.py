@@ -32,6 +32,7 @@ class HeadTrainingConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    progress: bool = True
 
 
 def scene_labels(scenes, image_size):
@@ -140,7 +141,7 @@ def train_heads(module, forward, inputs, labels, config, prepare, desc="train"):
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                    total_steps=config.epochs * steps)
     module.train()
-    with tqdm(total=config.epochs * steps, desc=desc, leave=False) as bar:
+    with tqdm(total=config.epochs * steps, desc=desc, leave=False, disable=not config.progress) as bar:
         for _ in range(config.epochs):
             order = rng.permutation(num_rows)
             for start in range(0, num_rows, config.batch_size):

@@ -1,57 +1,107 @@
-"""Model types by name: their default configs, construction, and reconstruction from a checkpoint."""
+"""The model kinds, by name: the one place that knows which kinds exist and how each is built, trained and stored.
+
+A kind is one ``ModelKind`` entry: its model class (whose ``Config`` dataclass holds the architecture defaults), the
+framework it runs on (numpy: hand-written backward passes, ``core.optim`` rules, ``.npz`` checkpoints; torch:
+autograd, AdamW, ``.pt`` checkpoints) and its training defaults. Adding a kind is one entry in ``MODEL_KINDS``;
+nothing else in the project branches on a kind's name or framework.
+"""
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state
+from core.devices import pick_device
 from core.errors import UserError
+from core.model.rnn_model import CaptioningRNN
+from core.model.transformer import CaptioningTransformer
+from core.training.updaters import NumpyUpdater, OptimConfig, TorchUpdater
 
-MODEL_TYPES = ("rnn", "lstm", "transformer")
+@dataclass(frozen=True)
+class ModelKind:
+    """Everything the rest of the code needs to know of one model kind."""
+    name: str
+    model_class: type  # CaptioningRNN or CaptioningTransformer; ``model_class.Config`` holds the defaults
+    framework: str  # "numpy" or "torch"
+    epochs: int  # training epochs on the default dataset (runs on few captions last longer)
+    optim: OptimConfig  # the optimizer settings it trains well with
+    config: dict = field(default_factory=dict)  # this kind's own values of ``model_class.Config`` fields
 
-# Architecture defaults: sized to train a good captioner on the shapes world in minutes on 2 CPU cores.
-DEFAULT_CONFIGS = {
-    "rnn": {"wordvec_dim": 256, "hidden_dim": 512, "feature_scale": 1.0},
-    "lstm": {"wordvec_dim": 256, "hidden_dim": 512, "feature_scale": 1.0},
-    "transformer": {"wordvec_dim": 128, "num_heads": 4, "num_layers": 2, "dim_feedforward": 512,
-                    "dropout": 0.1, "max_length": 50},
-}
+    @property
+    def checkpoint_suffix(self):
+        return TORCH_SUFFIX if self.framework == "torch" else NUMPY_SUFFIX
 
+    def option_names(self):
+        """The architecture options a user may set (``Config`` fields not fixed by the kind or by the data)."""
+        measured = {"input_dim", "feature_scale"}
+        return [f.name for f in fields(self.model_class.Config) if f.name not in set(self.config) | measured]
 
-def is_torch_model(model_type):
-    return model_type == "transformer"
+    def make_config(self, options):
+        """The model's Config: the kind's defaults, then ``options`` (dict name -> value); the data's part
+        (``Config.for_data``) comes once the data is loaded. Unknown or invalid options are a UserError."""
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(unknown))
+            raise UserError(f"{flags} does not apply to --model {self.name}; its options are "
+                            f"{', '.join(self.option_names())}")
+        try:
+            return self.model_class.Config(**self.config, **options)
+        except ValueError as err:
+            raise UserError(f"--model {self.name}: {err}; change the option") from None
 
+    def device(self, name="auto"):
+        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy."""
+        return pick_device(name) if self.framework == "torch" else "cpu"
 
-def checkpoint_suffix(model_type):
-    return TORCH_SUFFIX if is_torch_model(model_type) else NUMPY_SUFFIX
+    def build(self, word_to_idx, config, seed=0, device="cpu"):
+        """A fresh model with initial weights drawn from ``seed``."""
+        if self.framework == "torch":
+            import torch
 
+            torch.manual_seed(seed)  # torch initialises from its global generator
+            return self.model_class(word_to_idx, config).to(device)
+        return self.model_class(word_to_idx, config, seed=seed)
 
-def build_model(model_type, word_to_idx, input_dim, config=None, device=None):
-    """A fresh model of ``model_type``; ``config`` overrides entries of ``DEFAULT_CONFIGS[model_type]``."""
-    if model_type not in MODEL_TYPES:
-        raise UserError(f"unknown model {model_type!r}: use one of {', '.join(MODEL_TYPES)}")
-    config = dict(DEFAULT_CONFIGS[model_type], **(config or {}))
-    unknown = set(config) - set(DEFAULT_CONFIGS[model_type]) - {"seed", "dtype", "fused", "cell_type",
-                                                                  "input_dim"}
-    if unknown:
-        raise UserError(f"unknown {model_type} option(s) {sorted(unknown)}")
-    config["input_dim"] = input_dim
-    if is_torch_model(model_type):
-        import torch
+    def updater(self, model, optim_config, device):
+        """What takes a training step of ``model``: the same interface for both frameworks."""
+        if self.framework == "torch":
+            return TorchUpdater(model, optim_config, device)
+        return NumpyUpdater(model, optim_config)
 
-        from core.model.transformer import CaptioningTransformer
+    def load_params(self, model, params, path):
+        """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""
+        if self.framework == "torch":
+            try:
+                model.load_state_dict(params)
+            except RuntimeError as err:
+                raise UserError(f"checkpoint {path} does not match its own config ({str(err).splitlines()[0]})") \
+                    from None
+            model.eval()  # no dropout while decoding
+            return
+        missing = sorted(set(model.params) - set(params))
+        if missing:
+            raise UserError(f"checkpoint {path} lacks parameter(s) {', '.join(missing)}; it is incomplete: "
+                            "use another checkpoint")
+        for name, value in params.items():
+            if name not in model.params or model.params[name].shape != value.shape:
+                raise UserError(f"checkpoint {path}: parameter {name} of shape {value.shape} does not match the "
+                                "model")
+            model.params[name] = value.astype(model.params[name].dtype, copy=False)
 
-        if "seed" in config:  # torch initialises from its global generator: seed it for a reproducible init
-            torch.manual_seed(config.pop("seed"))
-        return CaptioningTransformer(word_to_idx, **config).to(device or "cpu")
-    from core.model.rnn_model import CaptioningRNN
+_NUMPY_OPTIM = OptimConfig(lr=2e-3)
+MODEL_KINDS = {kind.name: kind for kind in (
+    ModelKind("rnn", CaptioningRNN, "numpy", epochs=6, optim=_NUMPY_OPTIM, config={"cell_type": "rnn"}),
+    ModelKind("lstm", CaptioningRNN, "numpy", epochs=5, optim=_NUMPY_OPTIM, config={"cell_type": "lstm"}),
+    ModelKind("transformer", CaptioningTransformer, "torch", epochs=6,
+              optim=OptimConfig(weight_decay=0.01, warmup_steps=100, grad_clip=1.0)),
+)}
+MODEL_TYPES = tuple(MODEL_KINDS)
 
-    config = dict(config, cell_type=model_type)
-    if isinstance(config.get("dtype"), str):
-        config["dtype"] = np.dtype(config["dtype"]).type
-    return CaptioningRNN(word_to_idx, **config)
+def model_kind(name):
+    """The ModelKind called ``name``; UserError naming the kinds there are."""
+    if name not in MODEL_KINDS:
+        raise UserError(f"unknown model {name!r}: use one of {', '.join(MODEL_TYPES)}")
+    return MODEL_KINDS[name]
 
-
-def load_model(path, device=None, expect_type=None):
+def load_model(path, device="cpu", expect_type=None):
     """Rebuild the model saved in checkpoint ``path``, ready for inference (torch models in eval mode).
 
     Returns (model, meta). Raises UserError on any mismatch.
@@ -62,26 +112,12 @@ def load_model(path, device=None, expect_type=None):
     if expect_type is not None and model_type != expect_type:
         raise UserError(f"checkpoint {path} holds a {model_type!r} model, not {expect_type!r}: "
                         f"pass --model {model_type} or another --checkpoint")
-    idx_to_word = meta["idx_to_word"]
-    word_to_idx = {word: i for i, word in enumerate(idx_to_word)}
-    config = dict(meta["model_config"])
-    config.pop("cell_type", None)
-    input_dim = config.pop("input_dim")
-    model = build_model(model_type, word_to_idx, input_dim, config, device)
-    _load_params(model, model_type, state["params"], path)
-    if is_torch_model(model_type):
-        model.eval()  # no dropout while decoding
+    kind = model_kind(model_type)
+    try:
+        config = kind.model_class.Config(**meta["model_config"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise UserError(f"checkpoint {path} has an unusable model config ({err}); use another checkpoint") from None
+    word_to_idx = {word: i for i, word in enumerate(meta["idx_to_word"])}
+    model = kind.build(word_to_idx, config, device=device)
+    kind.load_params(model, state["params"], path)
     return model, meta
-
-
-def _load_params(model, model_type, params, path):
-    if is_torch_model(model_type):
-        try:
-            model.load_state_dict(params)
-        except RuntimeError as err:
-            raise UserError(f"checkpoint {path} does not match its own config ({str(err).splitlines()[0]})") from None
-        return
-    for name, value in params.items():
-        if name not in model.params or model.params[name].shape != value.shape:
-            raise UserError(f"checkpoint {path}: parameter {name} of shape {value.shape} does not match the model")
-        model.params[name] = value.astype(model.params[name].dtype, copy=False)

@@ -12,17 +12,45 @@ Dimension legend:
 - W: word vector width (``wordvec_dim``)
 - V: vocabulary size
 """
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.data.layout import END, NULL, START
+from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
 from core.transformer_layers import LayerCache, PositionalEncoding, TransformerDecoderLayer
 
-SPECIAL_TOKENS = ("<NULL>", "<START>", "<END>")
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a CaptioningTransformer. The defaults train a good captioner on the shapes world in minutes
+    on two CPU cores; ``input_dim`` is the training features' width (``for_data``)."""
+    input_dim: int = 512  # D
+    wordvec_dim: int = 128  # W, the width of word vectors and of every decoder layer
+    num_heads: int = 4  # attention heads per layer (must divide W)
+    num_layers: int = 2
+    max_length: int = 50  # the longest caption the decoder accepts, and the most decoding steps
+    dim_feedforward: int = 512  # hidden width of each layer's feed-forward block
+    dropout: float = 0.1  # probability used by every dropout
+    fused: bool = False  # torch's fused attention kernel instead of the hand-written attention
+
+    def __post_init__(self):
+        for name in ("input_dim", "wordvec_dim", "num_heads", "num_layers", "max_length", "dim_feedforward"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.wordvec_dim % self.num_heads:
+            raise ValueError(f"wordvec_dim {self.wordvec_dim} is not divisible by num_heads {self.num_heads}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+
+    def for_data(self, features):
+        """This config fitted to training features of shape (M, D): their width."""
+        return replace(self, input_dim=int(features.shape[1]))
 
 
 def caption_loss(scores, captions_out, null_idx):
@@ -65,42 +93,32 @@ class DecodeState:
 class CaptioningTransformer(nn.Module):
     """Image features (N, D) -> memory (N, 1, W); captions (N, T) -> word scores (N, T, V)."""
 
-    def __init__(self, word_to_idx, input_dim=512, wordvec_dim=256, num_heads=4, num_layers=2,
-                 max_length=50, dim_feedforward=1024, dropout=0.1, fused=False):
+    Config = TransformerConfig
+
+    def __init__(self, word_to_idx, config=None, **options):
         """
         Inputs:
         - word_to_idx: dict word -> index over V words, with ``<NULL>``, ``<START>`` and ``<END>``.
-        - input_dim: D, the width of the image features.
-        - wordvec_dim: W, the width of word vectors and of every decoder layer.
-        - num_heads: attention heads per layer (must divide W).
-        - num_layers: number of decoder layers.
-        - max_length: the longest caption the decoder accepts, and the most decoding steps.
-        - dim_feedforward: hidden width of each layer's feed-forward block.
-        - dropout: probability used by every dropout.
-        - fused: use torch's fused attention kernel instead of the hand-written attention.
+        - config: a TransformerConfig (default: its defaults); ``options`` override its fields by name, e.g.
+          ``CaptioningTransformer(word_to_idx, input_dim=512, wordvec_dim=256, num_heads=4)``.
         """
         super().__init__()
-        missing = [token for token in SPECIAL_TOKENS if token not in word_to_idx]
-        if missing:
-            raise ValueError(f"word_to_idx lacks the special token(s) {', '.join(missing)}")
-        self._config = dict(input_dim=input_dim, wordvec_dim=wordvec_dim, num_heads=num_heads,
-                            num_layers=num_layers, max_length=max_length, dim_feedforward=dim_feedforward,
-                            dropout=dropout, fused=fused)
+        self._config = config = replace(config or TransformerConfig(), **options)
         self.word_to_idx = dict(word_to_idx)
-        self.idx_to_word = {index: word for word, index in self.word_to_idx.items()}
-        self.null_idx = word_to_idx["<NULL>"]
-        self.start_idx = word_to_idx["<START>"]
-        self.end_idx = word_to_idx["<END>"]
-        self.input_dim = input_dim
-        self.max_length = max_length
+        self.idx_to_word = index_to_word(self.word_to_idx)
+        self.null_idx, self.start_idx, self.end_idx = (self.word_to_idx[t] for t in (NULL, START, END))
+        self.input_dim = config.input_dim
+        self.max_length = config.max_length
         vocab_size = len(word_to_idx)
+        input_dim, wordvec_dim, dropout = config.input_dim, config.wordvec_dim, config.dropout
+        num_heads, dim_feedforward, fused = config.num_heads, config.dim_feedforward, config.fused
 
         self.visual_projection = nn.Linear(input_dim, wordvec_dim)
         self.embedding = nn.Embedding(vocab_size, wordvec_dim, padding_idx=self.null_idx)
-        self.positional_encoding = PositionalEncoding(wordvec_dim, dropout=dropout, max_len=max_length)
+        self.positional_encoding = PositionalEncoding(wordvec_dim, dropout=dropout, max_len=config.max_length)
         self.layers = nn.ModuleList(
             TransformerDecoderLayer(wordvec_dim, num_heads, dim_feedforward, dropout, fused)
-            for _ in range(num_layers))
+            for _ in range(config.num_layers))
         self.output = nn.Linear(wordvec_dim, vocab_size)
         self.apply(self._init_weights)
 
@@ -116,8 +134,17 @@ class CaptioningTransformer(nn.Module):
             module.weight.data.fill_(1.0)
 
     def config(self):
-        """The JSON-able constructor arguments, all but word_to_idx."""
-        return dict(self._config)
+        """The JSON-able TransformerConfig of this model."""
+        return asdict(self._config)
+
+    def configure_optimizers(self, weight_decay, lr, betas):
+        """AdamW whose decoupled weight decay reaches the matrices of the linear layers only: biases, LayerNorm
+        gains and the word embedding table (whose rows see gradient only when their word occurs) do not decay."""
+        embedding = self.embedding.weight
+        decay = [p for p in self.parameters() if p.dim() >= 2 and p is not embedding]
+        no_decay = [p for p in self.parameters() if p.dim() < 2 or p is embedding]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
     def forward(self, features, captions):
         """

@@ -174,9 +174,9 @@ def render_scene(scene, image_size):
     return np.clip(np.rint(image + _NOISE_STD * noise), 0, 255).astype(np.uint8)
 
 
-def render_scenes(scenes, image_size, desc="render"):
+def render_scenes(scenes, image_size, desc="render", progress=True):
     """Render a list of M scenes into a uint8 array of shape (M, S, S, 3), with a progress bar."""
     images = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
-    for i, scene in enumerate(tqdm(scenes, desc=desc, leave=False)):
+    for i, scene in enumerate(tqdm(scenes, desc=desc, leave=False, disable=not progress)):
         images[i] = render_scene(scene, image_size)
     return images

@@ -12,40 +12,44 @@ from pathlib import Path
 import numpy as np
 
 from core.baselines import nearest_neighbour_captions
-from core.captioning import caption_features, split_images
-from core.fileio import atomic_write_text
-from core.coco_utils import load_coco_data
+from core.data.layout import MAX_DECODE_LENGTH
+from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
-from core.evaluation import evaluate_split, score_predictions, summary_row
-from core.model.registry import MODEL_TYPES, load_model
-from core.trainer import TrainSettings, run_training
+from core.fileio import atomic_write_text
+from core.inference.evaluation import caption_features, evaluate_split, score_predictions, split_images, summary_row
+from core.model.registry import MODEL_TYPES
+from core.training.engine import TrainSettings, run_training
 
 COLUMNS = (("BLEU-4", 100), ("METEOR", 100), ("ROUGE-L", 100), ("CIDEr", 100), ("object_f1", 1),
            ("hallucination_rate", 1))
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResultsSettings:
+    """Every setting of the results run; ``results.py``'s flags take their defaults from here."""
     models: tuple = MODEL_TYPES
     out: str = "runs/results"
     beam_size: int = 3
     seed: int = 0
     blind: bool = True
-    max_length: int = 16
+    max_length: int = MAX_DECODE_LENGTH
     readme: str | None = "README.md"
     progress: bool = True
 
 
 def run_results(settings):
-    """Train, evaluate and tabulate; writes ``<out>/results.json`` and ``results.md`` and updates the README."""
+    """Train, evaluate and tabulate; writes ``<out>/results.json`` and ``results.md`` and updates the README.
+
+    The dataset is read once and serves every training run, evaluation and baseline.
+    """
     data_dir = resolve_data_dir("shapes", progress=settings.progress)
     data = load_coco_data(data_dir)
     rows = []
     for model_type in settings.models:
         rows += _model_rows(model_type, data, settings)
-    rows += _retrieval_rows(data)
+    rows += _retrieval_rows(data, settings.progress)
     table = format_table(rows, settings)
     out = Path(settings.out)
     atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
@@ -61,8 +65,8 @@ def _model_rows(model_type, data, settings):
     for label, blind in variants:
         summary = run_training(TrainSettings(model=model_type, seed=settings.seed, shuffle_features=blind,
                                              out=f"{settings.out}/{model_type}{label.replace(' ', '-')}",
-                                             progress=settings.progress))
-        model, _ = load_model(summary["best"], expect_type=model_type)
+                                             progress=settings.progress), data=data)
+        model = summary["model"]  # in its best state
         decodings = {"greedy": DecodeConfig()}
         if not blind:
             decodings[f"beam {settings.beam_size}"] = DecodeConfig(beam_size=settings.beam_size)
@@ -87,7 +91,7 @@ def _decode_seconds(model, data, max_length, decodings, repeats=5):
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def _retrieval_rows(data):
+def _retrieval_rows(data, progress):
     train_images, train_refs = split_images(data, "train")
     val_images, val_refs = split_images(data, "val")
     rows = []
@@ -95,7 +99,7 @@ def _retrieval_rows(data):
         start = time.perf_counter()
         captions = nearest_neighbour_captions(data["train_features"][train_images],
                                               [train_refs[i] for i in train_images.tolist()],
-                                              data["val_features"][val_images], k=k)
+                                              data["val_features"][val_images], k=k, progress=progress)
         seconds = time.perf_counter() - start
         predictions = dict(zip(val_images.tolist(), captions))
         result = score_predictions(predictions, {i: val_refs[i] for i in predictions}, data["base_dir"], "val")

@@ -1,21 +1,48 @@
-"""Scoring a split's generated captions: COCO caption metrics, plus grounding where scenes are known."""
+"""Captions for a split's images, and their scores: COCO caption metrics, plus grounding where scenes are known.
+
+Dimension legend: M images, D feature width, L max caption length.
+"""
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from core.captioning import caption_features, split_images
+from core.data.layout import SHAPES_SCENES_FILE
+from core.data.vocab import decode_captions
+from core.decoding import decode
 from core.errors import UserError
 from core.grounding import grounding_metrics
 from core.metrics import compute_metrics
 
-SCENES_FILE = "shapes_scenes.json"
+
+def caption_features(model, features, max_length, decode_config=None, batch_size=500, rng=None):
+    """Captions (strings) for image features of shape (M, D), decoded ``batch_size`` images at a time.
+
+    ``decode_config`` is a ``core.decoding.DecodeConfig`` (default greedy); ``max_length`` counts <END>.
+    """
+    captions = []
+    for start in range(0, len(features), batch_size):
+        batch = np.asarray(features[start:start + batch_size], dtype=np.float32)  # (B, D)
+        ids = decode(model, batch, max_length, config=decode_config, rng=rng)  # (B, max_length)
+        captions.extend(decode_captions(ids, model.idx_to_word))
+    return captions
+
+
+def split_images(data, split):
+    """The image rows of ``split`` that have captions, and their reference captions (lists of strings)."""
+    image_idxs = np.asarray(data[f"{split}_image_idxs"])
+    texts = decode_captions(data[f"{split}_captions"], data["idx_to_word"])
+    references = {}
+    for idx, text in zip(image_idxs.tolist(), texts):
+        references.setdefault(idx, []).append(text)
+    images = np.array(sorted(references), dtype=np.int64)
+    return images, references
 
 
 def load_scenes(data_dir, split):
     """The scene truth of ``split`` (image row -> scene) for a shapes dataset; None for other datasets."""
-    path = Path(data_dir) / SCENES_FILE
+    path = Path(data_dir) / SHAPES_SCENES_FILE
     if not path.is_file():
         return None
     try:

@@ -2,7 +2,7 @@
 
 ``NumpyUpdater`` drives the numpy models: ``loss -> (loss, grads)``, clipping by global norm, an update rule from
 ``core.optim``. ``TorchUpdater`` drives the Transformer: autograd, AdamW, clipping, mixed precision on CUDA.
-Both expose the same methods, so ``core.solver.Solver`` never asks which one it holds:
+Both expose the same methods, so ``core.training.solver.Solver`` never asks which one it holds:
 
     loss = updater.train_step(features, captions, lr)      # features (N, D), captions (N, T): numpy
     loss = updater.eval_loss(features, captions)
@@ -17,32 +17,23 @@ import numpy as np
 from core import optim
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
+    """How parameters are updated; each model kind's defaults are in ``core.model.registry``."""
     update_rule: str = "adam"  # numpy: sgd, sgd_momentum, rmsprop, adam; the Transformer always uses AdamW
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW's decoupled decay (Transformer only)
     grad_clip: float = 5.0  # max global gradient norm; 0 turns clipping off
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine: to min_lr_ratio * lr at the last step; exponential: lr_decay per epoch
-    lr_decay: float = 0.95
+    warmup_steps: int = 0  # linear warm-up, then cosine decay to min_lr_ratio * lr at the last step
     min_lr_ratio: float = 0.05
-
-    def __post_init__(self):
-        if self.schedule not in ("cosine", "exponential", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}: use cosine, exponential or constant")
+    betas: tuple = (0.9, 0.98)  # AdamW's (Transformer only)
 
 
-def learning_rate(config, step, epoch, total_steps):
-    """The learning rate at a global step: linear warm-up, then the configured decay."""
+def learning_rate(config, step, total_steps):
+    """The learning rate at a global step: linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    if config.schedule == "exponential":
-        decay = config.lr_decay ** epoch
-    elif config.schedule == "cosine":
-        progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-        decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    else:
-        decay = 1.0
+    progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return config.lr * warmup * decay
 
 
@@ -92,10 +83,8 @@ class TorchUpdater:
         import torch
 
         self.torch, self.model, self.config, self.device = torch, model, config, device
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+        # The model says which of its parameters decay (nanoGPT's configure_optimizers).
+        self.optimizer = model.configure_optimizers(config.weight_decay, config.lr, tuple(config.betas))
         self.amp_dtype = None
         if device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

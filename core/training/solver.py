@@ -1,7 +1,7 @@
 """The one training loop for every model: epochs, minibatches, validation, best model, checkpoints, resume.
 
 The model-specific part (how a step computes gradients and updates) lives in an updater from
-``core.updaters``. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
+``core.training.updaters``. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
 updater's full state plus the position in the run, so an interrupted and resumed run takes exactly the
 steps an uninterrupted one takes.
 """
@@ -10,32 +10,34 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from core.checkpoint import FORMAT_VERSION, load_training_state, save_training_state
+from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
 from core.fileio import atomic_write_text
 from core.errors import UserError
 from core.plotting import plot_loss
-from core.updaters import learning_rate
+from core.training.updaters import learning_rate
 
 
 PLOT_SECONDS = 30
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolverConfig:
-    epochs: int = 10
-    batch_size: int = 128
+    """How the loop runs; ``core.training.engine.TrainSettings`` holds the defaults a run starts from."""
+    epochs: int
+    batch_size: int
+    seed: int  # of the minibatch order and the validation subset
+    progress: bool
     # Captions scored for the per-epoch validation loss (0: all of them), at most as many as are trained on:
     # validation then never costs more than the epoch it follows (300-caption overfitting runs have 200 epochs).
     val_captions: int = 2560
-    seed: int = 0
     max_iterations: int = 0  # stop after this many steps in all (0: no limit); --dry-run uses 1
-    progress: bool = True
 
 
 class TrainingDiverged(UserError):
@@ -43,7 +45,7 @@ class TrainingDiverged(UserError):
 
 
 class Solver:
-    """Trains ``updater``'s model on ``data`` (the dict of ``core.coco_utils.load_coco_data``).
+    """Trains ``updater``'s model on ``data`` (the dict of ``core.data.loader.load_coco_data``).
 
     Writes into ``out_dir``: ``last<suffix>`` (resumable, every epoch and on Ctrl-C), ``best<suffix>`` (lowest
     validation loss), ``history.json`` and ``loss.png``. ``meta`` (model type, config, vocabulary, data
@@ -64,16 +66,17 @@ class Solver:
         self.val_idx = np.sort(val_rng.choice(num_val, keep, replace=False))
         self.step, self.history = 0, _new_history(self.iterations_per_epoch)
         self.best_val_loss, self.best_epoch = math.inf, -1
+        self.best_params = None  # the best parameters this process saw (a resumed run's earlier best is on disk)
         self._stop = threading.Event()
         self._plotted_at = -math.inf
 
     @property
     def last_path(self):
-        return self.out_dir / f"last{self.suffix}"
+        return self.out_dir / checkpoint_file("last", self.suffix)
 
     @property
     def best_path(self):
-        return self.out_dir / f"best{self.suffix}"
+        return self.out_dir / checkpoint_file("best", self.suffix)
 
     def request_stop(self):
         """Ask the loop to save a resumable checkpoint after the current step and stop (what Ctrl-C does)."""
@@ -118,7 +121,7 @@ class Solver:
         start = time.perf_counter()
         for it in bar:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
-            lr = learning_rate(self.optim_config, self.step, epoch, self.total_steps)
+            lr = learning_rate(self.optim_config, self.step, self.total_steps)
             loss = self.updater.train_step(*self._batch("train", idx), lr)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}, step {self.step + 1}; the last "
@@ -142,6 +145,7 @@ class Solver:
         self.history["epoch_seconds"].append(seconds)
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch = val_loss, epoch
+            self.best_params = self.updater.snapshot()
             self._save(self.best_path)
         self._save(self.last_path)
         self._write_history()
@@ -166,18 +170,17 @@ class Solver:
     def _save(self, path):
         best = None if math.isinf(self.best_val_loss) else self.best_val_loss  # JSON has no infinity
         run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
-               "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history,
-               "solver": asdict(self.config), "optim": asdict(self.optim_config)}
+               "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
         meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
         save_training_state(path, meta, self.updater.state())
 
     def _write_history(self):
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
-        atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=1))
+        atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(history, indent=1))
         # Redrawing costs up to seconds: at most every PLOT_SECONDS during a run, always at its end.
         now = time.perf_counter()
         if self.step == self.total_steps or now - self._plotted_at > PLOT_SECONDS:
-            plot_loss(self.history, self.out_dir / "loss.png", title=self.meta.get("title"))
+            plot_loss(self.history, self.out_dir / LOSS_PLOT, title=self.meta.get("title"))
             self._plotted_at = now
 
 

@@ -1,0 +1,132 @@
+"""A training run from settings to files: data, model, updater, the loop, outputs. ``training.py`` is its CLI.
+
+    settings -> data (core.data) -> model kind (core.model.registry) -> Solver (core.training.solver)
+             -> <out>/best, last, config.json, history.json, loss.png
+
+The run's record (every setting, the model's config, the device that ran it) is written once, to
+``config.json``, and every checkpoint carries the same record.
+"""
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from core.checkpoint import load_training_state
+from core.cli import seed_everything
+from core.data.layout import CONFIG_FILE, default_run_dir
+from core.data.loader import load_coco_data
+from core.datasets.resolve import resolve_data_dir
+from core.errors import UserError
+from core.fileio import atomic_write_text
+from core.model.registry import model_kind
+from core.training.solver import Solver, SolverConfig
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of a training run; ``training.py``'s flags take their defaults from here."""
+    model: str
+    num_samples: int | None = None  # training captions (the classic meaning); None: all
+    dataset: str = "shapes"
+    data_dir: str | None = None  # overrides dataset
+    epochs: int | None = None  # None: the model kind's default, more when that would be under min_steps
+    min_steps: int = 600  # so that `--num_samples 300` trains long enough to overfit
+    batch_size: int = 128
+    lr: float | None = None  # None: the model kind's default
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None  # None: runs/<model>
+    resume: bool = False
+    dry_run: bool = False  # one step and one validation pass
+    shuffle_features: bool = False  # the blind baseline: captions paired with other images' features
+    progress: bool = True
+    model_config: dict = field(default_factory=dict)  # architecture options, e.g. {"hidden_dim": 256}
+
+
+def run_training(settings, data=None):
+    """Train as ``settings`` say; returns a summary dict, with the trained model (its best state) under "model".
+
+    ``data`` is the dataset already loaded as the settings say (``load_coco_data``), to train several models on
+    one load; None loads it.
+    """
+    seed_everything(settings.seed)
+    kind = model_kind(settings.model)
+    model_config = kind.make_config(settings.model_config)  # bad options fail before any data is read
+    device = kind.device(settings.device)
+    out_dir = _writable_dir(Path(settings.out or default_run_dir(settings.model)))
+    if data is None:
+        data_dir = resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress)
+        data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed)
+    if settings.shuffle_features:
+        data = _blind(data, settings.seed)
+    model_config = model_config.for_data(data["train_features"])
+    model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
+    solver_config, optim_config = _configs(settings, kind, data["train_captions"].shape[0])
+    record = _record(settings, model, solver_config, optim_config, data, device)
+    meta = dict(record, idx_to_word=list(data["idx_to_word"]), title=_title(settings, data))
+    solver = Solver(kind.updater(model, optim_config, device), data, solver_config, optim_config, out_dir, meta,
+                    kind.checkpoint_suffix)
+    if settings.resume:
+        if not solver.last_path.is_file():
+            raise UserError(f"--resume: no checkpoint {solver.last_path} to resume from; drop --resume to start afresh")
+        solver.resume()
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(record, indent=1))
+    start = time.perf_counter()
+    try:
+        history = solver.train()
+    except KeyboardInterrupt:
+        print(f"interrupted at step {solver.step}: resumable checkpoint {solver.last_path}; continue with the same "
+              "command plus --resume", file=sys.stderr)
+        raise
+    best = solver.best_params or load_training_state(solver.best_path)[1]["params"]
+    kind.load_params(model, best, solver.best_path)
+    return {"out_dir": str(out_dir), "best": str(solver.best_path), "last": str(solver.last_path),
+            "seconds": time.perf_counter() - start, "best_val_loss": solver.best_val_loss,
+            "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
+            "steps": solver.step, "device": str(device), "model": model}
+
+
+def _configs(settings, kind, num_train):
+    """Solver and optimizer configs: the model kind's defaults, overridden by the settings."""
+    iterations = math.ceil(num_train / settings.batch_size)
+    epochs = settings.epochs or max(kind.epochs, math.ceil(settings.min_steps / iterations))
+    optim_config = kind.optim if settings.lr is None else replace(kind.optim, lr=settings.lr)
+    solver_config = SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
+                                 max_iterations=1 if settings.dry_run else 0, progress=settings.progress)
+    return solver_config, optim_config
+
+
+def _record(settings, model, solver_config, optim_config, data, device):
+    """The run's record: what config.json holds and every checkpoint carries."""
+    custom = settings.data_dir is not None
+    return {"model_type": settings.model, "model_config": model.config(), "settings": asdict(settings),
+            "solver": asdict(solver_config), "optim": asdict(optim_config), "device": str(device),
+            "data": {"dir": str(Path(data["base_dir"]).resolve()), "dataset": "custom" if custom else settings.dataset,
+                     "num_samples": settings.num_samples, "shuffle_features": settings.shuffle_features}}
+
+
+def _title(settings, data):
+    blind = " (shuffled features)" if settings.shuffle_features else ""
+    return f"{settings.model} on {Path(data['base_dir']).name}{blind}"
+
+
+def _blind(data, seed):
+    """Pair every training caption with a random other image's features: a model that cannot see."""
+    rng = np.random.default_rng([seed, 2])
+    idxs = data["train_image_idxs"]
+    return dict(data, train_image_idxs=rng.permutation(len(data["train_features"]))[idxs])
+
+
+def _writable_dir(path):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--out {path} is not writable ({err.strerror}); choose another directory") from None
+    return path
