@@ -7,7 +7,7 @@
 import argparse
 
 from core import cli
-from core.data.layout import SPLITS
+from core.data.layout import END, SPLITS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=cli.positive_float, default=DECODE["temperature"],
                    help="sample words at this temperature instead of greedy/beam decoding")
     p.add_argument("--max-length", type=cli.positive_int, default=DEFAULTS["max_length"],
-                   help=f"most words per caption, <END> included (default {DEFAULTS['max_length']})")
+                   help=f"most words per caption, {END} included (default {DEFAULTS['max_length']})")
     p.add_argument("--evaluate", action="store_true",
                    help="caption every image of the split and compute BLEU, METEOR, ROUGE-L, CIDEr (+ grounding)")
     p.add_argument("--out", default=DEFAULTS["out"], help="directory for gallery PNGs (default: the checkpoint's directory)")

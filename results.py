@@ -3,32 +3,42 @@
     python results.py            # about 35 minutes on 2 CPU cores; writes runs/results/ and updates README.md
 """
 import argparse
+from pathlib import Path
 
 from core import cli
+from core.data.layout import RESULTS_TABLE
 from core.model.registry import MODEL_TYPES
+from core.results_table import ResultsSettings
+
+DEFAULTS = cli.defaults_of(ResultsSettings)
 
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", choices=MODEL_TYPES, default=list(MODEL_TYPES), help="models to train")
-    p.add_argument("--out", default="runs/results", help="where runs, results.json and results.md go")
-    p.add_argument("--beam-size", type=cli.positive_int, default=3, help="beam width of the beam-search rows")
-    p.add_argument("--seed", type=int, default=0, help="seed of every training run")
+    p.add_argument("--models", nargs="+", choices=MODEL_TYPES, default=list(DEFAULTS["models"]),
+                   help="models to train")
+    p.add_argument("--out", default=DEFAULTS["out"], help="where the runs and the results files go")
+    p.add_argument("--beam-size", type=cli.positive_int, default=DEFAULTS["beam_size"],
+                   help="beam width of the beam-search rows")
+    cli.add_seed(p, DEFAULTS["seed"], "seed of every training run")
     p.add_argument("--no-blind", action="store_true", help="skip the blind (shuffled-features) baselines")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in README.md")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    cli.add_no_progress(p)
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    from core.results_table import ResultsSettings, run_results
+def settings_from_args(args):
+    """The ResultsSettings the parsed flags ask for."""
+    return cli.settings_from_args(ResultsSettings, args, models=tuple(args.models), blind=not args.no_blind,
+                                  readme=None if args.no_readme else DEFAULTS["readme"], progress=not args.no_progress)
 
-    args = parse_args(argv)
-    settings = ResultsSettings(models=tuple(args.models), out=args.out, beam_size=args.beam_size, seed=args.seed,
-                               blind=not args.no_blind, readme=None if args.no_readme else "README.md",
-                               progress=not args.no_progress)
+
+def main(argv=None):
+    from core.results_table import run_results
+
+    settings = settings_from_args(parse_args(argv))
     run_results(settings)
-    print(open(f"{args.out}/results.md").read())
+    print((Path(settings.out) / RESULTS_TABLE).read_text())
     return 0
 
 

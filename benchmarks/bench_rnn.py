@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows
+from core.data.layout import NULL, SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
 from core.packing import Packing
 
@@ -125,7 +126,7 @@ def torch_step(cfg, cell, null_idx, features, captions, packed):
 def contenders(cell, cfg, rng):
     """What the benchmark times, in turns: the numpy step, the torch step (padded and packed), the step's
     matmuls alone and the peak probe. Returns (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
-    words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{k}" for k in range(cfg.V - 4)]
+    words = list(SPECIAL_TOKENS) + [f"w{k}" for k in range(cfg.V - len(SPECIAL_TOKENS))]
     model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
                           hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
     features, captions = make_batch(cfg, rng)
@@ -157,7 +158,7 @@ def run_benchmark(cell, repeats, threads):
                    ("torch step, PackedSequence", f"{seconds['torch packed'] * 1e3:.1f} ms"),
                    ("ratio torch/numpy", f"{seconds['torch'] / numpy_time:.2f}"),
                    ("ratio torch packed/numpy", f"{seconds['torch packed'] / numpy_time:.2f}"),
-                   ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T} (the rest is <NULL> padding)"),
+                   ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T} (the rest is {NULL} padding)"),
                    ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
                    ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s, (1024, 1024) products in the same rounds "

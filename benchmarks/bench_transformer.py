@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from benchmarks.harness import interleaved_medians, print_rows, time_call
 from core.cli import ArgumentParser, positive_int, run
+from core.data.layout import SPECIAL_TOKENS
 from core.dropout import Dropout, relu_dropout
 from core.errors import UserError
 from core.model.transformer import CaptioningTransformer
@@ -63,7 +64,7 @@ class AttentionFreeLayer(nn.Module):
 
 
 def vocabulary():
-    words = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"word{i}" for i in range(VOCAB_WORDS)]
+    words = list(SPECIAL_TOKENS) + [f"word{i}" for i in range(VOCAB_WORDS)]
     return {word: index for index, word in enumerate(words)}
 
 

@@ -94,11 +94,6 @@ def load_training_state(path):
     raise UserError(f"checkpoint {path} should end in {NUMPY_SUFFIX} or {TORCH_SUFFIX}")
 
 
-def load_checkpoint_meta(path):
-    """The meta record of either kind of checkpoint."""
-    return load_training_state(path)[0]
-
-
 def _existing(path):
     path = Path(path)
     if not path.is_file():

@@ -17,8 +17,11 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from core.data.layout import END, NULL, START
+
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-SPECIAL_TOKENS = frozenset({"<start>", "<end>", "<null>"})
+# Lower-cased, as captions are before scoring; <UNK> stays: it is a word the model wrote.
+STRUCTURAL_TOKENS = frozenset(token.lower() for token in (NULL, START, END))
 
 
 def java_available():
@@ -28,7 +31,7 @@ def java_available():
 
 def normalise_caption(text):
     """A caption as the scorers see it: lower-case words joined by single spaces, special tokens removed."""
-    return " ".join(word for word in text.lower().split() if word not in SPECIAL_TOKENS)
+    return " ".join(word for word in text.lower().split() if word not in STRUCTURAL_TOKENS)
 
 
 def compute_metrics(predictions, references):
@@ -99,34 +102,3 @@ def _meteor_scorer():
             process.wait()
             process.stdout.close()
             process.stderr.close()
-
-
-def format_metrics_table(rows):
-    """A markdown table of caption metrics, scores x100 with one decimal.
-
-    Inputs:
-    - rows: dict row name (a model or baseline) -> metrics dict as ``compute_metrics`` returns.
-      Metrics missing from a row (METEOR without java) print as "-".
-
-    Returns:
-    - str: a line saying the scale, a blank line, then the table; columns in METRIC_NAMES order, for
-      the metrics at least one row has.
-    """
-    if not rows:
-        raise ValueError("no rows to tabulate")
-    for name, metrics in rows.items():
-        unknown = sorted(set(metrics) - set(METRIC_NAMES))
-        if unknown:
-            raise ValueError(f"row {name!r} has unknown metric(s) {', '.join(unknown)}; "
-                             f"expected some of {', '.join(METRIC_NAMES)}")
-    columns = [metric for metric in METRIC_NAMES if any(metric in metrics for metrics in rows.values())]
-    lines = [
-        "Caption metrics, all scores x100 (pycocoevalcap; CIDEr is CIDEr-D).",
-        "",
-        "| Model | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for name, metrics in rows.items():
-        cells = [f"{100 * metrics[metric]:.1f}" if metric in metrics else "-" for metric in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

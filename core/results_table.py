@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.baselines import nearest_neighbour_captions
-from core.data.layout import MAX_DECODE_LENGTH
+from core.data.layout import MAX_DECODE_LENGTH, RESULTS_JSON, RESULTS_TABLE
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
@@ -52,8 +52,8 @@ def run_results(settings):
     rows += _retrieval_rows(data, settings.progress)
     table = format_table(rows, settings)
     out = Path(settings.out)
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
-    atomic_write_text(out / "results.md", table)
+    atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))
+    atomic_write_text(out / RESULTS_TABLE, table)
     if settings.readme:
         _update_readme(Path(settings.readme), table)
     return rows

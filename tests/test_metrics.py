@@ -6,7 +6,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
 from core import metrics as metrics_module
-from core.metrics import compute_metrics, format_metrics_table, java_available, normalise_caption
+from core.metrics import compute_metrics, java_available, normalise_caption
 
 # Raw captions as a caller may pass them (decoded with special tokens, mixed case, extra spaces) ...
 PREDICTIONS = {
@@ -120,20 +120,3 @@ def test_meteor_equals_direct_scorer_and_its_process_is_ended(monkeypatch):
     assert set(result) == set(metrics_module.METRIC_NAMES)
     process = started[0].meteor_p
     assert process.returncode is not None and process.stdin.closed and process.stdout.closed
-
-
-def test_format_metrics_table():
-    rows = {
-        "nearest neighbour": {"BLEU-1": 0.5, "BLEU-4": 0.12345, "CIDEr": 1.034},
-        "lstm": {"BLEU-1": 0.61, "BLEU-4": 0.2, "METEOR": 0.2, "CIDEr": 0.5},
-    }
-    lines = format_metrics_table(rows).splitlines()
-    assert "x100" in lines[0] and lines[1] == ""
-    assert lines[2] == "| Model | BLEU-1 | BLEU-4 | METEOR | CIDEr |"
-    assert lines[3] == "|---|---:|---:|---:|---:|"
-    assert lines[4] == "| nearest neighbour | 50.0 | 12.3 | - | 103.4 |"
-    assert lines[5] == "| lstm | 61.0 | 20.0 | 20.0 | 50.0 |"
-    with pytest.raises(ValueError, match="BLEU4"):
-        format_metrics_table({"x": {"BLEU4": 0.1}})
-    with pytest.raises(ValueError):
-        format_metrics_table({})

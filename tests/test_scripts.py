@@ -136,13 +136,13 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tiny_dataset, tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert "--resume" in stderr, (stdout, stderr, sorted(p.name for p in out.iterdir()))
-    from core.checkpoint import load_checkpoint_meta
+    from core.checkpoint import load_training_state
 
-    step = load_checkpoint_meta(out / "last.npz")["run"]["step"]
+    step = load_training_state(out / "last.npz")[0]["run"]["step"]
     assert step >= 6
     assert training.main(["--model", "rnn", "--data-dir", str(tiny_dataset), "--out", str(out), "--epochs",
                           str(step // 6 + 1), "--batch-size", "8", "--no-progress", "--resume", *FAST["rnn"]]) == 0
-    assert load_checkpoint_meta(out / "last.npz")["run"]["step"] == 6 * (step // 6 + 1)
+    assert load_training_state(out / "last.npz")[0]["run"]["step"] == 6 * (step // 6 + 1)
 
 
 def test_caption_your_own_image_on_a_shapes_dataset(tmp_path):

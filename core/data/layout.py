@@ -43,6 +43,9 @@ PCA_DIM = 512  # width of the *_pca.h5 features
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 LOSS_PLOT = "loss.png"
+# The results run's folder.
+RESULTS_JSON = "results.json"
+RESULTS_TABLE = "results.md"
 
 
 def features_file(split, pca_features):
