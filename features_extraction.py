@@ -17,7 +17,7 @@ from core.cli import ArgumentParser, add_no_progress, positive_int, run
 from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, images_key
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
-from core.features.extract import resolve_device, write_feature_files
+from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
 from core.features.preprocess import ImageFolder, list_images, read_image_list
 from core.features.vgg16 import VGG16, VGG16_FILE
 from core.fileio import atomic_write
@@ -42,7 +42,8 @@ def build_parser():
                              f"and {ENCODER_WEIGHTS_FILE} is copied there when it differs)")
     parser.add_argument("--pca-dim", type=positive_int, default=PCA_DIM,
                         help="width of the *_pca.h5 features (needs more train images than this)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                        help=f"images per forward pass (default {BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
     add_no_progress(parser)

@@ -218,3 +218,15 @@ def test_cuda_matches_cpu():
     captions = torch.ones(4, 6, dtype=torch.long, device="cuda")
     with torch.autocast("cuda", dtype=torch.float16):
         assert torch.isfinite(model.loss(torch.from_numpy(features).cuda(), captions))
+
+
+def test_configure_optimizers_decays_only_linear_matrices():
+    model = small_model()
+    optimizer = model.configure_optimizers(weight_decay=0.01, lr=1e-3, betas=(0.9, 0.98))
+    decay, no_decay = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters()
+                                                        if p.dim() == 2 and n != "embedding.weight"}
+    assert "embedding.weight" in {names[id(p)] for p in no_decay["params"]}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

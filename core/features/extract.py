@@ -30,7 +30,10 @@ def resolve_device(device=None):
     return pick_device("auto" if device is None else str(device))
 
 
-def extract_features(encoder, images, batch_size=64, device=None, desc="features", out=None, progress=True):
+BATCH_SIZE = 64  # images per forward pass, unless told otherwise
+
+
+def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="features", out=None, progress=True):
     """Run ``encoder`` over all images in batches (no gradients, eval mode).
 
     Inputs:
