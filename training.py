@@ -32,12 +32,18 @@ def parse_args(argv=None):
                    help="passes over the training captions (default: per model, longer for few captions)")
     p.add_argument("--batch-size", type=cli.positive_int, default=DEFAULTS["batch_size"],
                    help=f"captions per minibatch (default {DEFAULTS['batch_size']})")
-    p.add_argument("--lr", type=cli.positive_float, default=DEFAULTS["lr"], help="peak learning rate (default: per model)")
+    p.add_argument("--lr", type=cli.learning_rate, default=DEFAULTS["lr"],
+                   help="peak learning rate, in (0, 10] (default: per model)")
     cli.add_seed(p, DEFAULTS["seed"], "seeds python, numpy, torch, the data subset and batch order")
     cli.add_device(p, DEFAULTS["device"])
     p.add_argument("--out", default=DEFAULTS["out"], help="output directory (default: runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last checkpoint where it stopped")
-    p.add_argument("--dry-run", action="store_true", help="one training step and one validation pass: a smoke test")
+    p.add_argument("--dry-run", action="store_true",
+                   help="one training step and one validation pass: a smoke test (next to a trained run's "
+                        "checkpoints it writes into <out>/dry-run instead)")
+    p.add_argument("--save-every", type=cli.non_negative_int, default=DEFAULTS["save_every"],
+                   help="also write the resumable last checkpoint every N steps within an epoch (default 0: "
+                        "every 10 minutes of training)")
     p.add_argument("--shuffle-features", action="store_true",
                    help="pair captions with random images' features: the blind baseline")
     for name, meaning in ARCHITECTURE.items():

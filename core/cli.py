@@ -29,6 +29,25 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
+    return value
+
+
+def learning_rate(text):
+    """argparse type: a learning rate in (0, 10]; beyond that every update rule here diverges at once."""
+    value = positive_float(text)
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 10], got {text!r}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite float > 0."""
     try:

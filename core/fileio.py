@@ -1,14 +1,33 @@
-"""Atomic file writes: a temp file beside the target, renamed over it only once complete."""
+"""Writing files so that nothing is lost: atomic writes, writable-path checks, and a lock on a run's folder.
+
+Every file the project writes goes through ``atomic_write``: a temporary file beside the target, renamed over
+it only once complete, so a reader never sees half a file and a failed write leaves the previous file intact.
+Temporary names carry the writer's PID, so a later write to the same target removes what a killed writer left.
+"""
+import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
 
+from core.errors import UserError
+
+TMP_SUFFIX = ".tmp"
+LOCK_FILE = ".lock"
+
 
 def atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``: readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename the temp file onto ``path``: readers never see half a file.
+
+    An OS error (a full disk, a read-only folder) becomes a UserError naming ``path``; the previous file stays.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -16,6 +35,8 @@ def atomic_write(path, write):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise _write_error(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -24,6 +45,87 @@ def atomic_write(path, write):
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files of writes to ``path`` whose writer process is gone (killed mid-write)."""
+    for tmp in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def pid_alive(pid):
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def writable_dir(path, flag):
+    """``path`` as a folder the run may write into (created if needed); UserError naming ``flag`` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.", delete=True)
+        probe.close()
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror}); choose another folder") from None
+    return path
+
+
+def writable_file(path, flag):
+    """``path`` as a file the run may write (its folder created if needed); UserError naming ``flag`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    writable_dir(path.parent, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{flag} {path} is not writable; choose another file")
+    return path
+
+
+class FolderLock:
+    """An exclusive lock on a folder for the life of a run: a second run on it is refused, naming the holder.
+
+    The kernel releases the lock when its process dies (``flock``), so a killed run leaves no stale lock.
+    """
+
+    def __init__(self, folder, flag):
+        self.path, self.flag, self._file = Path(folder) / LOCK_FILE, flag, None
+
+    def __enter__(self):
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise UserError(f"{self.flag} {self.path.parent} is in use by another run (PID {holder}); wait for it "
+                            "to end or choose another folder") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._file.close()  # closing releases the flock
+
+
+def _write_error(path, err):
+    reason = err.strerror or str(err)
+    hint = "free some space" if err.errno == errno.ENOSPC else "check the folder's permissions"
+    return UserError(f"cannot write {path} ({reason}); {hint} and run again (earlier files there are intact)")
 
 
 def _umask():

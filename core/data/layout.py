@@ -43,6 +43,7 @@ PCA_DIM = 512  # width of the *_pca.h5 features
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 LOSS_PLOT = "loss.png"
+DRY_RUN_DIR = "dry-run"  # where --dry-run writes when the run folder holds a trained run
 # The results run's folder.
 RESULTS_JSON = "results.json"
 RESULTS_TABLE = "results.md"

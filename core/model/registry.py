@@ -5,8 +5,11 @@ framework it runs on (numpy: hand-written backward passes, ``core.optim`` rules,
 autograd, AdamW, ``.pt`` checkpoints) and its training defaults. Adding a kind is one entry in ``MODEL_KINDS``;
 nothing else in the project branches on a kind's name or framework.
 """
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+import numpy as np
 
 from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state
 from core.devices import pick_device
@@ -46,6 +49,17 @@ class ModelKind:
             return self.model_class.Config(**self.config, **options)
         except ValueError as err:
             raise UserError(f"--model {self.name}: {err}; change the option") from None
+
+    def check_size(self, config, vocab_size, copies=4):
+        """UserError when the parameters, their gradients and the optimizer's two moments (``copies`` of them)
+        cannot fit in this machine's memory: a clear line instead of a MemoryError deep in the first step."""
+        itemsize = np.dtype(getattr(config, "dtype", "float32")).itemsize
+        needed = copies * itemsize * config.num_parameters(vocab_size)
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > available:
+            raise UserError(f"--model {self.name} with these options has {config.num_parameters(vocab_size):,} "
+                            f"parameters, {needed / 2 ** 30:.0f} GiB with gradients and optimizer state, more than "
+                            f"this machine's {available / 2 ** 30:.0f} GiB: lower the width options")
 
     def device(self, name="auto"):
         """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy."""

@@ -41,6 +41,12 @@ class RNNConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
+    def num_parameters(self, vocab_size):
+        """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
+        V, I, W, H = vocab_size, self.input_dim, self.wordvec_dim, self.hidden_dim
+        G = CELLS[self.cell_type][2] * H
+        return V * W + (I + 1) * H + (W + H + 1) * G + (H + 1) * V
+
     def for_data(self, features):
         """This config fitted to training features of shape (M, I) (an array or LazyFeatures): their width, and
         their typical norm over sqrt(I) as ``feature_scale``, so that h0 starts at unit scale."""

@@ -48,6 +48,13 @@ class TransformerConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
 
+    def num_parameters(self, vocab_size):
+        """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
+        V, D, W, F = vocab_size, self.input_dim, self.wordvec_dim, self.dim_feedforward
+        attention = 4 * (W * W + W)  # query, key, value and output projections
+        layer = 2 * attention + (W * F + F) + (F * W + W) + 3 * 2 * W  # self, cross, feed-forward, 3 LayerNorms
+        return (D * W + W) + V * W + self.num_layers * layer + (W * V + V)
+
     def for_data(self, features):
         """This config fitted to training features of shape (M, D): their width."""
         return replace(self, input_dim=int(features.shape[1]))

@@ -17,11 +17,11 @@ import numpy as np
 
 from core.checkpoint import load_training_state
 from core.cli import seed_everything
-from core.data.layout import CONFIG_FILE, default_run_dir
+from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, checkpoint_file, default_run_dir
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.errors import UserError
-from core.fileio import atomic_write_text
+from core.fileio import FolderLock, atomic_write_text, writable_dir
 from core.model.registry import model_kind
 from core.training.solver import Solver, SolverConfig
 
@@ -41,7 +41,8 @@ class TrainSettings:
     device: str = "auto"
     out: str | None = None  # None: runs/<model>
     resume: bool = False
-    dry_run: bool = False  # one step and one validation pass
+    dry_run: bool = False  # one step and one validation pass, never over a trained run's files
+    save_every: int = SolverConfig.save_every  # steps between checkpoints within an epoch; 0: every 10 minutes
     shuffle_features: bool = False  # the blind baseline: captions paired with other images' features
     progress: bool = True
     model_config: dict = field(default_factory=dict)  # architecture options, e.g. {"hidden_dim": 256}
@@ -57,13 +58,20 @@ def run_training(settings, data=None):
     kind = model_kind(settings.model)
     model_config = kind.make_config(settings.model_config)  # bad options fail before any data is read
     device = kind.device(settings.device)
-    out_dir = _writable_dir(Path(settings.out or default_run_dir(settings.model)))
+    out_dir = _out_dir(settings, kind)
+    with FolderLock(out_dir, "--out"):
+        return _train(settings, kind, model_config, device, out_dir, data)
+
+
+def _train(settings, kind, model_config, device, out_dir, data):
+    """The run itself, holding the lock on ``out_dir``."""
     if data is None:
         data_dir = resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress)
         data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed)
     if settings.shuffle_features:
         data = _blind(data, settings.seed)
     model_config = model_config.for_data(data["train_features"])
+    kind.check_size(model_config, len(data["idx_to_word"]))
     model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
     solver_config, optim_config = _configs(settings, kind, data["train_captions"].shape[0])
     record = _record(settings, model, solver_config, optim_config, data, device)
@@ -79,8 +87,11 @@ def run_training(settings, data=None):
     try:
         history = solver.train()
     except KeyboardInterrupt:
-        print(f"interrupted at step {solver.step}: resumable checkpoint {solver.last_path}; continue with the same "
-              "command plus --resume", file=sys.stderr)
+        if solver.last_saved_step is None:
+            print(f"interrupted at step {solver.step}, before any checkpoint was written", file=sys.stderr)
+        else:
+            print(f"interrupted at step {solver.step}: resumable checkpoint {solver.last_path} (step "
+                  f"{solver.last_saved_step}); continue with the same command plus --resume", file=sys.stderr)
         raise
     best = solver.best_params or load_training_state(solver.best_path)[1]["params"]
     kind.load_params(model, best, solver.best_path)
@@ -96,7 +107,8 @@ def _configs(settings, kind, num_train):
     epochs = settings.epochs or max(kind.epochs, math.ceil(settings.min_steps / iterations))
     optim_config = kind.optim if settings.lr is None else replace(kind.optim, lr=settings.lr)
     solver_config = SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
-                                 max_iterations=1 if settings.dry_run else 0, progress=settings.progress)
+                                 max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
+                                 save_every=settings.save_every)
     return solver_config, optim_config
 
 
@@ -121,12 +133,12 @@ def _blind(data, seed):
     return dict(data, train_image_idxs=rng.permutation(len(data["train_features"]))[idxs])
 
 
-def _writable_dir(path):
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"--out {path} is not writable ({err.strerror}); choose another directory") from None
-    return path
+def _out_dir(settings, kind):
+    """The run's folder, checked writable. A dry run next to a trained run's checkpoints goes into a subfolder,
+    so that a smoke test never replaces the model ``inference.py`` loads."""
+    out_dir = Path(settings.out or default_run_dir(settings.model))
+    trained = any((out_dir / checkpoint_file(name, kind.checkpoint_suffix)).is_file() for name in ("best", "last"))
+    if settings.dry_run and trained:
+        out_dir = out_dir / DRY_RUN_DIR
+        print(f"--dry-run: {out_dir.parent} holds a trained run; writing to {out_dir} instead", file=sys.stderr)
+    return writable_dir(out_dir, "--out")

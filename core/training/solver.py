@@ -38,6 +38,10 @@ class SolverConfig:
     # validation then never costs more than the epoch it follows (300-caption overfitting runs have 200 epochs).
     val_captions: int = 2560
     max_iterations: int = 0  # stop after this many steps in all (0: no limit); --dry-run uses 1
+    # Within an epoch, ``last`` is also written every save_every steps, or (save_every 0) after save_seconds of
+    # training since the last write: at COCO size an epoch is thousands of steps a crash would otherwise lose.
+    save_every: int = 0
+    save_seconds: float = 600.0
 
 
 class TrainingDiverged(UserError):
@@ -68,7 +72,10 @@ class Solver:
         self.best_val_loss, self.best_epoch = math.inf, -1
         self.best_params = None  # the best parameters this process saw (a resumed run's earlier best is on disk)
         self._stop = threading.Event()
+        self._saving = _SaveGuard()
         self._plotted_at = -math.inf
+        self._saved_at = time.perf_counter()
+        self.last_saved_step = None  # the step ``last`` holds, once this process wrote it
 
     @property
     def last_path(self):
@@ -96,12 +103,13 @@ class Solver:
                             f"{run.get('num_train')} captions; resume with the same --batch-size and --num_samples")
         self.updater.load_state(state)
         self.step, self.history = run["step"], run["history"]
+        self.last_saved_step = self.step
         self.best_epoch = run["best_epoch"]
         self.best_val_loss = math.inf if run["best_val_loss"] is None else run["best_val_loss"]
 
     def train(self):
         """Run to the configured end; returns the history dict. Ctrl-C saves ``last`` and raises KeyboardInterrupt."""
-        previous = _install_sigint(self._stop)
+        previous = _install_sigint(self._stop, self._saving)
         try:
             while self.step < self.total_steps:
                 epoch, first = divmod(self.step, self.iterations_per_epoch)
@@ -122,22 +130,45 @@ class Solver:
         for it in bar:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
             lr = learning_rate(self.optim_config, self.step, self.total_steps)
-            loss = self.updater.train_step(*self._batch("train", idx), lr)
+            features, captions = self._batch("train", idx)
+            with np.errstate(all="ignore"):  # a diverging step is reported below, in one line
+                loss = self.updater.train_step(features, captions, lr)
             if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}, step {self.step + 1}; the last "
-                                       f"good checkpoint is kept in {self.out_dir}: lower --lr and --resume")
+                raise self._diverged(f"the training loss became {loss} at epoch {epoch + 1}, step {self.step + 1}",
+                                     features)
             self.history["train_loss"].append(loss)
             self.step += 1
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
             if self._stop.is_set():
                 return False
+            if self._save_due() and self.step < self.total_steps:
+                self._save(self.last_path)
         bar.close()
         if it + 1 == self.iterations_per_epoch or self.step == self.total_steps:
             self._end_epoch(epoch, time.perf_counter() - start)
         return True
 
+    def _save_due(self):
+        if self.config.save_every:
+            return self.step % self.config.save_every == 0
+        return time.perf_counter() - self._saved_at > self.config.save_seconds
+
+    def _diverged(self, what, features):
+        """The error for a non-finite loss, saying whether the data or the update is to blame."""
+        if not np.all(np.isfinite(np.asarray(features, dtype=np.float64))):
+            cause = "the minibatch's image features are not finite: the feature files are corrupt, rebuild them"
+        else:
+            cause = "the update diverged: lower --lr"
+        kept = (f"the last good checkpoint {self.last_path} is kept, --resume from it" if self.last_path.is_file()
+                else "no checkpoint had been written yet")
+        return TrainingDiverged(f"{what}; {cause}; {kept}")
+
     def _end_epoch(self, epoch, seconds):
-        val_loss = self.validation_loss()
+        with np.errstate(all="ignore"):
+            val_loss = self.validation_loss()
+        if not math.isfinite(val_loss):
+            raise self._diverged(f"the validation loss became {val_loss} after epoch {epoch + 1}",
+                                 self.data["val_features"][self.data["val_image_idxs"][self.val_idx]])
         n = self.iterations_per_epoch
         train_losses = self.history["train_loss"][epoch * n:(epoch + 1) * n]
         self.history["epoch_train_loss"].append(float(np.mean(train_losses)))
@@ -172,7 +203,10 @@ class Solver:
         run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
                "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
         meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
-        save_training_state(path, meta, self.updater.state())
+        with self._saving:  # a Ctrl-C now waits for the file to be complete
+            save_training_state(path, meta, self.updater.state())
+        if path == self.last_path:
+            self._saved_at, self.last_saved_step = time.perf_counter(), self.step
 
     def _write_history(self):
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
@@ -189,15 +223,35 @@ def _new_history(iterations_per_epoch):
             "iterations_per_epoch": iterations_per_epoch}
 
 
-def _install_sigint(stop):
-    """Ctrl-C sets ``stop`` instead of raising mid-update; a second Ctrl-C interrupts at once."""
+class _SaveGuard:
+    """Marks a checkpoint write in progress; a Ctrl-C during it is held until the write is complete."""
+
+    def __init__(self):
+        self.active, self.interrupted = False, False
+
+    def __enter__(self):
+        self.active = True
+
+    def __exit__(self, *exc_info):
+        self.active = False
+        if self.interrupted and exc_info[0] is None:
+            self.interrupted = False
+            raise KeyboardInterrupt
+
+
+def _install_sigint(stop, saving):
+    """Ctrl-C sets ``stop`` instead of raising mid-update; a second Ctrl-C interrupts at once, except during a
+    checkpoint write, which it lets finish first."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum, frame):
-        if stop.is_set():
+        if saving.active:
+            saving.interrupted = True
+        elif stop.is_set():
             raise KeyboardInterrupt
-        stop.set()
+        else:
+            stop.set()
 
     return signal.signal(signal.SIGINT, handler)
 
