@@ -9,6 +9,7 @@ with numpy arrays at the boundary:
                                                    # log_probs of shape (N, V): log-softmax of the next word
     state = model.reorder_state(state, index)      # index of shape (M,) int: new row i is old row index[i]
 
+A model may also have ``max_length``, the most positions it decodes (the Transformer's positional table).
 ``state`` is opaque here (hidden vectors for the RNNs, a key/value cache for the Transformer).
 Beam search treats beams as extra rows of the batch and uses ``reorder_state`` to follow them.
 
@@ -51,6 +52,14 @@ class DecodeConfig:
             if self.beam_size != 1:
                 raise UserError(f"temperature={self.temperature!r} with beam_size={self.beam_size}: sampling "
                                 f"draws one caption per image; use beam_size=1 or leave the temperature unset")
+
+
+def check_max_length(model, max_length):
+    """UserError when ``max_length`` is beyond what ``model`` decodes (its optional ``max_length`` attribute)."""
+    limit = getattr(model, "max_length", None)
+    if limit is not None and max_length > limit:
+        raise UserError(f"--max-length {max_length} is more than this model decodes ({limit} positions); "
+                        f"use --max-length {limit} or less")
 
 
 def decode(model, features, max_length, *, config=None, rng=None, **options):

@@ -7,13 +7,18 @@ Temporary names carry the writer's PID, so a later write to the same target remo
 import errno
 import fcntl
 import os
+import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import UserError
 
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = ".lock"
+STAGING_PREFIX = ".staging."
 
 
 def atomic_write(path, write):
@@ -53,6 +58,46 @@ def remove_stale_temporaries(path):
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_files(folder):
+    """Write several files as one: yields a staging folder inside ``folder``; once the block ends without error,
+    every file in it moves into ``folder`` (renames, with Ctrl-C held until the last one), else none does.
+
+    A staging folder that a killed process left behind is removed by the next call on the same folder.
+    """
+    folder = writable_dir(folder, "output folder")
+    for stale in folder.glob(f"{STAGING_PREFIX}*"):
+        pid = stale.name[len(STAGING_PREFIX):].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}.", dir=folder))
+    try:
+        yield staging
+        with _sigint_held():
+            for path in sorted(staging.iterdir()):
+                os.replace(path, folder / path.name)
+    except OSError as err:
+        raise _write_error(folder, err) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _sigint_held():
+    """Hold a Ctrl-C until the block is done, then deliver it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def pid_alive(pid):

@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.data.layout import CAPTIONS_FILE, SPLITS, VOCAB_FILE, captions_key, features_file, image_idxs_key, \
-    urls_file
+from core.data.layout import CAPTIONS_FILE, END, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, features_file, \
+    image_idxs_key, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.errors import UserError
@@ -41,25 +41,45 @@ def _h5_dataset(h5, key):
     return h5[key]
 
 
-def _read_captions(base_dir, splits):
-    """The caption ids and image indices of ``splits``, all read from one file open."""
+def _read_captions(base_dir, splits, vocab_size):
+    """The caption ids and image indices of ``splits``, all read from one file open, checked before the cast to
+    int32 (a cast first would let ids of 2**32 and more wrap into range)."""
     path = base_dir / CAPTIONS_FILE
     arrays = {}
     with _open_h5(path) as h5:
         for split in splits:
             captions = _h5_dataset(h5, captions_key(split))[()]
             idxs = _h5_dataset(h5, image_idxs_key(split))[()]
-            if captions.ndim != 2 or not np.issubdtype(captions.dtype, np.integer):
-                raise UserError(f"{path}: {split}_captions must be a 2-D integer array, got shape "
-                                f"{captions.shape} {captions.dtype}; rebuild the dataset")
-            if idxs.shape != captions.shape[:1] or not np.issubdtype(idxs.dtype, np.integer):
-                raise UserError(f"{path}: {split}_image_idxs must be integers of shape ({captions.shape[0]},), "
-                                f"got {idxs.shape} {idxs.dtype}; rebuild the dataset")
-            if idxs.size and idxs.min() < 0:
-                raise UserError(f"{path}: {split}_image_idxs has negative entries; rebuild the dataset")
+            problem = _captions_problem(captions, vocab_size) or _idxs_problem(idxs, captions.shape[:1])
+            if problem:
+                raise UserError(f"{path}: {split} {problem}; rebuild the dataset")
             arrays[f"{split}_captions"] = captions.astype(np.int32, copy=False)
             arrays[f"{split}_image_idxs"] = idxs.astype(np.int32, copy=False)
     return arrays
+
+
+def _captions_problem(captions, vocab_size):
+    """Why an array cannot be a split's caption rows of (N, T) ids, or None."""
+    if captions.ndim != 2 or not np.issubdtype(captions.dtype, np.integer):
+        return f"captions must be a 2-D integer array, got shape {captions.shape} {captions.dtype}"
+    if captions.shape[0] == 0:
+        return "captions: the split has none"
+    if captions.shape[1] < 2:
+        return f"captions have {captions.shape[1]} id(s) per row; a row needs at least {START} and {END}"
+    if captions.min() < 0 or captions.max() >= vocab_size:
+        return f"captions hold ids outside the {vocab_size}-word vocabulary of {VOCAB_FILE}"
+    not_started = np.flatnonzero(captions[:, 0] != START_IDX)
+    if not_started.size:
+        return f"caption row {not_started[0]} does not start with {START} ({not_started.size} such rows)"
+    return None
+
+
+def _idxs_problem(idxs, shape):
+    if idxs.shape != shape or not np.issubdtype(idxs.dtype, np.integer):
+        return f"image_idxs must be integers of shape {shape}, got {idxs.shape} {idxs.dtype}"
+    if idxs.size and (idxs.min() < 0 or idxs.max() >= 2 ** 31):
+        return "image_idxs has entries outside 0 .. 2**31 - 1"
+    return None
 
 
 def _read_vocab(base_dir):
@@ -86,7 +106,10 @@ def _read_features(base_dir, split, pca_features):
             raise UserError(f"{path}: features must be a 2-D float array, got shape {data.shape} {data.dtype}; "
                             "rebuild the dataset")
         if pca_features:
-            return data[()].astype(np.float32, copy=False)
+            features = data[()].astype(np.float32, copy=False)
+            if not np.isfinite(features).all():
+                raise UserError(f"{path}: features hold NaN or infinite values; extract them again")
+            return features
     return LazyFeatures(path)
 
 
@@ -110,10 +133,6 @@ def _check_split(data, base_dir, split, pca_features):
     if len(data[f"{split}_urls"]) != rows:
         raise UserError(f"{base_dir / urls_file(split)} has {len(data[f'{split}_urls'])} lines but "
                         f"{features_path} has {rows} rows; re-download or rebuild the dataset")
-    captions = data[f"{split}_captions"]
-    if captions.size and (captions.min() < 0 or captions.max() >= len(data["idx_to_word"])):
-        raise UserError(f"{base_dir / CAPTIONS_FILE}: {split}_captions holds ids outside the "
-                        f"{len(data['idx_to_word'])}-word vocabulary of {VOCAB_FILE}; re-download or rebuild")
 
 
 def _subsample_train(data, max_train, seed):
@@ -151,12 +170,17 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
-    data = _read_captions(base_dir, splits)
-    data["word_to_idx"], data["idx_to_word"] = _read_vocab(base_dir)
+    word_to_idx, idx_to_word = _read_vocab(base_dir)
+    data = _read_captions(base_dir, splits, len(idx_to_word))
+    data["word_to_idx"], data["idx_to_word"] = word_to_idx, idx_to_word
     for split in splits:
         data[f"{split}_features"] = _read_features(base_dir, split, pca_features)
         data[f"{split}_urls"] = _read_urls(base_dir, split)
         _check_split(data, base_dir, split, pca_features)
+    widths = {split: data[f"{split}_features"].shape[1] for split in splits}
+    if len(set(widths.values())) > 1:
+        files = " and ".join(f"{base_dir / features_file(s, pca_features)} ({w}-d)" for s, w in widths.items())
+        raise UserError(f"{files} have different widths: the splits were extracted apart; extract them again")
     if max_train is not None:
         _subsample_train(data, max_train, seed)
     data["base_dir"] = base_dir

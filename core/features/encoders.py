@@ -75,5 +75,10 @@ def encode_image_files(paths, data_dir, device=None, progress=True):
     size = getattr(encoder, "image_size", None)
     # A handful of files: read them all first, so an unreadable one fails before any progress bar starts.
     images = ImageFolder([Path(p) for p in paths], **({"size": size} if size else {}))[:]  # (M, S, S, 3) uint8
+    pca = load_pca(pca_path)
+    if pca.components.shape[1] != encoder.feature_dim:
+        raise UserError(f"{pca_path} projects {pca.components.shape[1]}-d features but the encoder of {info_path} "
+                        f"gives {encoder.feature_dim}-d ones: the two files come from different extractions; "
+                        "extract the features again")
     raw = extract_features(encoder, images, device=device, desc="encode images", progress=progress)  # (M, F)
-    return load_pca(pca_path).project(raw)  # (M, 512)
+    return pca.project(raw)  # (M, K)

@@ -22,7 +22,7 @@ from core.data.layout import ENCODER_INFO_FILE, PCA_FILE, SPLITS, features_file,
 from core.data.store import read_features_h5, save_features_h5, write_features_h5
 from core.devices import pick_device
 from core.features.pca import fit_pca, save_pca
-from core.fileio import atomic_write_text
+from core.fileio import atomic_write_text, staged_files
 
 
 def resolve_device(device=None):
@@ -85,8 +85,14 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_s
     - pca_dim: K, width of the ``_pca`` files; the PCA is fitted on the train split only.
 
     Writes ``{split}2014_vgg16_fc7.h5`` (M, F), ``{split}2014_vgg16_fc7_pca.h5`` (M, K),
-    ``{split}2014_urls.txt``, ``pca.npz`` and ``encoder.json``.
+    ``{split}2014_urls.txt``, ``pca.npz`` and ``encoder.json``, all or none of them: they are written into a
+    staging folder and move into ``out_dir`` together (an interrupted run leaves the previous files).
     """
+    with staged_files(out_dir) as staging:
+        _write_into(staging, encoder, splits, encoder_info, pca_dim, batch_size, device, progress)
+
+
+def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device, progress):
     for split in SPLITS:
         images, urls = splits[split]
         if len(urls) != len(images):

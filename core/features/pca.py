@@ -11,14 +11,15 @@ its largest-magnitude entry positive. The same data then always gives the same c
 
 Dimension legend: N rows (images), F input feature width, K output width (``dim``).
 """
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from core.fileio import atomic_write
 from core.errors import UserError
+from core.fileio import atomic_write
 
 DEFAULT_CHUNK = 4096
 
@@ -136,7 +137,7 @@ def load_pca(path):
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in ("mean", "components", "explained_variance")}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a valid PCA file ({exc}); run features_extraction.py again") from None
     mean, components, variance = arrays["mean"], arrays["components"], arrays["explained_variance"]
     if (mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]
@@ -145,5 +146,7 @@ def load_pca(path):
                         f"{components.shape}, explained_variance {variance.shape}; fit it again")
     if not all(np.issubdtype(a.dtype, np.floating) for a in (mean, components, variance)):
         raise UserError(f"{path}: PCA arrays must be floating point; fit it again")
+    if not all(np.isfinite(a).all() for a in (mean, components, variance)):
+        raise UserError(f"{path}: PCA arrays hold NaN or infinite values; fit it again")
     return PCA(mean=mean.astype(np.float32), components=components.astype(np.float32),
                explained_variance=variance.astype(np.float32))

@@ -14,9 +14,9 @@ from core.data.images import ImageSource
 from core.data.layout import MAX_DECODE_LENGTH, SPLITS, checkpoint_file, default_run_dir, gallery_file
 from core.data.loader import feature_width, load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
-from core.decoding import DecodeConfig
+from core.decoding import DecodeConfig, check_max_length
 from core.errors import UserError
-from core.fileio import atomic_write_text
+from core.fileio import atomic_write_text, writable_dir, writable_file
 from core.inference.evaluation import caption_features, evaluate_split, split_images
 from core.model.registry import load_model, model_kind
 from core.plotting import save_gallery
@@ -56,9 +56,12 @@ def run_inference(settings):
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} not found: train one with `python training.py --model "
                         f"{settings.model}` or pass --checkpoint")
+    if settings.output:
+        writable_file(settings.output, "--output")  # before any work, not after it
+    out_dir = None if settings.evaluate else writable_dir(settings.out or checkpoint.parent, "--out")
     device = kind.device(settings.device)
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
-    out_dir = Path(settings.out) if settings.out else checkpoint.parent
+    check_max_length(model, settings.max_length)
     rng = np.random.default_rng(settings.seed)
     if settings.images:
         record = _caption_own_images(model, meta, settings, out_dir, device, rng)
@@ -140,7 +143,10 @@ def _caption_own_images(model, meta, settings, out_dir, device, rng):
     from core.features.preprocess import read_image
 
     data_dir = _data_dir(settings, meta)
-    features = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress)  # (M, 512)
+    features = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress)  # (M, K)
+    if features.shape[1] != meta["model_config"]["input_dim"]:
+        raise UserError(f"the PCA of {data_dir} gives {features.shape[1]}-d features but the checkpoint expects "
+                        f"{meta['model_config']['input_dim']}-d ones: pass the --data-dir it was trained on")
     captions = caption_features(model, features, settings.max_length, settings.decode, rng=rng)
     items = []
     for path, caption in zip(settings.images, captions):

@@ -82,6 +82,10 @@ class ModelKind:
 
     def load_params(self, model, params, path):
         """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""
+        bad = [name for name, value in params.items() if not np.isfinite(np.asarray(value, dtype=np.float64)).all()]
+        if bad:
+            raise UserError(f"checkpoint {path}: parameter(s) {', '.join(sorted(bad))} hold NaN or infinite values; "
+                            "use an earlier checkpoint")
         if self.framework == "torch":
             try:
                 model.load_state_dict(params)
