@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows
+from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows, report_blas
 from core.data.layout import NULL, SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
 from core.packing import Packing
@@ -190,6 +190,7 @@ def main():
     if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_rnn", *sys.argv[1:]], env)
+    report_blas()
     run_benchmark(args.cell, args.repeats, args.threads)
 
 

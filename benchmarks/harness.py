@@ -1,10 +1,17 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs and the machine's matmul peak.
+"""Timing helpers shared by the benchmarks: medians of repeated runs, the machine's matmul peak, and which BLAS
+numpy runs.
 
 Benchmarks report ratios against a reference measured in the same run, never absolute targets.
 """
+import os
 import time
 
 import numpy as np
+
+try:
+    import threadpoolctl
+except ImportError:  # a virtual environment from before requirements.txt listed it
+    threadpoolctl = None
 
 
 def time_call(fn, repeats=5, warmup=1):
@@ -72,3 +79,30 @@ def print_rows(title, rows):
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+
+
+def report_blas():
+    """Print and return the line naming numpy's BLAS (library, version, kernel, threads), plus a warning line
+    when OPENBLAS_CORETYPE is set, since figures measured under it are not those users get."""
+    lines = [f"numpy BLAS: {_numpy_blas()}"]
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    if coretype is not None:
+        lines.append(f"warning: OPENBLAS_CORETYPE={coretype} is set: numpy uses older kernels here (up to 1.5x "
+                     "slower matmuls on some machines); unset it for figures users will see")
+    for line in lines:
+        print(line)
+    return lines
+
+
+def _numpy_blas():
+    """What threadpoolctl sees of the BLAS numpy loaded, else what numpy was built against."""
+    loaded = [] if threadpoolctl is None else [info for info in threadpoolctl.threadpool_info()
+                                               if info["user_api"] == "blas"]
+    # torch may load a BLAS of its own; numpy's wheels keep theirs inside numpy's folders.
+    ours = [info for info in loaded if "numpy" in info["filepath"]] or loaded
+    if ours:
+        info = ours[0]
+        kernel = f", kernel {info['architecture']}" if info.get("architecture") else ""
+        return f"{info['internal_api']} {info['version']}{kernel}, {info['num_threads']} threads"
+    built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return f"{built['name']} {built.get('version', '')} as built (kernel and threads unknown: install threadpoolctl)"

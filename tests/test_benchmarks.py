@@ -1,8 +1,10 @@
-"""benchmarks: the FLOP count of the RNN step and the timing harness's bookkeeping (no timings asserted)."""
+"""benchmarks: the FLOP count of the RNN step, the timing harness's bookkeeping (no timings asserted) and its
+BLAS report."""
 import numpy as np
 
 from benchmarks.bench_rnn import BenchConfig, step_matmuls
-from benchmarks.harness import interleaved_times, matmul_peak_probe
+from benchmarks import harness
+from benchmarks.harness import interleaved_times, matmul_peak_probe, report_blas
 
 
 def test_step_flops_follow_the_formula():
@@ -30,3 +32,38 @@ def test_matmul_peak_probe_counts_its_flops():
     run, flops = matmul_peak_probe(n=8, products=3)
     run()
     assert flops == 3 * 2 * 8 ** 3
+
+
+def blas_info(filepath, internal_api, architecture=None):
+    """One entry as threadpoolctl.threadpool_info gives it."""
+    return {"user_api": "blas", "internal_api": internal_api, "filepath": filepath, "version": "0.3.27",
+            "num_threads": 2, "architecture": architecture}
+
+
+def test_report_blas_names_numpys_library_kernel_and_threads(monkeypatch, capsys):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    loaded = [blas_info("/venv/torch/lib/libmkl.so", "mkl"),
+              blas_info("/venv/numpy.libs/libscipy_openblas64_.so", "openblas", "Haswell")]
+    monkeypatch.setattr(harness.threadpoolctl, "threadpool_info", lambda: loaded)
+    expected = ["numpy BLAS: openblas 0.3.27, kernel Haswell, 2 threads"]
+    assert report_blas() == expected
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_report_blas_falls_back_on_numpys_build_config(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.setattr(harness.threadpoolctl, "threadpool_info", lambda: [])
+    built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    (line,) = report_blas()
+    assert line.startswith(f"numpy BLAS: {built['name']} ") and "install threadpoolctl" in line
+
+
+def test_report_blas_warns_only_when_openblas_coretype_is_set(monkeypatch, capsys):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    (line,) = report_blas()
+    assert line.startswith("numpy BLAS: ")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    lines = report_blas()
+    assert lines[0] == line and len(lines) == 2
+    assert lines[1].startswith("warning: OPENBLAS_CORETYPE=Haswell is set: numpy uses older kernels")
+    assert capsys.readouterr().out.splitlines() == [line, *lines]

@@ -10,6 +10,7 @@ import http.client
 import os
 import shutil
 import socket
+import ssl
 import stat
 import tempfile
 import urllib.error
@@ -24,6 +25,8 @@ from core.errors import UserError
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
+# What a failing network raises; all are OSErrors, so they are told apart from a failing disk first.
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError, ssl.SSLError)
 
 
 def sha256_of(path):
@@ -95,7 +98,8 @@ def download(url, dest, sha256=None, size=None, desc=None, sha256_prefix=None, p
     - sha256_prefix: expected leading hex digits of the SHA-256 (torchvision file names carry 8).
 
     Raises UserError when offline or the server refuses (the partial file is kept for a later resume),
-    and when the finished file fails its size/checksum (the partial file is deleted).
+    when the folder cannot be written (read-only, full disk), and when the finished file fails its
+    size/checksum (the partial file is deleted).
     """
     dest = Path(dest)
     if dest.exists():
@@ -103,13 +107,16 @@ def download(url, dest, sha256=None, size=None, desc=None, sha256_prefix=None, p
         if problem:
             raise UserError(f"{dest} exists but has {problem}; delete it to download it again")
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         _fetch(url, part, desc or dest.name, progress)
-    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as err:
+    except NETWORK_ERRORS as err:
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
         raise UserError(f"cannot download {url} ({reason}); check the network or place the file at {dest}") from err
+    except OSError as err:
+        raise UserError(f"cannot write in {dest.parent} ({err.strerror or err}); make it writable and free space "
+                        "on its disk") from err
     problem = _verify(part, size, sha256, sha256_prefix)
     if problem:
         part.unlink()

@@ -11,40 +11,88 @@ a placeholder instead of failing after a long training run; only a broken file t
 """
 import io
 import os
+import re
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import h5py
-import imageio.v3 as iio
 import numpy as np
+from PIL import Image
 
 from core.data.layout import SHAPES_IMAGES_FILE, SPLITS, images_key
 from core.errors import UserError
 
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
-# Photos are decoded by Pillow only: imageio would otherwise probe exotic formats (DICOM, TIFF) on
-# bytes that may come from the network.
-IMAGE_PLUGIN = "pillow"
+# Modes whose conversion to RGB Pillow gets right (alpha is dropped). The premultiplied ones (La, RGBa)
+# and LAB or HSV have no conversion that keeps their colours, so they are refused rather than garbled.
+PILLOW_RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+UINT16_RAWMODE = re.compile(r"I;16[LBN]?")  # unsigned 16-bit samples; the signed ones end in S
+
+
+class UnsupportedImage(ValueError):
+    """An image whose pixels have no sound conversion to 8-bit RGB."""
 
 
 def decode_image(source):
     """Decode an image file (path or file-like) as uint8 of shape (H, W, 3).
 
-    Pillow converts grey, palette, CMYK and RGBA (alpha dropped) images to RGB.
+    Grey, palette, CMYK and alpha images are converted by Pillow (alpha dropped). Pillow's own conversion
+    of wider samples clips everything above 255 to white, so they are scaled here instead:
+    - 16-bit samples (modes I;16*, and mode I decoded from 16-bit samples: older Pillow gives 16-bit
+      PNGs that mode, and it scales a PGM's maximum to 65535) by 255 / 65535, rounded;
+    - other 32-bit integer (I) and float (F) images from their minimum to their maximum onto 0..255,
+      since nothing in the file says what range they mean (a constant image becomes black).
+    UnsupportedImage for other modes and for float images holding NaN or infinities.
     """
-    return iio.imread(source, plugin=IMAGE_PLUGIN, mode="RGB")
+    with Image.open(source) as image:
+        mode = image.mode
+        if mode in PILLOW_RGB_MODES:
+            return np.array(image.convert("RGB"))  # writable, as torch.from_numpy wants
+        if mode not in UINT16_MODES + ("I", "F"):
+            raise UnsupportedImage(f"mode {mode}")
+        sixteen_bit = mode in UINT16_MODES or (mode == "I" and _holds_uint16(image))
+        pixels = np.asarray(image).astype(np.float64)  # float64 holds every int32 exactly
+    if sixteen_bit:
+        grey = pixels * (255 / 65535)
+    else:
+        grey = _min_max_scaled(pixels, mode)
+    return np.repeat(np.rint(grey).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _holds_uint16(image):
+    """Whether a mode I image was decoded from unsigned 16-bit samples (read before its pixels are loaded)."""
+    if image.format == "PPM":
+        return True  # PGM allows at most 16 bits a sample, and Pillow scales its maximum to 65535
+    if not image.tile:
+        return False
+    args = image.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) else args
+    return UINT16_RAWMODE.fullmatch(str(rawmode)) is not None
+
+
+def _min_max_scaled(pixels, mode):
+    """``pixels`` mapped linearly from their minimum..maximum onto 0..255 (all 0 when constant)."""
+    if not np.isfinite(pixels).all():
+        raise UnsupportedImage(f"mode {mode} with NaN or infinite pixels")
+    low, high = pixels.min(), pixels.max()
+    if high == low:
+        return np.zeros_like(pixels)
+    return (pixels - low) * (255 / (high - low))
 
 
 def read_image_file(path):
     """Decode the image file ``path`` as uint8 of shape (H, W, 3); UserError naming a file that cannot be read."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not an image file; give the path of an image file")
     try:
-        image = decode_image(path)
-    except (OSError, ValueError, RuntimeError, SyntaxError) as exc:  # what Pillow raises on bad files
+        return decode_image(path)
+    except UnsupportedImage as exc:
+        raise UserError(f"{path}: unsupported image ({exc}); convert it to 8-bit RGB") from None
+    # What Pillow raises on bad files; a decompression bomb is refused by its pixel count.
+    except (OSError, ValueError, RuntimeError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UserError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise UserError(f"{path}: unsupported image format {image.dtype} {image.shape}; convert it to 8-bit RGB")
-    return image
 
 
 class ImageSource:

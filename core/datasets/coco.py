@@ -5,16 +5,17 @@ and we found none published, so none is built in: what is verified is the zip's 
 files it must hold, and every check of ``load_coco_data`` on the extracted files, before the dataset
 directory appears. Pass ``--sha256`` to pin the archive once you know its digest.
 
-Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive]
+Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive] [--no-progress]
 """
-import argparse
 import re
 import shutil
-import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
+from urllib.parse import urlparse
 
+from core.cli import ArgumentParser, add_no_progress, run
 from core.data.download import download, safe_extract_zip
 from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, SPLITS, VOCAB_FILE, default_data_dir, features_file, \
     urls_file
@@ -22,6 +23,7 @@ from core.data.loader import load_coco_data
 from core.errors import UserError
 
 COCO_CAPTIONING_URL = "http://cs231n.stanford.edu/coco_captioning.zip"
+URL_SCHEMES = ("http", "https", "file")
 ARCHIVE_TOP = COCO_ARCHIVE_TOP
 EXPECTED_FILES = (CAPTIONS_FILE, VOCAB_FILE) + tuple(
     name for split in SPLITS for name in (features_file(split, True), features_file(split, False), urls_file(split)))
@@ -33,7 +35,8 @@ def check_archive(archive):
         with zipfile.ZipFile(archive) as zf:
             names = set(zf.namelist())
             bad_member = zf.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
+    # A damaged deflate stream fails in zlib before testzip can name the member.
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
         raise UserError(f"{archive} is not a readable zip archive ({err}); delete it and run again") from err
     if bad_member is not None:
         raise UserError(f"{archive}: member {bad_member} fails its CRC check; delete the archive and run again")
@@ -51,7 +54,7 @@ def check_dataset(base_dir):
                 close()
 
 
-def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, keep_archive=False):
+def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, keep_archive=False, progress=True):
     """Download, verify and extract the COCO captioning data into ``target_dir``; return it as a Path.
 
     A ``target_dir`` that already passes the loader's checks is left as it is. The archive is downloaded
@@ -61,6 +64,8 @@ def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, ke
     target_dir = Path(target_dir)
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise UserError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    if urlparse(url).scheme not in URL_SCHEMES:
+        raise UserError(f"--url must be an http(s) or file URL, got {url!r}")
     if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
         try:
             check_dataset(target_dir)
@@ -69,11 +74,25 @@ def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, ke
                             "remove it and run again") from err
         print(f"{target_dir} already holds the COCO captioning data")
         return target_dir
-    archive = download(url, target_dir.parent / f"{ARCHIVE_TOP}.zip", sha256=sha256, desc="coco_captioning.zip")
+    archive = download(url, target_dir.parent / f"{ARCHIVE_TOP}.zip", sha256=sha256, desc="coco_captioning.zip",
+                       progress=progress)
     check_archive(archive)
+    try:
+        extract_checked(archive, target_dir, progress)
+        if not keep_archive:
+            archive.unlink()
+    except OSError as err:  # a read-only folder or a full disk
+        raise UserError(f"cannot write in {target_dir.parent} ({err.strerror or err}); make it writable and free "
+                        "space on its disk, or give another --dir") from err
+    print(f"installed the COCO captioning data in {target_dir}")
+    return target_dir
+
+
+def extract_checked(archive, target_dir, progress):
+    """Extract ``archive`` beside ``target_dir`` and move its dataset there only once it passes the loader's checks."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.install.", dir=target_dir.parent))
     try:
-        extracted = safe_extract_zip(archive, staging / "archive") / ARCHIVE_TOP
+        extracted = safe_extract_zip(archive, staging / "archive", progress=progress) / ARCHIVE_TOP
         try:
             check_dataset(extracted)
         except UserError as err:
@@ -81,15 +100,11 @@ def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, ke
         extracted.replace(target_dir)
     finally:
         shutil.rmtree(staging)
-    if not keep_archive:
-        archive.unlink()
-    print(f"installed the COCO captioning data in {target_dir}")
-    return target_dir
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m core.datasets.coco",
-                                     description="Download and install the CS231n COCO captioning data.")
+    parser = ArgumentParser(prog="python -m core.datasets.coco",
+                            description="Download and install the CS231n COCO captioning data.")
     parser.add_argument("--dir", type=Path, default=default_data_dir(ARCHIVE_TOP),
                         help="dataset directory to create (default: core/datasets/coco_captioning)")
     parser.add_argument("--url", default=COCO_CAPTIONING_URL, help="URL of the coco_captioning.zip archive")
@@ -97,18 +112,15 @@ def parse_args(argv=None):
                         help="expected SHA-256 of the archive (none is published; without it the zip CRCs, "
                              "file list and dataset checks still run)")
     parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zip after installing")
+    add_no_progress(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        install_coco_captioning(args.dir, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    install_coco_captioning(args.dir, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive,
+                            progress=not args.no_progress)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)
