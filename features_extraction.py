@@ -20,7 +20,7 @@ from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_inf
 from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
 from core.features.preprocess import ImageFolder, list_images, read_image_list
 from core.features.vgg16 import VGG16, VGG16_FILE
-from core.fileio import atomic_write
+from core.fileio import atomic_write, check_writable_dir
 
 
 def build_parser():
@@ -97,6 +97,7 @@ def extract_image_files(args):
         raise UserError("--data-dir is for --encoder shapes; vgg16 reads --images-dir or --train-list/--val-list")
     if args.out is None:
         raise UserError("--encoder vgg16 needs --out, the folder receiving the feature files")
+    check_writable_dir(args.out, "--out")  # before the long extraction, not after it
     splits = image_file_splits(args)
     check_pca_dim(args.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
     encoder = load_encoder("vgg16", weights=args.vgg16_weights, device=args.device)
@@ -116,6 +117,7 @@ def extract_shapes(args):
     if not images_path.is_file():
         raise UserError(f"--data-dir {args.data_dir}: no {SHAPES_IMAGES_FILE}; build the shapes dataset first")
     out = args.out or args.data_dir
+    check_writable_dir(out, "--out")
     info = read_encoder_info(args.data_dir)
     encoder = load_encoder("shapes", base_dir=args.data_dir, device=args.device)
     try:

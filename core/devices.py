@@ -8,8 +8,16 @@ def pick_device(name="auto"):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    device = parse_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    return device
+
+
+def parse_device(name):
+    """The torch.device ``name`` means ("auto" aside); UserError for a name that is none."""
+    import torch
+
     try:
         return torch.device(name)
     except RuntimeError:

@@ -125,6 +125,20 @@ def writable_dir(path, flag):
     return path
 
 
+def check_writable_dir(path, flag):
+    """UserError naming ``flag`` unless a folder could be made or written at ``path``; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; choose a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; choose another folder")
+    try:
+        tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test.").close()
+    except OSError as err:
+        raise UserError(f"{flag} {path} is not writable ({err.strerror}); choose another folder") from None
+
+
 def writable_file(path, flag):
     """``path`` as a file the run may write (its folder created if needed); UserError naming ``flag`` otherwise."""
     path = Path(path)

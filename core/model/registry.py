@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state
-from core.devices import pick_device
+from core.devices import parse_device, pick_device
 from core.errors import UserError
 from core.model.rnn_model import CaptioningRNN
 from core.model.transformer import CaptioningTransformer
@@ -62,8 +62,13 @@ class ModelKind:
                             f"this machine's {available / 2 ** 30:.0f} GiB: lower the width options")
 
     def device(self, name="auto"):
-        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy."""
-        return pick_device(name) if self.framework == "torch" else "cpu"
+        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy (which still
+        refuses a name that is no device)."""
+        if self.framework == "torch":
+            return pick_device(name)
+        if name != "auto":
+            parse_device(name)
+        return "cpu"
 
     def build(self, word_to_idx, config, seed=0, device="cpu"):
         """A fresh model with initial weights drawn from ``seed``."""
