@@ -94,6 +94,22 @@ def load_training_state(path):
     raise UserError(f"checkpoint {path} should end in {NUMPY_SUFFIX} or {TORCH_SUFFIX}")
 
 
+def params_problem(saved, expected):
+    """Why checkpoint parameters ``saved`` (name -> array or tensor) cannot replace ``expected`` ones: names missing
+    or extra, shapes that differ, values that are not finite; None when they can."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or extra:
+        return f"lacks parameter(s) {', '.join(missing) or '-'} and has unknown ones {', '.join(extra) or '-'}"
+    shapes = [name for name in expected if tuple(saved[name].shape) != tuple(expected[name].shape)]
+    if shapes:
+        return (f"has parameter {shapes[0]} of shape {tuple(saved[shapes[0]].shape)} where the model's is "
+                f"{tuple(expected[shapes[0]].shape)}")
+    bad = sorted(name for name, value in saved.items() if not np.isfinite(np.asarray(value, dtype=np.float64)).all())
+    if bad:
+        return f"has parameter(s) {', '.join(bad)} holding NaN or infinite values"
+    return None
+
+
 def _existing(path):
     path = Path(path)
     if not path.is_file():

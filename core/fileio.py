@@ -6,6 +6,7 @@ Temporary names carry the writer's PID, so a later write to the same target remo
 """
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ def atomic_write(path, write):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
+        remove_left_by_dead(path.parent, f".{path.name}.", TMP_SUFFIX)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
     except OSError as err:
         raise _write_error(path, err) from None
@@ -52,12 +53,16 @@ def atomic_write_text(path, text):
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temporaries(path):
-    """Remove the temporary files of writes to ``path`` whose writer process is gone (killed mid-write)."""
-    for tmp in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+def remove_left_by_dead(folder, prefix, suffix=""):
+    """Remove the files and folders ``<prefix><pid>.<anything><suffix>`` in ``folder`` whose process ``pid`` is gone:
+    what a writer killed mid-write left behind (temporaries, staging and build folders)."""
+    for item in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        pid = item.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -68,10 +73,7 @@ def staged_files(folder):
     A staging folder that a killed process left behind is removed by the next call on the same folder.
     """
     folder = writable_dir(folder, "output folder")
-    for stale in folder.glob(f"{STAGING_PREFIX}*"):
-        pid = stale.name[len(STAGING_PREFIX):].split(".", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_left_by_dead(folder, STAGING_PREFIX)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}.", dir=folder))
     try:
         yield staging

@@ -198,6 +198,20 @@ def nan_param(arrays):
     arrays["param/Wx"][0, 0] = np.nan
 
 
+def run_with_edited_last(change):
+    """A copy of the trained LSTM's run folder whose ``last.npz`` had ``change(arrays)`` applied."""
+    def make(world, tmp_path):
+        run = tmp_path / "run"
+        shutil.copytree(world / "lstm", run)
+        with np.load(run / "last.npz", allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        change(arrays)
+        with open(run / "last.npz", "wb") as f:
+            np.savez(f, **arrays)
+        return str(run)
+    return make
+
+
 def no_images(world, tmp_path):
     (tmp_path / "images" / "train2014").mkdir(parents=True)
     (tmp_path / "images" / "val2014").mkdir()
@@ -232,6 +246,10 @@ FLAG_CASES = [
     ("train", ["--model", "lstm", "--bogus"], "--bogus"),
     ("train", ["--model", "lstm", "--data-dir", "{data}", "--out", "{lstm}", "--resume", "--hidden-dim", "9",
                "--wordvec-dim", "8"], "model_config"),
+    ("train", ["--model", "lstm", "--data-dir", "{data}", "--out", run_with_edited_last(missing_param), "--resume",
+               "--batch-size", "16", *SMALL["lstm"]], "lacks parameter(s) W_embed"),
+    ("train", ["--model", "lstm", "--data-dir", "{data}", "--out", run_with_edited_last(nan_param), "--resume",
+               "--batch-size", "16", *SMALL["lstm"]], "NaN"),
     ("infer", ["--model", "lstm", "--checkpoint", "{tmp}/none.npz"], "training.py --model lstm"),
     ("infer", ["--model", "rnn", "--checkpoint", "{lstm}/best.npz"], "--model lstm"),
     ("infer", ["--model", "lstm", "--checkpoint", "{file}"], "should end in"),
@@ -314,6 +332,22 @@ def test_a_dry_run_never_replaces_a_trained_run(world, capsys):
     assert {k: v for k, v in digest(world).items() if not k.startswith("lstm/dry-run/")} == before
     assert (world / "lstm" / "dry-run" / "best.npz").is_file()
     shutil.rmtree(world / "lstm" / "dry-run")
+
+
+@pytest.mark.parametrize("damage, fragment", [(lambda path: path.write_bytes(path.read_bytes()[:200]), "not a valid"),
+                                              (lambda path: np.savez(path, mean=np.full(4, np.nan),
+                                                                     components=np.eye(2, 4),
+                                                                     explained_variance=np.ones(2)), "NaN")])
+def test_a_truncated_or_nan_pca_file_is_one_line(tmp_path, damage, fragment):
+    from core.errors import UserError
+    from core.features.pca import fit_pca, load_pca, save_pca
+
+    path = tmp_path / "pca.npz"
+    save_pca(path, fit_pca(np.random.default_rng(0).standard_normal((10, 4)), dim=2))
+    damage(path)
+    with pytest.raises(UserError, match=fragment) as raised:
+        load_pca(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
 def assert_one_line_exit(main, argv, capsys, fragment):

@@ -7,6 +7,7 @@ directory appears. Pass ``--sha256`` to pin the archive once you know its digest
 
 Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive] [--no-progress]
 """
+import os
 import re
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, SPLITS, VOCAB_FILE
     urls_file
 from core.data.loader import load_coco_data
 from core.errors import UserError
+from core.fileio import remove_left_by_dead
 
 COCO_CAPTIONING_URL = "http://cs231n.stanford.edu/coco_captioning.zip"
 URL_SCHEMES = ("http", "https", "file")
@@ -90,7 +92,8 @@ def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, ke
 
 def extract_checked(archive, target_dir, progress):
     """Extract ``archive`` beside ``target_dir`` and move its dataset there only once it passes the loader's checks."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.install.", dir=target_dir.parent))
+    remove_left_by_dead(target_dir.parent, f".{target_dir.name}.install.")  # installs killed mid-way
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.install.{os.getpid()}.", dir=target_dir.parent))
     try:
         extracted = safe_extract_zip(archive, staging / "archive", progress=progress) / ARCHIVE_TOP
         try:

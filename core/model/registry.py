@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state
+from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.devices import parse_device, pick_device
 from core.errors import UserError
 from core.model.rnn_model import CaptioningRNN
@@ -87,26 +87,15 @@ class ModelKind:
 
     def load_params(self, model, params, path):
         """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""
-        bad = [name for name, value in params.items() if not np.isfinite(np.asarray(value, dtype=np.float64)).all()]
-        if bad:
-            raise UserError(f"checkpoint {path}: parameter(s) {', '.join(sorted(bad))} hold NaN or infinite values; "
-                            "use an earlier checkpoint")
+        expected = model.state_dict() if self.framework == "torch" else model.params
+        problem = params_problem(params, expected)
+        if problem:
+            raise UserError(f"checkpoint {path} {problem}: it does not match its own config; use another checkpoint")
         if self.framework == "torch":
-            try:
-                model.load_state_dict(params)
-            except RuntimeError as err:
-                raise UserError(f"checkpoint {path} does not match its own config ({str(err).splitlines()[0]})") \
-                    from None
+            model.load_state_dict(params)
             model.eval()  # no dropout while decoding
             return
-        missing = sorted(set(model.params) - set(params))
-        if missing:
-            raise UserError(f"checkpoint {path} lacks parameter(s) {', '.join(missing)}; it is incomplete: "
-                            "use another checkpoint")
         for name, value in params.items():
-            if name not in model.params or model.params[name].shape != value.shape:
-                raise UserError(f"checkpoint {path}: parameter {name} of shape {value.shape} does not match the "
-                                "model")
             model.params[name] = value.astype(model.params[name].dtype, copy=False)
 
 _NUMPY_OPTIM = OptimConfig(lr=2e-3)

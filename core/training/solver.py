@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.checkpoint import FORMAT_VERSION, load_training_state, save_training_state
+from core.checkpoint import FORMAT_VERSION, load_training_state, params_problem, save_training_state
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
 from core.fileio import atomic_write_text
 from core.errors import UserError
@@ -101,6 +101,9 @@ class Solver:
         if run.get("batch_size") != self.config.batch_size or run.get("num_train") != self.num_train:
             raise UserError(f"checkpoint {path} was trained with batch size {run.get('batch_size')} on "
                             f"{run.get('num_train')} captions; resume with the same --batch-size and --num_samples")
+        problem = params_problem(state["params"], self.updater.snapshot())
+        if problem:
+            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: delete it, or write to another --out")
         self.updater.load_state(state)
         self.step, self.history = run["step"], run["history"]
         self.last_saved_step = self.step
