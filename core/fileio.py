@@ -102,6 +102,33 @@ def _sigint_held():
         raise KeyboardInterrupt
 
 
+def build_folder(out, write):
+    """Make the folder ``out`` by ``write(folder)`` into a staging folder beside it, then one rename (an older
+    ``out`` is moved aside first and removed after): an interrupted build leaves the old folder, or none."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in (".building", ".old"):  # what builds killed before their last rename left
+            remove_left_by_dead(out.parent, f".{out.name}.", leftover)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building", dir=out.parent))
+    except OSError as err:
+        raise _write_error(out, err) from None
+    try:
+        write(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".old", dir=out.parent))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except OSError as err:
+        raise _write_error(out, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def pid_alive(pid):
     """Whether a process ``pid`` exists on this machine."""
     try:
@@ -159,28 +186,32 @@ class FolderLock:
     """
 
     def __init__(self, folder, flag):
-        self.path, self.flag, self._file = Path(folder) / LOCK_FILE, flag, None
+        self.path, self.flag, self._fd = Path(folder) / LOCK_FILE, flag, None
 
     def __enter__(self):
-        self._file = open(self.path, "a+")
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
             raise UserError(f"{self.flag} {self.path.parent} is in use by another run (PID {holder}); wait for it "
                             "to end or choose another folder") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        except OSError as err:
+            os.close(self._fd)
+            raise _write_error(self.path, err) from None
         return self
 
     def __exit__(self, *exc_info):
-        self._file.close()  # closing releases the flock
+        os.close(self._fd)  # closing releases the flock
 
 
 def _write_error(path, err):

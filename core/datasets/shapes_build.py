@@ -11,9 +11,6 @@ and renamed into place at the end, so an interrupted build leaves no partial dat
 Dimension legend: M images of a split, S image side, N captions of a split (5 per image).
 """
 import json
-import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +25,7 @@ from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, MANIFE
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.errors import UserError
-from core.fileio import remove_left_by_dead
+from core.fileio import build_folder
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
@@ -200,25 +197,13 @@ def build_shapes_dataset(out_dir, config=None, progress=True):
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
         raise UserError(f"--out {out} exists and is not a shapes dataset: choose a new or empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in (".building", ".old"):  # what builds killed before their last rename left
-        remove_left_by_dead(out.parent, f".{out.name}.", leftover)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building", dir=out.parent))
-    try:
+
+    def write(folder):
         with _torch_threads(config.threads):
-            manifest = _build_into(tmp, config, progress)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            # Move the old dataset aside first: the new one appears by one rename, the old one goes after.
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".old", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+            manifest = _build_into(folder, config, progress)
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+    return build_folder(out, write)
 
 
 def read_manifest(base_dir):

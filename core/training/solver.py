@@ -124,7 +124,8 @@ class Solver:
         return self.history
 
     def _train_epoch(self, epoch, first):
-        """One epoch from iteration ``first``; returns False when stopped early on request."""
+        """One epoch from iteration ``first``; returns False when stopped early on request (a stop on the epoch's
+        last step still ends the epoch first: validation, best, history)."""
         order = np.random.default_rng([self.config.seed, epoch]).permutation(self.num_train)
         last = min(self.iterations_per_epoch, self.total_steps - epoch * self.iterations_per_epoch)
         bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="it",
@@ -142,14 +143,14 @@ class Solver:
             self.history["train_loss"].append(loss)
             self.step += 1
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-            if self._stop.is_set():
-                return False
-            if self._save_due() and self.step < self.total_steps:
+            if self._save_due() and it + 1 < last:  # an epoch's last step is saved by _end_epoch
                 self._save(self.last_path)
+            if self._stop.is_set():  # after the save: a Ctrl-C during it stops here, not a step later
+                break
         bar.close()
         if it + 1 == self.iterations_per_epoch or self.step == self.total_steps:
             self._end_epoch(epoch, time.perf_counter() - start)
-        return True
+        return not self._stop.is_set()
 
     def _save_due(self):
         if self.config.save_every:
@@ -206,10 +207,10 @@ class Solver:
         run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
                "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
         meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
-        with self._saving:  # a Ctrl-C now waits for the file to be complete
+        with self._saving:  # a second Ctrl-C now waits for the file to be complete
             save_training_state(path, meta, self.updater.state())
-        if path == self.last_path:
-            self._saved_at, self.last_saved_step = time.perf_counter(), self.step
+            if path == self.last_path:
+                self._saved_at, self.last_saved_step = time.perf_counter(), self.step
 
     def _write_history(self):
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
@@ -249,12 +250,12 @@ def _install_sigint(stop, saving):
         return None
 
     def handler(signum, frame):
-        if saving.active:
+        if not stop.is_set():
+            stop.set()  # the first press, also during a write: stop after the step, saving last
+        elif saving.active:
             saving.interrupted = True
-        elif stop.is_set():
-            raise KeyboardInterrupt
         else:
-            stop.set()
+            raise KeyboardInterrupt
 
     return signal.signal(signal.SIGINT, handler)
 
