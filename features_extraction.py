@@ -3,7 +3,13 @@
 Writes, into --out: {train,val}2014_vgg16_fc7.h5 (raw encoder features), {train,val}2014_vgg16_fc7_pca.h5
 (projected by a PCA fitted on train only), pca.npz, encoder.json and {train,val}2014_urls.txt.
 
+With --captions, it builds a whole dataset folder from your own images and caption files (COCO annotations,
+Karpathy split files, or CSV/TSV with image,caption[,split] columns): captions, vocabulary, features, PCA.
+
 Examples:
+    python features_extraction.py --captions dataset_flickr8k.json --images-dir Flicker8k_Dataset --out flickr8k
+    python features_extraction.py --captions train=captions_train2014.json --captions val=captions_val2014.json \
+        --images-dir coco_images --out my_coco
     python features_extraction.py --encoder vgg16 --images-dir coco_images --out core/datasets/coco_captioning
     python features_extraction.py --encoder vgg16 --train-list train.txt --val-list val.txt --out my_features
     python features_extraction.py --encoder shapes --data-dir core/datasets/shapes
@@ -13,8 +19,9 @@ from pathlib import Path
 
 import h5py
 
-from core.cli import ArgumentParser, add_no_progress, positive_int, run
-from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, images_key
+from core.cli import ArgumentParser, add_no_progress, add_seed, defaults_of, positive_int, run
+from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, UNK, images_key
+from core.datasets.own_data import MAX_WORDS, OwnDataConfig, build_own_dataset, parse_source
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
 from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
@@ -46,8 +53,29 @@ def build_parser():
                         help=f"images per forward pass (default {BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
+    add_captions_flags(parser)
     add_no_progress(parser)
     return parser
+
+
+def add_captions_flags(parser):
+    own = defaults_of(OwnDataConfig)
+    group = parser.add_argument_group("your own data (--captions)")
+    group.add_argument("--captions", action="append", metavar="[SPLIT=]FILE",
+                       help="build a dataset folder from this caption file (repeat for several; SPLIT= train, val or "
+                            "test puts a COCO or CSV file's images in that split); --images-dir is the folder its "
+                            "image paths are relative to")
+    group.add_argument("--min-word-count", type=positive_int, default=own["min_word_count"],
+                       help=f"words seen fewer times in the training captions become {UNK} (default "
+                            f"{own['min_word_count']})")
+    group.add_argument("--restval", choices=("train", "skip"), default=own["restval"],
+                       help="Karpathy's restval images: train on them (default) or leave them out")
+    group.add_argument("--val-fraction", type=float, default=own["val_fraction"],
+                       help=f"share of the images drawn for val when the caption files name no splits (default "
+                            f"{own['val_fraction']})")
+    group.add_argument("--skip-missing", action="store_true",
+                       help="leave out images that are missing or unreadable (default: refuse, listing them)")
+    add_seed(parser, own["seed"], "seed of the train/val draw when the caption files name no splits")
 
 
 def image_file_splits(args):
@@ -100,12 +128,42 @@ def extract_image_files(args):
     check_writable_dir(args.out, "--out")  # before the long extraction, not after it
     splits = image_file_splits(args)
     check_pca_dim(args.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
-    encoder = load_encoder("vgg16", weights=args.vgg16_weights, device=args.device)
-    weights = Path(args.vgg16_weights).name if args.vgg16_weights else VGG16_FILE
-    info = {"name": "vgg16", "weights": weights, "layer": "fc7 (after ReLU)", "feature_dim": encoder.feature_dim,
-            "preprocess": "resize shorter side 256, centre crop 224, ImageNet mean/std"}
+    encoder, info = vgg16_encoder(args)
     write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
                         progress=not args.no_progress)
+
+
+def vgg16_encoder(args):
+    """The VGG16 encoder and its ``encoder.json`` record."""
+    encoder = load_encoder("vgg16", weights=args.vgg16_weights, device=args.device)
+    weights = Path(args.vgg16_weights).name if args.vgg16_weights else VGG16_FILE
+    return encoder, {"name": "vgg16", "weights": weights, "layer": "fc7 (after ReLU)",
+                     "feature_dim": encoder.feature_dim,
+                     "preprocess": "resize shorter side 256, centre crop 224, ImageNet mean/std"}
+
+
+def build_from_captions(args):
+    """--captions: a dataset folder from the user's images and caption files."""
+    if args.encoder != "vgg16" or args.data_dir or args.train_list or args.val_list:
+        raise UserError("--captions builds from image files with --encoder vgg16; --data-dir, --train-list and "
+                        "--val-list do not go with it")
+    if args.images_dir is None or args.out is None:
+        raise UserError("--captions needs --images-dir (the folder its image paths are relative to) and --out")
+    check_writable_dir(args.out, "--out")
+    config = OwnDataConfig(min_word_count=args.min_word_count, restval=args.restval, val_fraction=args.val_fraction,
+                           seed=args.seed, skip_missing=args.skip_missing, pca_dim=args.pca_dim,
+                           batch_size=args.batch_size)
+    sources = [parse_source(text) for text in args.captions]
+    manifest = build_own_dataset(args.out, sources, args.images_dir, lambda: vgg16_encoder(args), config,
+                                 device=args.device, progress=not args.no_progress)
+    sizes = ", ".join(f"{split} {size['images']} images / {size['captions']} captions"
+                      for split, size in manifest["sizes"].items())
+    print(f"{sizes}; vocabulary {manifest['vocab_size']} words, {100 * manifest['train_unk_share']:.2f}% of training "
+          f"tokens {UNK}; {manifest.get('truncated', 0)} captions cut to {MAX_WORDS} words, "
+          f"{manifest.get('empty_after_cleaning', 0)} empty ones dropped, {len(manifest['skipped_images'])} images "
+          "skipped")
+    print("training caption lengths (words: captions): " + ", ".join(
+        f"{n}: {c}" for n, c in manifest["train_caption_length_histogram"].items()))
 
 
 def extract_shapes(args):
@@ -138,7 +196,9 @@ def extract_shapes(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.device = resolve_device(args.device)  # a bad --device fails before any slow step
-    if args.encoder == "vgg16":
+    if args.captions:
+        build_from_captions(args)
+    elif args.encoder == "vgg16":
         extract_image_files(args)
     else:
         extract_shapes(args)

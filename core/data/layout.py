@@ -19,6 +19,7 @@ Nothing else in the project spells these names: ask this module.
 from pathlib import Path
 
 SPLITS = ("train", "val")
+HELD_OUT_SPLIT = "test"  # written by datasets that have one (Karpathy's test images); no training reads it
 
 CAPTIONS_FILE = "coco2014_captions.h5"
 VOCAB_FILE = "coco2014_vocab.json"

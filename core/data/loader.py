@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.data.layout import CAPTIONS_FILE, END, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, features_file, \
-    image_idxs_key, urls_file
+from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, \
+    features_file, image_idxs_key, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.errors import UserError
@@ -167,9 +167,9 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     base_dir = Path(base_dir)
     if not base_dir.is_dir():
         raise UserError(f"dataset directory {base_dir} not found; {GET_DATASETS_HINT}")
-    unknown = set(splits) - set(SPLITS)
+    unknown = set(splits) - {*SPLITS, HELD_OUT_SPLIT}
     if unknown:
-        raise ValueError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+        raise ValueError(f"splits must be among {(*SPLITS, HELD_OUT_SPLIT)}, got {sorted(unknown)}")
     word_to_idx, idx_to_word = _read_vocab(base_dir)
     data = _read_captions(base_dir, splits, len(idx_to_word))
     data["word_to_idx"], data["idx_to_word"] = word_to_idx, idx_to_word
@@ -189,7 +189,7 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
 
 def feature_width(data):
     """D, the width of the features of the splits in ``data`` (a ``load_coco_data`` dict)."""
-    split = next(split for split in SPLITS if f"{split}_features" in data)
+    split = next(split for split in (*SPLITS, HELD_OUT_SPLIT) if f"{split}_features" in data)
     return data[f"{split}_features"].shape[1]
 
 

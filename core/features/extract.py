@@ -74,13 +74,14 @@ def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="
 
 
 def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device=None, progress=True):
-    """Extract and write every feature file of the dataset layout for the train and val splits.
+    """Extract and write every feature file of the dataset layout for the given splits (train and val, and a
+    held-out test split when the dataset has one).
 
     Inputs:
     - out_dir: pathlib.Path of the dataset folder (created if needed).
     - encoder: the encoder to run.
-    - splits: dict with keys "train" and "val", each a pair (images, urls): an image sequence of
-      length M and M url strings (one per image, written one per line).
+    - splits: dict split name -> a pair (images, urls): an image sequence of length M and M url strings (one
+      per image, written one per line); "train" and "val" at least.
     - encoder_info: dict written to ``encoder.json`` (must contain "name").
     - pca_dim: K, width of the ``_pca`` files; the PCA is fitted on the train split only.
 
@@ -93,7 +94,10 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_s
 
 
 def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device, progress):
-    for split in SPLITS:
+    missing = set(SPLITS) - set(splits)
+    if missing:
+        raise ValueError(f"splits lacks {sorted(missing)}")
+    for split in splits:
         images, urls = splits[split]
         if len(urls) != len(images):
             raise ValueError(f"{split}: {len(images)} images but {len(urls)} urls")
@@ -105,7 +109,7 @@ def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, dev
     with read_features_h5(out_dir / features_file("train", False)) as train_features:
         pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)", progress=progress)
     save_pca(out_dir / PCA_FILE, pca)
-    for split in SPLITS:
+    for split in splits:
         raw_name, pca_name = features_file(split, False), features_file(split, True)
         with read_features_h5(out_dir / raw_name) as features:
             save_features_h5(out_dir / pca_name, pca.project(features))
