@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from core.checkpoint import load_training_state
+from tests.test_scripts import assert_clean_error
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"rnn": ["--hidden-dim", "8", "--wordvec-dim", "8"], "lstm": ["--hidden-dim", "8", "--wordvec-dim", "8"],
@@ -72,15 +73,6 @@ def finish(process, timeout=120):
     _, stderr = process.communicate(timeout=timeout)
     assert process.returncode == 0, stderr
     return stderr
-
-
-def assert_clean_error(result, *fragments):
-    """Exit code 2 and one line on stderr holding every fragment, no traceback."""
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def assert_same_params(path_a, path_b):
