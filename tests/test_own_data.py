@@ -111,8 +111,13 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path, weights, images
     assert "squares" in data["word_to_idx"] or "<UNK>" in data["word_to_idx"]
 
 
-def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, monkeypatch):
-    out = build(tmp_path, weights, images, [write_csv(tmp_path / "c.csv")])
+SOURCES = {"csv": lambda tmp: [write_csv(tmp / "c.csv")], "coco": write_coco,
+           "karpathy": lambda tmp: [write_karpathy(tmp / "k.json")]}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, monkeypatch, source):
+    out = build(tmp_path, weights, images, SOURCES[source](tmp_path))
     # --image encodes with the folder's recorded encoder, VGG16, whose weights it would otherwise download
     monkeypatch.setattr("core.features.encoders.fetch_vgg16_weights", lambda: weights)
     run_dir = tmp_path / "run"
