@@ -26,6 +26,7 @@ results: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.bench_rnn --cell lstm
 	$(BIN)/python -m benchmarks.bench_transformer
+	$(BIN)/python -m benchmarks.bench_cider
 
 clean-venv:
 	rm -rf $(VENV)
