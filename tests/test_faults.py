@@ -21,6 +21,7 @@ import torch
 
 from core.checkpoint import load_training_state
 from tests.test_scripts import assert_clean_error
+from tests.test_solver import StopAt
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"rnn": ["--hidden-dim", "8", "--wordvec-dim", "8"], "lstm": ["--hidden-dim", "8", "--wordvec-dim", "8"],
@@ -336,21 +337,14 @@ def small_solver(data, out_dir, epochs=2, save_every=0):
     return Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix)
 
 
-class SigintAfter:
+class SigintAfter(StopAt):
     """Wraps an updater: a real SIGINT to this process as step ``step`` ends (the first Ctrl-C)."""
 
     def __init__(self, updater, step):
-        self.updater, self.step, self.count = updater, step, 0
+        super().__init__(updater, None, step)
 
-    def __getattr__(self, name):
-        return getattr(self.updater, name)
-
-    def train_step(self, *args):
-        loss = self.updater.train_step(*args)
-        self.count += 1
-        if self.count == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss
+    def on_step(self):
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,11 @@ class StopAt:
         loss = self.updater.train_step(*args)
         self.count += 1
         if self.count == self.step:
-            self.solver_ref[0].request_stop()
+            self.on_step()
         return loss
+
+    def on_step(self):
+        self.solver_ref[0].request_stop()
 
 
 def final_params(solver):
