@@ -112,7 +112,9 @@ def caption_similarity_matrix(captions):
       has no n-grams of some order (fewer than n words) gets 0 for that order.
     """
     weights = [_ngram_weights(caption) for caption in captions]
-    columns = {gram: column for column, gram in enumerate(set().union(*weights))}
+    # Sorted, not a set's order: that follows the per-process string hash, and the order of the sum in the
+    # matmul below with it, which broke ties between equally central captions differently from run to run.
+    columns = {gram: column for column, gram in enumerate(sorted(set().union(*weights)))}
     vectors = np.zeros((len(captions), len(columns)))  # (P, G): weighted n-gram counts of each caption
     for row, caption_weights in enumerate(weights):
         vectors[row, [columns[gram] for gram in caption_weights]] = list(caption_weights.values())

@@ -116,3 +116,30 @@ def test_bad_arguments_raise():
         nearest_neighbours(train, query, k=11)
     with pytest.raises(ValueError, match="caption lists"):
         nearest_neighbour_captions(train, captions[:9], query)
+
+
+TIED_POOLS = [  # two captions of each pool are equally central: which one wins must not depend on the process
+    ["a purple square and a blue circle", "a scene with a purple box and a blue disc",
+     "one purple box and one blue circle", "a large purple square to the left of a small blue circle",
+     "a small blue circle to the right of a large purple square"],
+    ["a green triangle", "an image of a green triangle", "one green triangle", "a big green triangle on its own",
+     "a large green triangle on its own"],
+]
+
+
+def test_consensus_ties_do_not_depend_on_the_string_hash_seed():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys; from core.baselines import consensus_index; "
+            "print(json.dumps([consensus_index(p) for p in json.loads(sys.argv[1])]))")
+    picks = set()
+    for seed in range(1, 9):
+        env = dict(os.environ, PYTHONHASHSEED=str(seed))
+        result = subprocess.run([sys.executable, "-c", code, json.dumps(TIED_POOLS)], capture_output=True, text=True,
+                                env=env, cwd=Path(__file__).resolve().parents[1], check=True)
+        picks.add(result.stdout.strip())
+    assert len(picks) == 1, picks
