@@ -7,7 +7,7 @@
 import argparse
 
 from core import cli
-from core.data.layout import END, SPLITS
+from core.data.layout import END, HELD_OUT_SPLIT, SPLITS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
@@ -22,8 +22,9 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, choices=MODEL_TYPES, help="the model type the checkpoint holds")
     p.add_argument("--checkpoint", default=DEFAULTS["checkpoint"],
                    help="checkpoint file (default: runs/<model>/best.npz, or best.pt for the transformer)")
-    p.add_argument("--split", choices=SPLITS, default=DEFAULTS["split"],
-                   help="which split to caption (default: both for galleries, val for --evaluate)")
+    p.add_argument("--split", choices=(*SPLITS, HELD_OUT_SPLIT), default=DEFAULTS["split"],
+                   help=f"which split to caption (default: both for galleries, val for --evaluate); {HELD_OUT_SPLIT}: "
+                        "the held-out split, where the data has one")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int,
                    default=DEFAULTS["num_samples"],
                    help=f"images to show per split (default {SHOWN_IMAGES}); with --evaluate, evaluate only the "

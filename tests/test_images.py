@@ -35,7 +35,7 @@ def test_shapes_images_read_by_split_and_index(shapes_dir):
         with pytest.raises(ValueError, match="out of range"):
             source.get("val", 3, "shapes://val/3")
         with pytest.raises(ValueError, match="split"):
-            source.get("test", 0, "")
+            source.get("train2", 0, "")  # "test" is the held-out split now
 
 
 def test_shapes_file_corrupt_or_incomplete(tmp_path):

@@ -178,3 +178,29 @@ def test_min_word_count_must_be_positive_and_missing_images_can_be_skipped(tmp_p
     assert not (tmp_path / "refused").exists()
     assert features_extraction.main(argv + ["--out", str(tmp_path / "skipped"), "--skip-missing"]) is None
     assert json.loads((tmp_path / "skipped" / "manifest.json").read_text())["skipped_images"] == ["gone.png"]
+
+
+def test_a_karpathy_test_split_is_held_out_and_evaluated(tmp_path, weights, images):
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    iio.imwrite(folder / "g.png", np.full((40, 48, 3), 200, dtype=np.uint8))
+    path = write_karpathy(tmp_path / "k.json")
+    entries = json.loads(path.read_text())
+    entries["images"].append({"filepath": "", "filename": "g.png", "split": "test",
+                              "sentences": [{"raw": "a red circle", "tokens": ["a", "red", "circle"]}]})
+    path.write_text(json.dumps(entries))
+    out = build(tmp_path, weights, folder, [path])
+    assert json.loads((out / "manifest.json").read_text())["sizes"]["test"] == {"images": 1, "captions": 1}
+    assert load_coco_data(out)["train_features"].shape[0] == 4  # the test image is not trained on
+    test = load_coco_data(out, splits=("test",))
+    assert test["test_features"].shape == (1, 2) and decode_captions(test["test_captions"],
+                                                                     test["idx_to_word"]) == ["a red circle"]
+    run_dir = tmp_path / "run"
+    assert training.main(["--model", "lstm", "--data-dir", str(out), "--out", str(run_dir), "--dry-run",
+                          "--hidden-dim", "8", "--wordvec-dim", "8", "--no-progress"]) == 0
+    output = tmp_path / "test.json"
+    assert inference.main(["--model", "lstm", "--checkpoint", str(run_dir / "best.npz"), "--evaluate", "--split",
+                           "test", "--output", str(output), "--no-progress"]) == 0
+    assert json.loads(output.read_text())["split"] == "test"

@@ -48,6 +48,9 @@ def _read_captions(base_dir, splits, vocab_size):
     arrays = {}
     with _open_h5(path) as h5:
         for split in splits:
+            if split == HELD_OUT_SPLIT and captions_key(split) not in h5:
+                raise UserError(f"{path} has no {split} split: only data built with a held-out split has one (e.g. "
+                                "Karpathy's, through features_extraction.py --captions); use --split val")
             captions = _h5_dataset(h5, captions_key(split))[()]
             idxs = _h5_dataset(h5, image_idxs_key(split))[()]
             problem = _captions_problem(captions, vocab_size) or _idxs_problem(idxs, captions.shape[:1])
