@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    help="caption every image of the split and compute BLEU, METEOR, ROUGE-L, CIDEr (+ grounding)")
     p.add_argument("--out", default=DEFAULTS["out"], help="directory for gallery PNGs (default: the checkpoint's directory)")
     p.add_argument("--output", default=DEFAULTS["output"], help="write predictions, references and metrics to this JSON file")
+    p.add_argument("--coco-results", default=DEFAULTS["coco_results"], metavar="FILE",
+                   help="with --evaluate: also write the captions in the COCO results format ([{image_id, caption}], "
+                        "ids from the image file names), for the official evaluation tools and server")
     p.add_argument("--image", nargs="+", default=[], metavar="FILE",
                    help="caption your own image files (encoded like the training dataset's images)")
     p.add_argument("--images-dir", default=DEFAULTS["images_dir"], help="COCO: folder of the split's jpg files, for galleries")
@@ -54,6 +57,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.image and args.evaluate:
         p.error("--image and --evaluate do not go together: evaluation needs a dataset split")
+    if args.coco_results and not args.evaluate:
+        p.error("--coco-results goes with --evaluate: it writes the evaluated captions")
     return args
 
 

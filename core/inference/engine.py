@@ -11,13 +11,13 @@ import numpy as np
 
 from core.cli import seed_everything
 from core.data.images import ImageSource
-from core.data.layout import MAX_DECODE_LENGTH, SPLITS, checkpoint_file, default_run_dir, gallery_file
+from core.data.layout import MAX_DECODE_LENGTH, SPLITS, checkpoint_file, default_run_dir, gallery_file, urls_file
 from core.data.loader import feature_width, load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
 from core.errors import UserError
 from core.fileio import atomic_write_text, writable_dir, writable_file
-from core.inference.evaluation import caption_features, evaluate_split, split_images
+from core.inference.evaluation import caption_features, coco_results, evaluate_split, split_images
 from core.model.registry import load_model, model_kind
 from core.plotting import save_gallery
 
@@ -36,6 +36,7 @@ class InferenceSettings:
     evaluate: bool = False
     out: str | None = None  # galleries; None: the checkpoint's directory
     output: str | None = None  # JSON of predictions, references, metrics
+    coco_results: str | None = None  # the evaluated captions in the COCO results format
     images: tuple = ()  # the user's own image files
     images_dir: str | None = None
     fetch_urls: bool = True
@@ -56,8 +57,9 @@ def run_inference(settings):
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} not found: train one with `python training.py --model "
                         f"{settings.model}` or pass --checkpoint")
-    if settings.output:
-        writable_file(settings.output, "--output")  # before any work, not after it
+    for path, flag in ((settings.output, "--output"), (settings.coco_results, "--coco-results")):
+        if path:
+            writable_file(path, flag)  # before any work, not after it
     out_dir = None if settings.evaluate else writable_dir(settings.out or checkpoint.parent, "--out")
     device = kind.device(settings.device)
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
@@ -131,6 +133,11 @@ def _evaluate(model, data, split, settings, rng):
     result = evaluate_split(model, data, split, settings.max_length, settings.decode, limit=settings.num_samples,
                             rng=rng)
     print(f"{split}: {result['num_images']} images decoded in {result['decode_seconds']:.1f} s")
+    if settings.coco_results:
+        urls_path = Path(data["base_dir"]) / urls_file(split)
+        results = coco_results(result["predictions"], data[f"{split}_urls"], urls_path)
+        atomic_write_text(settings.coco_results, json.dumps(results))
+        print(f"COCO results ({len(results)} captions): {settings.coco_results}")
     for key, value in result["metrics"].items():
         print(f"  {key:<20} {100 * value:6.2f}  (x100)")
     for key, value in (result["grounding"] or {}).items():

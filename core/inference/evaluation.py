@@ -3,8 +3,10 @@
 Dimension legend: M images, D feature width, L max caption length.
 """
 import json
+import re
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -78,6 +80,26 @@ def score_predictions(predictions, references, data_dir, split):
         grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions})
     return {"split": split, "predictions": predictions, "references": references,
             "metrics": compute_metrics(predictions, references), "grounding": grounding}
+
+
+def coco_results(predictions, urls, urls_path):
+    """The COCO results format of ``predictions`` (image row -> caption): ``[{"image_id", "caption"}]``, what the
+    official evaluation tools and the COCO server read. An image's id is the number its file name ends in
+    (``COCO_val2014_000000391895.jpg`` -> 391895), from ``urls`` (the split's URL list, read from ``urls_path``)."""
+    results, seen = [], {}
+    for row, caption in predictions.items():
+        stem = Path(urlparse(str(urls[row])).path).stem
+        digits = re.search(r"(\d+)$", stem)
+        if digits is None:
+            raise UserError(f"{urls_path} line {row + 1} ({urls[row]}) has no image id at the end of its file "
+                            "name, which the COCO results format needs; drop --coco-results")
+        image_id = int(digits.group(1))
+        if image_id in seen:
+            raise UserError(f"{urls_path} lines {seen[image_id] + 1} and {row + 1} give the same image id "
+                            f"{image_id}; the COCO results format needs distinct ones")
+        seen[image_id] = row
+        results.append({"image_id": image_id, "caption": caption})
+    return results
 
 
 def summary_row(result):
