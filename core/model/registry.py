@@ -18,6 +18,7 @@ from core.model.rnn_model import CaptioningRNN
 from core.model.transformer import CaptioningTransformer
 from core.training.updaters import NumpyUpdater, OptimConfig, TorchUpdater
 
+
 @dataclass(frozen=True)
 class ModelKind:
     """Everything the rest of the code needs to know of one model kind."""
@@ -98,6 +99,7 @@ class ModelKind:
         for name, value in params.items():
             model.params[name] = value.astype(model.params[name].dtype, copy=False)
 
+
 _NUMPY_OPTIM = OptimConfig(lr=2e-3)
 MODEL_KINDS = {kind.name: kind for kind in (
     ModelKind("rnn", CaptioningRNN, "numpy", epochs=6, optim=_NUMPY_OPTIM, config={"cell_type": "rnn"}),
@@ -107,11 +109,13 @@ MODEL_KINDS = {kind.name: kind for kind in (
 )}
 MODEL_TYPES = tuple(MODEL_KINDS)
 
+
 def model_kind(name):
     """The ModelKind called ``name``; UserError naming the kinds there are."""
     if name not in MODEL_KINDS:
         raise UserError(f"unknown model {name!r}: use one of {', '.join(MODEL_TYPES)}")
     return MODEL_KINDS[name]
+
 
 def load_model(path, device="cpu", expect_type=None):
     """Rebuild the model saved in checkpoint ``path``, ready for inference (torch models in eval mode).
