@@ -23,7 +23,7 @@ from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, load_sh
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, pretrain_encoder, scene_labels
 
 SIZE = 64
-TINY = ShapesConfig(num_train=64, num_val=16, encoder_epochs=1, pca_dim=16, probe_epochs=2)
+TINY = ShapesConfig(num_train=64, num_val=16, num_test=8, encoder_epochs=1, pca_dim=16, probe_epochs=2)
 NOUN_TO_SHAPE = {noun: shape for shape, (singular, plural) in SHAPE_NOUNS.items() for noun in singular + plural}
 FILLER = {"and", "image", "picture", "scene", "with", "of", "on", "its", "own"}
 RELATION_VOCAB = {word for wordings in RELATION_WORDS.values() for words in wordings for word in words}
@@ -198,7 +198,8 @@ def test_encoder_input_checks_and_load_errors(tmp_path):
 
 LAYOUT = ["coco2014_captions.h5", "coco2014_vocab.json", "train2014_vgg16_fc7_pca.h5", "val2014_vgg16_fc7_pca.h5",
           "train2014_vgg16_fc7.h5", "val2014_vgg16_fc7.h5", "train2014_urls.txt", "val2014_urls.txt", "pca.npz",
-          "encoder.json", "encoder.pt", "shapes_images.h5", "shapes_scenes.json", "manifest.json"]
+          "encoder.json", "encoder.pt", "shapes_images.h5", "shapes_scenes.json", "manifest.json",
+          "test2014_vgg16_fc7_pca.h5", "test2014_vgg16_fc7.h5", "test2014_urls.txt"]  # the held-out split
 
 
 def test_build_writes_the_layout(built):
@@ -301,10 +302,24 @@ def test_bad_config_and_foreign_folder_are_refused(tmp_path):
 
 
 def test_command_line_build_and_bad_flag(tmp_path, capsys):
-    shapes_build.main(["--out", str(tmp_path / "cli"), "--num-train", "64", "--num-val", "8",
+    shapes_build.main(["--out", str(tmp_path / "cli"), "--num-train", "64", "--num-val", "8", "--num-test", "4",
                        "--encoder-epochs", "1", "--pca-dim", "8"])
     assert json.loads(capsys.readouterr().out)["vocab_size"] > 20
     assert load_coco_data(tmp_path / "cli")["train_features"].shape == (64, 8)
     with pytest.raises(SystemExit) as exit_info:
         shapes_build.main(["--num-train", "zero"])
     assert exit_info.value.code == 2
+
+
+def test_the_held_out_test_split_is_built_apart(built):
+    from core.inference.evaluation import load_scenes
+
+    data = load_coco_data(built["a"], splits=("test",))
+    assert data["test_features"].shape == (8, 16) and data["test_captions"].shape == (40, 17)
+    assert len(load_scenes(built["a"], "test")) == 8
+    # Its own random streams: adding it left train and val as they were without it.
+    plain = build_shapes_dataset(built["a"].parent / "no-test", replace(TINY, num_test=0))
+    for split in ("train", "val"):
+        assert np.array_equal(load_coco_data(plain)[f"{split}_captions"], load_coco_data(built["a"])[f"{split}_captions"])
+    with pytest.raises(UserError, match="no test split"):
+        load_coco_data(plain, splits=("test",))

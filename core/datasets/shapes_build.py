@@ -20,8 +20,9 @@ import h5py
 import numpy as np
 import torch
 
-from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, MANIFEST_FILE, PCA_DIM, SHAPES_IMAGES_FILE, \
-    SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, default_data_dir, features_file, image_idxs_key, images_key
+from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, HELD_OUT_SPLIT, MANIFEST_FILE, PCA_DIM, \
+    SHAPES_IMAGES_FILE, SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, default_data_dir, features_file, \
+    image_idxs_key, images_key
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.errors import UserError
@@ -32,10 +33,10 @@ from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, 
 from core.shapes_world.captions import scene_captions
 from core.shapes_world.render import render_scenes, sample_scenes
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 # Independent random streams per purpose, so that e.g. more val images leave the train split unchanged.
 _STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captions": 3, "extra_scenes": 4,
-            "probe_shuffle": 5}
+            "probe_shuffle": 5, "test_scenes": 6, "test_captions": 7}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ShapesConfig:
     """Everything that determines a shapes dataset; the manifest records it, and a mismatch rebuilds."""
     num_train: int = 10000
     num_val: int = 2000
+    num_test: int = 2000           # the held-out split: no training or model selection reads it
     image_size: int = 64
     seed: int = 0
     extra_train_scenes: int = 0    # freshly rendered scenes used only to pretrain the encoder
@@ -59,9 +61,16 @@ class ShapesConfig:
     def __post_init__(self):
         if not 64 <= self.image_size <= 96 or self.image_size % 8:
             raise UserError(f"image size {self.image_size} unsupported: use a multiple of 8 in 64..96")
+        if self.num_test < 0:
+            raise UserError(f"--num-test {self.num_test}: give 0 (no test split) or more")
         if min(self.num_train, self.num_val) < 1 or self.num_train < self.pca_dim:
             raise UserError(f"need num_train >= pca_dim ({self.pca_dim}) and num_val >= 1, got "
                             f"{self.num_train} train / {self.num_val} val images")
+
+    @property
+    def splits(self):
+        """The splits a build writes: train, val, and the held-out test split unless num_test is 0."""
+        return (*SPLITS, HELD_OUT_SPLIT) if self.num_test else SPLITS
 
     @classmethod
     def from_dict(cls, values):
@@ -106,12 +115,12 @@ def _torch_threads(threads):
 def _caption_files(out, scenes, config):
     """Write the captions h5 and vocabulary; returns (vocabulary size, train caption-length histogram)."""
     texts = {}
-    for split in SPLITS:
+    for split in config.splits:
         rng = _rng(config, f"{split}_captions")  # one stream per split: wordings vary from scene to scene
         texts[split] = [caption for scene in scenes[split] for caption in scene_captions(scene, rng, config.image_size)]
     word_to_idx, idx_to_word = build_vocab(texts["train"])
     arrays = {}
-    for split in SPLITS:
+    for split in config.splits:
         arrays[captions_key(split)] = encode_captions(texts[split], word_to_idx, CAPTION_LENGTH)
         per_image = len(texts[split]) // len(scenes[split])
         arrays[image_idxs_key(split)] = np.repeat(np.arange(len(scenes[split]), dtype=np.int32), per_image)
@@ -124,10 +133,10 @@ def _caption_files(out, scenes, config):
 def _world_files(out, scenes, images, config):
     """Write the rendered images (gzip h5) and the scene truth (JSON)."""
     with h5py.File(out / SHAPES_IMAGES_FILE, "w") as h5:
-        for split in SPLITS:
+        for split in config.splits:
             h5.create_dataset(images_key(split), data=images[split], compression="gzip",
                               chunks=(min(256, len(images[split])), *images[split].shape[1:]))
-    payload = {"image_size": config.image_size, **{split: scenes[split] for split in SPLITS}}
+    payload = {"image_size": config.image_size, **{split: scenes[split] for split in config.splits}}
     (out / SHAPES_SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
 
@@ -164,17 +173,17 @@ def _build_into(out, config, progress):
     seconds = {}
     with _stage(seconds, "scenes"):
         scenes = {split: sample_scenes(getattr(config, f"num_{split}"), _rng(config, f"{split}_scenes"),
-                                       config.image_size) for split in SPLITS}
+                                       config.image_size) for split in config.splits}
     with _stage(seconds, "render"):
         images = {split: render_scenes(scenes[split], config.image_size, desc=f"render {split}", progress=progress)
-                  for split in SPLITS}
+                  for split in config.splits}
     with _stage(seconds, "captions"):
         vocab_size, histogram = _caption_files(out, scenes, config)
     encoder = _pretrain(scenes, images, config, seconds, progress)
     with _stage(seconds, "features_pca"):
         save_shapes_weights(out, encoder)
-        urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in SPLITS}
-        write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in SPLITS},
+        urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in config.splits}
+        write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in config.splits},
                             encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu",
                             progress=progress)
     with _stage(seconds, "measure"):
@@ -184,7 +193,8 @@ def _build_into(out, config, progress):
     return {"builder_version": BUILDER_VERSION, "config": config.as_json(), "seconds": seconds,
             "total_seconds": round(sum(seconds.values()), 2), "vocab_size": vocab_size,
             "train_caption_length_histogram": histogram,
-            "sizes": {split: {"images": len(scenes[split]), "captions": 5 * len(scenes[split])} for split in SPLITS},
+            "sizes": {split: {"images": len(scenes[split]), "captions": 5 * len(scenes[split])}
+                      for split in config.splits},
             **measured}
 
 
@@ -241,6 +251,8 @@ def _parse_args(argv=None):
                         help="dataset folder to write (default: core/datasets/shapes)")
     parser.add_argument("--num-train", type=positive_int, default=defaults.num_train, help="train images")
     parser.add_argument("--num-val", type=positive_int, default=defaults.num_val, help="val images")
+    parser.add_argument("--num-test", type=int, default=defaults.num_test,
+                        help="images of the held-out test split (0: none)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
     parser.add_argument("--image-size", type=positive_int, default=defaults.image_size,
                         help="image side in pixels, a multiple of 8 in 64..96")
@@ -256,7 +268,8 @@ def _parse_args(argv=None):
 
 def main(argv=None):
     args = _parse_args(argv)
-    config = ShapesConfig(num_train=args.num_train, num_val=args.num_val, image_size=args.image_size,
+    config = ShapesConfig(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
+                          image_size=args.image_size,
                           seed=args.seed, extra_train_scenes=args.extra_train_scenes,
                           encoder_epochs=args.encoder_epochs, pca_dim=args.pca_dim, threads=args.threads)
     out = build_shapes_dataset(args.out, config)
