@@ -1,4 +1,4 @@
-"""Transformer decoder layers written from tensor ops: positional encoding, attention, decoder layer.
+"""Transformer decoder layers written from tensor ops: multi-head attention and the decoder layer.
 
 Dimension legend used throughout:
 - N: batch size (images)
@@ -24,49 +24,7 @@ from torch import nn
 from core.dropout import Dropout, relu_dropout
 
 
-class PositionalEncoding(nn.Module):
-    """Adds the sinusoidal encoding of Vaswani et al. to a sequence of embeddings, then dropout.
-
-    Even channels 2i hold sin(p / 10000^(2i/E)), odd channels 2i+1 hold cos(p / 10000^(2i/E)).
-    """
-
-    def __init__(self, embed_dim, dropout=0.1, max_len=5000):
-        """
-        Inputs:
-        - embed_dim: E, the width of the embeddings (even).
-        - dropout: probability of zeroing an element after adding the encoding.
-        - max_len: the most positions ever encoded.
-        """
-        super().__init__()
-        if embed_dim % 2 != 0:
-            raise ValueError(f"PositionalEncoding needs an even embed_dim, got {embed_dim}")
-        self.dropout = Dropout(dropout)
-        positions = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
-        inv_freq = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32)
-                             * (-math.log(10000.0) / embed_dim))  # (E/2,)
-        angles = positions * inv_freq  # (max_len, 1) * (E/2,) -> (max_len, E/2)
-        pe = torch.zeros(1, max_len, embed_dim)
-        pe[0, :, 0::2] = torch.sin(angles)
-        pe[0, :, 1::2] = torch.cos(angles)
-        # Not persistent: the table is a pure function of the constructor arguments.
-        self.register_buffer("pe", pe, persistent=False)
-
-    def forward(self, x, offset=0):
-        """
-        Inputs:
-        - x: embeddings of shape (N, T, E), standing at positions offset .. offset + T - 1.
-        - offset: int, the position of x[:, 0]; incremental decoding passes the step index.
-
-        Returns:
-        - output of shape (N, T, E).
-        """
-        T = x.shape[1]
-        if offset < 0 or offset + T > self.pe.shape[1]:
-            raise ValueError(f"positions {offset}..{offset + T - 1} exceed max_len={self.pe.shape[1]}")
-        return self.dropout(x + self.pe[:, offset:offset + T])  # (N, T, E) + (1, T, E)
-
-
-def scaled_dot_product(q, k, v, allowed=None, dropout=None):
+def scaled_dot_product(q, k, v, allowed=None, dropout=None, need_weights=False):
     """The hand-written attention core: softmax(q k^T / sqrt(Dh)) v per head.
 
     Inputs:
@@ -75,20 +33,37 @@ def scaled_dot_product(q, k, v, allowed=None, dropout=None):
     - v: values of shape (N, H, T, Dh).
     - allowed: optional bool mask of shape (S, T), True where query s may attend to key t.
     - dropout: optional module applied to the attention weights.
+    - need_weights: also return the attention weights (before dropout).
 
     Returns:
     - output of shape (N, H, S, Dh).
+    - with need_weights, also the weights of shape (N, H, S, T), in at least float32, summing to 1 over T.
+    """
+    weights = attention_weights(q, k, allowed)  # (N, H, S, T)
+    dropped = weights.to(v.dtype)
+    if dropout is not None:
+        dropped = dropout(dropped)
+    output = dropped @ v  # (N, H, S, T) @ (N, H, T, Dh) -> (N, H, S, Dh)
+    return (output, weights) if need_weights else output
+
+
+def attention_weights(q, k, allowed=None):
+    """softmax(q k^T / sqrt(Dh)) over the keys, per head.
+
+    Inputs:
+    - q: queries of shape (N, H, S, Dh).
+    - k: keys of shape (N, H, T, Dh).
+    - allowed: optional bool mask of shape (S, T), True where query s may attend to key t.
+
+    Returns:
+    - weights of shape (N, H, S, T), in at least float32, 0 where not allowed, summing to 1 over T.
     """
     # Scaling q rather than the scores touches S*Dh numbers instead of S*T.
-    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N,H,S,Dh) @ (N,H,Dh,T)
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N,H,S,Dh) @ (N,H,Dh,T) -> (N,H,S,T)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))  # (N, H, S, T), mask broadcast
     # Softmax in at least float32 so half-precision scores under autocast keep their mass.
-    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
-    weights = weights.to(v.dtype)
-    if dropout is not None:
-        weights = dropout(weights)
-    return weights @ v  # (N, H, S, T) @ (N, H, T, Dh) -> (N, H, S, Dh)
+    return torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
 
 class MultiHeadAttention(nn.Module):
@@ -96,7 +71,8 @@ class MultiHeadAttention(nn.Module):
 
     ``forward(query, key, value)`` is the usual entry point. Incremental decoding splits it in two:
     ``project_kv`` turns keys/values into per-head tensors once (to cache or concatenate), and
-    ``attend`` runs a query against such head tensors.
+    ``attend`` runs a query against such head tensors. With ``need_weights`` both also return the attention
+    weights averaged over heads, as ``torch.nn.MultiheadAttention`` does by default.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.1, fused=False):
@@ -121,21 +97,23 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
         self.attn_drop = Dropout(dropout)
 
-    def forward(self, query, key, value, attn_mask=None):
+    def forward(self, query, key, value, attn_mask=None, need_weights=False):
         """
         Inputs:
         - query: of shape (N, S, E).
         - key: of shape (N, T, E).
         - value: of shape (N, T, E).
         - attn_mask: optional, of shape (S, T), bool or 0/1; False/0 means "may not attend".
+        - need_weights: also return the attention weights (see ``attend``).
 
         Returns:
         - output of shape (N, S, E).
+        - with need_weights, also the weights of shape (N, S, T) (see ``attend``).
         """
         if key.shape != value.shape:
             raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} differ in shape")
         key_heads, value_heads = self.project_kv(key, value)
-        return self.attend(query, key_heads, value_heads, attn_mask)
+        return self.attend(query, key_heads, value_heads, attn_mask, need_weights)
 
     def project_kv(self, key, value):
         """Project keys and values into heads, once per sequence, so a cache can hold them.
@@ -152,7 +130,7 @@ class MultiHeadAttention(nn.Module):
         self._check_width(value, "value")
         return self._split_heads(self.key(key)), self._split_heads(self.value(value))
 
-    def attend(self, query, key_heads, value_heads, attn_mask=None):
+    def attend(self, query, key_heads, value_heads, attn_mask=None, need_weights=False):
         """Attend from ``query`` to keys/values already projected by ``project_kv``.
 
         Inputs:
@@ -160,9 +138,12 @@ class MultiHeadAttention(nn.Module):
         - key_heads: of shape (N, H, T, Dh).
         - value_heads: of shape (N, H, T, Dh).
         - attn_mask: optional, of shape (S, T), bool or 0/1; False/0 means "may not attend".
+        - need_weights: also return the attention weights, averaged over heads, before dropout. The fused
+          kernel does not expose its weights, so the fused path computes them by the hand-written formula.
 
         Returns:
         - output of shape (N, S, E).
+        - with need_weights, also the weights of shape (N, S, T), in at least float32, summing to 1 over T.
         """
         self._check_width(query, "query")
         N, S, _ = query.shape
@@ -176,13 +157,19 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"attn_mask of shape {tuple(attn_mask.shape)} should be (S, T) = ({S}, {T})")
             allowed = attn_mask.to(device=query.device, dtype=torch.bool)
         q = self._split_heads(self.query(query))  # (N, S, E) -> (N, H, S, Dh)
+        weights = None
         if self.fused:
             p = self.attn_drop.p if self.training else 0.0
             heads = F.scaled_dot_product_attention(q, key_heads, value_heads, attn_mask=allowed, dropout_p=p)
+            if need_weights:
+                weights = attention_weights(q, key_heads, allowed)  # (N, H, S, T)
+        elif need_weights:
+            heads, weights = scaled_dot_product(q, key_heads, value_heads, allowed, self.attn_drop, True)
         else:
             heads = scaled_dot_product(q, key_heads, value_heads, allowed, self.attn_drop)
         # (N, H, S, Dh) -> (N, S, H, Dh) -> (N, S, E)
-        return self.proj(heads.transpose(1, 2).reshape(N, S, self.embed_dim))
+        output = self.proj(heads.transpose(1, 2).reshape(N, S, self.embed_dim))
+        return (output, weights.mean(dim=1)) if need_weights else output  # (N, H, S, T) -> (N, S, T)
 
     def _split_heads(self, x):
         """(N, L, E) -> (N, H, L, Dh)."""
@@ -246,19 +233,23 @@ class TransformerDecoderLayer(nn.Module):
         self.dropout2 = Dropout(dropout)
         self.dropout3 = Dropout(dropout)
 
-    def forward(self, tgt, memory, tgt_mask=None):
+    def forward(self, tgt, memory, tgt_mask=None, need_weights=False):
         """
         Inputs:
         - tgt: the sequence of shape (N, T, E).
         - memory: the image memory of shape (N, M, E).
         - tgt_mask: optional self-attention mask of shape (T, T), bool or 0/1, False/0 = may not attend.
+        - need_weights: also return the cross-attention weights.
 
         Returns:
         - output of shape (N, T, E).
+        - with need_weights, also the cross-attention weights over the memory, averaged over heads, of
+          shape (N, T, M).
         """
         self_heads = self.self_attn.project_kv(tgt, tgt)
         memory_heads = self.cross_attn.project_kv(memory, memory)
-        return self._sublayers(tgt, self_heads, memory_heads, tgt_mask)
+        output, weights = self._sublayers(tgt, self_heads, memory_heads, tgt_mask, need_weights)
+        return (output, weights) if need_weights else output
 
     def init_cache(self, memory):
         """An empty cache for incremental decoding; the memory is projected here, once.
@@ -274,28 +265,34 @@ class TransformerDecoderLayer(nn.Module):
         empty = memory_key.new_empty((N, H, 0, Dh))
         return LayerCache(empty, empty, memory_key, memory_value)
 
-    def step(self, tgt, cache):
+    def step(self, tgt, cache, need_weights=False):
         """Run the layer on the next position(s) only, attending to every position cached before.
 
         Inputs:
         - tgt: the new position of shape (N, 1, E), standing right after the cached ones.
         - cache: the LayerCache of the positions before.
+        - need_weights: also return the cross-attention weights of this position.
 
         Returns a tuple of:
         - output of shape (N, 1, E), equal to ``forward`` on the full prefix at that position.
         - the cache extended by this position.
+        - with need_weights, the cross-attention weights over the memory, averaged over heads, of shape (N, M).
         """
         if tgt.shape[1] != 1:
             raise ValueError(f"step takes one position at a time, got tgt of shape {tuple(tgt.shape)}")
         cache = cache.append(*self.self_attn.project_kv(tgt, tgt))
         # No mask: the single new query may see every cached position, all of which precede it.
-        out = self._sublayers(tgt, (cache.key, cache.value), (cache.memory_key, cache.memory_value), None)
-        return out, cache
+        memory_heads = (cache.memory_key, cache.memory_value)
+        out, weights = self._sublayers(tgt, (cache.key, cache.value), memory_heads, None, need_weights)
+        return (out, cache, weights[:, 0]) if need_weights else (out, cache)  # weights (N, 1, M) -> (N, M)
 
-    def _sublayers(self, tgt, self_heads, memory_heads, tgt_mask):
-        """The three residual blocks given projected self/memory key-value heads; (N,T,E) -> (N,T,E)."""
+    def _sublayers(self, tgt, self_heads, memory_heads, tgt_mask, need_weights):
+        """The three residual blocks given projected self/memory key-value heads: (N,T,E) -> (N,T,E), and the
+        cross-attention weights of shape (N, T, M) averaged over heads (None unless need_weights)."""
         x = self.norm1(tgt + self.dropout1(self.self_attn.attend(tgt, *self_heads, tgt_mask)))
-        x = self.norm2(x + self.dropout2(self.cross_attn.attend(x, *memory_heads)))
+        cross = self.cross_attn.attend(x, *memory_heads, need_weights=need_weights)
+        cross, weights = cross if need_weights else (cross, None)
+        x = self.norm2(x + self.dropout2(cross))
         hidden = relu_dropout(self.linear1(x), self.dropout.p, self.training)  # (N, T, E) -> (N, T, F)
         feed_forward = self.linear2(hidden)  # (N, T, F) -> (N, T, E)
-        return self.norm3(x + self.dropout3(feed_forward))
+        return self.norm3(x + self.dropout3(feed_forward)), weights

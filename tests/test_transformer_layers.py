@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.transformer_layers import MultiHeadAttention, PositionalEncoding, TransformerDecoderLayer
+from core.model.transformer_inputs import PositionalEncoding
+from core.transformer_layers import MultiHeadAttention, TransformerDecoderLayer
 
 
 def copy_attention(ours, theirs):

@@ -63,7 +63,8 @@ def test_forward_shape_and_config_round_trip():
     assert scores.shape == (3, 16, len(vocabulary()))
     config = json.loads(json.dumps(model.config()))
     assert config == dict(input_dim=D, wordvec_dim=32, num_heads=4, num_layers=2, max_length=20,
-                          dim_feedforward=64, dropout=0.0, fused=False)
+                          dim_feedforward=64, dropout=0.0, fused=False, memory="pooled", num_cells=196,
+                          feature_scale=1.0)
     twin = CaptioningTransformer(vocabulary(), **config)
     twin.load_state_dict(model.state_dict())
     torch.testing.assert_close(twin(torch.ones(1, D), captions[:1]), model(torch.ones(1, D), captions[:1]))

@@ -1,12 +1,14 @@
 """CaptioningTransformer: a Transformer decoder that writes captions conditioned on image features.
 
-The image feature vector becomes a one-position memory the decoder cross-attends to; the caption is
+The image features become the memory the decoder cross-attends to (``TransformerConfig.memory``): one position,
+the projected feature vector, or a map's cells plus a global position (``GridMemory``); the caption is
 embedded, position-encoded and decoded causally. Decoding implements the step interface of
 ``core.decoding`` with a per-layer key/value cache, or with full-prefix recomputation as a reference.
 
 Dimension legend:
 - N: batch size (images, or image x beam rows while decoding)
-- D: image feature width (``input_dim``)
+- D: image feature width (``input_dim``): of a feature vector, or of one cell of a map
+- R: cells of a grid feature map; M: memory positions, 1 (pooled) or R + 1 (grid)
 - T: caption length fed to the decoder
 - t: number of positions decoded so far
 - W: word vector width (``wordvec_dim``)
@@ -22,42 +24,9 @@ from torch import nn
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
-from core.transformer_layers import LayerCache, PositionalEncoding, TransformerDecoderLayer
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Architecture of a CaptioningTransformer. The defaults train a good captioner on the shapes world in minutes
-    on two CPU cores; ``input_dim`` is the training features' width (``for_data``)."""
-    input_dim: int = 512  # D
-    wordvec_dim: int = 128  # W, the width of word vectors and of every decoder layer
-    num_heads: int = 4  # attention heads per layer (must divide W)
-    num_layers: int = 2
-    max_length: int = 50  # the longest caption the decoder accepts, and the most decoding steps
-    dim_feedforward: int = 512  # hidden width of each layer's feed-forward block
-    dropout: float = 0.1  # probability used by every dropout
-    fused: bool = False  # torch's fused attention kernel instead of the hand-written attention
-
-    def __post_init__(self):
-        for name in ("input_dim", "wordvec_dim", "num_heads", "num_layers", "max_length", "dim_feedforward"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.wordvec_dim % self.num_heads:
-            raise ValueError(f"wordvec_dim {self.wordvec_dim} is not divisible by num_heads {self.num_heads}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
-
-    def num_parameters(self, vocab_size):
-        """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
-        V, D, W, F = vocab_size, self.input_dim, self.wordvec_dim, self.dim_feedforward
-        attention = 4 * (W * W + W)  # query, key, value and output projections
-        layer = 2 * attention + (W * F + F) + (F * W + W) + 3 * 2 * W  # self, cross, feed-forward, 3 LayerNorms
-        return (D * W + W) + V * W + self.num_layers * layer + (W * V + V)
-
-    def for_data(self, features):
-        """This config fitted to training features of shape (M, D): their width."""
-        return replace(self, input_dim=int(features.shape[1]))
+from core.model.transformer_config import TransformerConfig
+from core.model.transformer_inputs import GridMemory, PositionalEncoding
+from core.transformer_layers import LayerCache, TransformerDecoderLayer
 
 
 def caption_loss(scores, captions_out, null_idx):
@@ -88,17 +57,22 @@ def caption_loss(scores, captions_out, null_idx):
 class DecodeState:
     """What decoding carries between steps.
 
-    - memory: the image memory of shape (N, 1, W).
+    - memory: the image memory of shape (N, M, W).
     - tokens: the words fed so far, of shape (N, t), long.
     - caches: one LayerCache per decoder layer, or None in full-prefix recomputation mode.
+    - attention: the last layer's cross-attention weights of the last step, averaged over heads, of shape
+      (N, M); None before the first step. Every step keeps it: a mean over heads of weights the hand-written
+      attention has anyway (the fused kernel hides its own, so there it is one more softmax, of one layer).
     """
     memory: torch.Tensor
     tokens: torch.Tensor
     caches: list[LayerCache] | None
+    attention: torch.Tensor | None = None
 
 
 class CaptioningTransformer(nn.Module):
-    """Image features (N, D) -> memory (N, 1, W); captions (N, T) -> word scores (N, T, V)."""
+    """Image features (N, D) -> memory (N, 1, W), or grid features (N, R, D) -> memory (N, R + 1, W);
+    captions (N, T) -> word scores (N, T, V)."""
 
     Config = TransformerConfig
 
@@ -120,7 +94,10 @@ class CaptioningTransformer(nn.Module):
         input_dim, wordvec_dim, dropout = config.input_dim, config.wordvec_dim, config.dropout
         num_heads, dim_feedforward, fused = config.num_heads, config.dim_feedforward, config.fused
 
-        self.visual_projection = nn.Linear(input_dim, wordvec_dim)
+        if config.memory == "grid":
+            self.grid_memory = GridMemory(input_dim, config.num_cells, wordvec_dim, config.feature_scale)
+        else:
+            self.visual_projection = nn.Linear(input_dim, wordvec_dim)
         self.embedding = nn.Embedding(vocab_size, wordvec_dim, padding_idx=self.null_idx)
         self.positional_encoding = PositionalEncoding(wordvec_dim, dropout=dropout, max_len=config.max_length)
         self.layers = nn.ModuleList(
@@ -146,17 +123,18 @@ class CaptioningTransformer(nn.Module):
 
     def configure_optimizers(self, weight_decay, lr, betas):
         """AdamW whose decoupled weight decay reaches the matrices of the linear layers only: biases, LayerNorm
-        gains and the word embedding table (whose rows see gradient only when their word occurs) do not decay."""
-        embedding = self.embedding.weight
-        decay = [p for p in self.parameters() if p.dim() >= 2 and p is not embedding]
-        no_decay = [p for p in self.parameters() if p.dim() < 2 or p is embedding]
+        gains and the embedding tables (the word table, whose rows see gradient only when their word occurs, and
+        the grid memory's additive position tables) do not decay."""
+        matrices = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        decay = [p for p in self.parameters() if id(p) in matrices]
+        no_decay = [p for p in self.parameters() if id(p) not in matrices]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
     def forward(self, features, captions):
         """
         Inputs:
-        - features: image features of shape (N, D).
+        - features: image features of shape (N, D), or (N, R, D) with the grid memory.
         - captions: word indices of shape (N, T), long, T <= max_length; typically <START> w1 .. wk.
 
         Returns:
@@ -171,7 +149,7 @@ class CaptioningTransformer(nn.Module):
         """Teacher-forced loss of whole captions (``caption_loss`` of the shifted captions).
 
         Inputs:
-        - features: image features of shape (N, D).
+        - features: image features of shape (N, D), or (N, R, D) with the grid memory.
         - captions: word indices of shape (N, T + 1), long: <START> w1 .. wk <END> <NULL> ...
 
         Returns:
@@ -184,7 +162,7 @@ class CaptioningTransformer(nn.Module):
         """Greedy captions, in eval mode while sampling (the previous mode is restored afterwards).
 
         Inputs:
-        - features: image features of shape (N, D), numpy or tensor.
+        - features: image features of shape (N, D), or (N, R, D) with the grid memory; numpy or tensor.
         - max_length: int, the most words per caption (<END> included), at most the model's max_length.
 
         Returns:
@@ -205,7 +183,7 @@ class CaptioningTransformer(nn.Module):
         """The decoding state of N images, before any word is fed.
 
         Inputs:
-        - features: image features of shape (N, D), numpy or tensor.
+        - features: image features of shape (N, D), or (N, R, D) with the grid memory; numpy or tensor.
         - use_cache: keep per-layer key/value caches so step t computes position t only. False
           recomputes the whole prefix at every step: slower, kept as the reference the cache is
           checked and benchmarked against.
@@ -240,17 +218,35 @@ class CaptioningTransformer(nn.Module):
             raise ValueError(f"cannot decode position {t}: the model's max_length is {self.max_length}")
         prefix = torch.cat([state.tokens, new[:, None]], dim=1)  # (N, t + 1)
         if state.caches is None:
-            hidden = self._decode(prefix, state.memory)[:, -1]  # (N, t + 1, W) -> (N, W)
-            caches = None
+            hidden, weights = self._decode(prefix, state.memory, need_weights=True)  # (N, t+1, W), (N, t+1, M)
+            hidden, attention, caches = hidden[:, -1], weights[:, -1], None  # -> (N, W), (N, M)
         else:
             x = self.positional_encoding(self.embedding(new[:, None]), offset=t)  # (N, 1, W)
             caches = []
-            for layer, cache in zip(self.layers, state.caches):
+            for layer, cache in zip(self.layers[:-1], state.caches[:-1]):
                 x, cache = layer.step(x, cache)
                 caches.append(cache)
+            x, cache, attention = self.layers[-1].step(x, state.caches[-1], need_weights=True)  # attention (N, M)
+            caches.append(cache)
             hidden = x[:, 0]  # (N, 1, W) -> (N, W)
         log_probs = torch.log_softmax(self.output(hidden).float(), dim=-1)  # (N, V)
-        return log_probs.cpu().numpy(), replace(state, tokens=prefix, caches=caches)
+        return log_probs.cpu().numpy(), DecodeState(state.memory, prefix, caches, attention)
+
+    def attention(self, state):
+        """Where the last decode step looked: the last decoder layer's cross-attention weights, averaged over heads.
+
+        Inputs:
+        - state: a DecodeState returned by ``decode_step`` (or reordered since).
+
+        Returns:
+        - weights: float32 numpy array of shape (N, M), the raw weights over all M memory positions (each row
+          sums to 1). With the grid memory M = R + 1: columns 0 .. R - 1 are the cells in row-major order (cell
+          y * side + x), ``weights[:, :R].reshape(N, side, side)`` the map over the image; column R is what the
+          global position got, so the cells sum to 1 minus it. With the pooled memory M = 1 and every weight is 1.
+        """
+        if state.attention is None:
+            raise ValueError("no attention yet: call decode_step first")
+        return state.attention.float().cpu().numpy()
 
     def reorder_state(self, state, index):
         """Select, repeat or permute decoding rows (beam search follows its beams with this).
@@ -264,23 +260,30 @@ class CaptioningTransformer(nn.Module):
         """
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=state.tokens.device)
         caches = None if state.caches is None else [cache.select(index) for cache in state.caches]
-        return DecodeState(state.memory[index], state.tokens[index], caches)
+        attention = None if state.attention is None else state.attention[index]
+        return DecodeState(state.memory[index], state.tokens[index], caches, attention)
 
     def _memory(self, features):
-        """Image features of shape (N, D) -> memory of shape (N, 1, W)."""
+        """Image features of shape (N, D) -> memory of shape (N, 1, W); with the grid memory, features of shape
+        (N, R, D) -> memory of shape (N, R + 1, W)."""
+        if self._config.memory == "grid":
+            return self.grid_memory(features)
         if features.dim() != 2 or features.shape[1] != self.input_dim:
             raise ValueError(f"features of shape {tuple(features.shape)} should be (N, {self.input_dim}) "
                              f"to match the model's input_dim")
         return self.visual_projection(features).unsqueeze(1)  # (N, W) -> (N, 1, W)
 
-    def _decode(self, captions, memory):
-        """Causal decoding of a whole prefix; captions (N, T), memory (N, 1, W) -> hidden (N, T, W)."""
+    def _decode(self, captions, memory, need_weights=False):
+        """Causal decoding of a whole prefix; captions (N, T), memory (N, M, W) -> hidden (N, T, W), and with
+        need_weights the last layer's cross-attention weights averaged over heads, of shape (N, T, M)."""
         T = captions.shape[1]
         if T > self.max_length:
             raise ValueError(f"captions of length {T} exceed the model's max_length={self.max_length}")
         x = self.positional_encoding(self.embedding(captions))  # (N, T, W)
         # Lower triangle: position s may attend to positions 0..s only.
         causal = torch.ones(T, T, dtype=torch.bool, device=captions.device).tril()  # (T, T)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x, memory, causal)
-        return x
+        last = self.layers[-1]
+        # need_weights only when asked: the benchmark swaps in torch's layers, which have no such argument.
+        return last(x, memory, causal, need_weights=True) if need_weights else last(x, memory, causal)
