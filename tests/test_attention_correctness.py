@@ -37,7 +37,7 @@ def uniform_rows(num_words):
     return np.full((num_words, CELLS), 1.0 / CELLS)
 
 
-def attend(caption, rows_by_position, scene=SCENE):
+def attend(caption, rows_by_position):
     """Alphas for ``caption``: uniform except the rows given, plus a trailing <END> row."""
     alphas = uniform_rows(len(caption.split()) + 1)
     for pos, row in rows_by_position.items():
