@@ -1,0 +1,170 @@
+"""The attention LSTM of core.att_layers over a whole caption batch, fast.
+
+The equations of att_lstm_step_forward, computed the way core.rnn_layers.lstm_forward computes the plain LSTM:
+given ``lengths``, only the steps each row runs (core.packing: rows sorted longest first, step t is the first
+n_t rows); the word part of the input projection is one matmul for all steps before the loop; the three
+products of h_{t-1} (LSTM gates, attention, gate beta) are one matmul per step with the weights side by side,
+in both directions; the weight gradients and the cells' gradient are big matmuls after the backward loop, and
+the gradient of pa is summed over the steps before w_att multiplies it, once.
+
+Dimension legend: as in core.att_layers, plus P positions computed (the sum of the lengths) and K = 4H + A,
+plus 1 with the gate: the width of the recurrent product.
+"""
+import numpy as np
+
+from core.att_layers import softmax_cells, softmax_cells_backward, weight_keys
+from core.packing import Packing
+from core.rnn_layers import _lstm_gates_backward, _lstm_gates_forward, _sigmoid
+
+
+def _check_sequence(x, a, pa, h0, c0, weights):
+    """Raise ValueError unless the shapes fit together as att_lstm_forward documents them."""
+    if x.ndim != 3 or x.shape[1] < 1 or a.ndim != 3 or a.shape[0] != x.shape[0] or h0.ndim != 2:
+        raise ValueError(f"expected x of shape (N, T, W) with T >= 1, a of shape (N, R, C) and h0 of shape (N, H), "
+                         f"got {x.shape}, {a.shape} and {h0.shape}")
+    (N, _, W), (_, R, C), H, A = x.shape, a.shape, h0.shape[1], weights["w_att"].shape[0]
+    expected = {"pa": (N, R, A), "h0": (N, H), "c0": (N, H), "W_att_h": (H, A), "w_att": (A,),
+                "Wx": (W + C, 4 * H), "Wh": (H, 4 * H), "b": (4 * H,), "W_beta": (H, 1), "b_beta": (1,)}
+    arrays = {"pa": pa, "h0": h0, "c0": c0, **{key: weights[key] for key in weight_keys(weights)}}
+    for name, array in arrays.items():
+        if array.shape != expected[name]:
+            raise ValueError(f"expected {name} of shape {expected[name]}, got {array.shape}")
+
+
+def _gate_scale(H, dtype):
+    """Column factors -1 (i, f, o) and -2 (g) that let _lstm_gates_forward use one exp for all four gates."""
+    scale = np.full(4 * H, -1, dtype=dtype)
+    scale[3 * H:] = -2
+    return scale
+
+
+def _recurrent_weights(weights, gate_scale=1):
+    """The weights h_{t-1} multiplies, side by side: Wh (gate columns times gate_scale), W_att_h, W_beta; (H, K)."""
+    parts = [weights["Wh"] * gate_scale, weights["W_att_h"]] + ([weights["W_beta"]] if "W_beta" in weights else [])
+    return np.concatenate(parts, axis=1)
+
+
+def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
+    """The attention LSTM over a whole sequence.
+
+    Inputs: x of shape (N, T, W), the word vectors; a of shape (N, R, C), the cells; pa of shape (N, R, A),
+    a @ W_att + b_att; h0 and c0 of shape (N, H); weights, the dict of core.att_layers;
+    lengths of shape (N,), optional: row n runs lengths[n] steps (see core.packing), default T.
+    Returns: h of shape (N, T, H), the hidden state at every step, and alpha of shape (N, T, R), where each
+    step looked (both zero past a row's length); cache for att_lstm_backward.
+    """
+    _check_sequence(x, a, pa, h0, c0, weights)
+    pack = Packing.of(lengths, *x.shape[:2])
+    dtype = np.result_type(x, a, pa, h0, c0, *(weights[key] for key in weight_keys(weights)))
+    (N, _, W), (_, R, C), H = x.shape, a.shape, h0.shape[1]
+    scale = _gate_scale(H, dtype)
+    x_packed = pack.pack(x)
+    # scaled pre-activations, turned into the gate values i, f, o, g in place
+    gates = x_packed @ (weights["Wx"][:W] * scale)  # (P, W) @ (W, 4H) -> (P, 4H)
+    gates += weights["b"] * scale
+    a, pa, h0, c0 = (pack.sort_rows(array) for array in (a, pa, h0, c0))
+    P, A = len(gates), pa.shape[2]
+    buffers = {"u": np.empty((P, R, A), dtype=dtype), "alpha": np.empty((P, R), dtype=dtype),
+               "z": np.empty((P, C), dtype=dtype), "beta": np.empty((P, 1), dtype=dtype) if "W_beta" in weights
+               else None, "c": np.empty((P, H), dtype=dtype), "tanh_c": np.empty((P, H), dtype=dtype),
+               "h": np.empty((P, H), dtype=dtype)}
+    W_rec, W_ctx = _recurrent_weights(weights, scale), weights["Wx"][W:] * scale
+    prev_h, prev_c = h0, c0
+    with np.errstate(over="ignore"):  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
+        for t in range(pack.steps):
+            n, rows = pack.sizes[t], pack.block(t)
+            _step_forward(prev_h[:n], prev_c[:n], a[:n], pa[:n], gates[rows], W_rec, W_ctx, weights,
+                          {name: None if array is None else array[rows] for name, array in buffers.items()})
+            prev_h, prev_c = buffers["h"][rows], buffers["c"][rows]
+    cache = (x_packed, a, h0, c0, weights, gates, buffers, pack)
+    return pack.unpack(buffers["h"]), pack.unpack(buffers["alpha"]), cache
+
+
+def _step_forward(prev_h, prev_c, a, pa, gates, W_rec, W_ctx, weights, out):
+    """One step for the n rows still running, written into ``out`` (views of the sequence's buffers).
+
+    Inputs: prev_h, prev_c (n, H); a (n, R, C); pa (n, R, A); gates (n, 4H), the word part of the scaled
+    pre-activations, turned into the gate values in place; W_rec (H, K); W_ctx (C, 4H), scaled.
+    Outputs: u (n, R, A), the tanh of the attention; alpha (n, R); z (n, C); beta (n, 1) or None; c, tanh_c, h (n, H).
+    """
+    H, A = prev_h.shape[1], pa.shape[2]
+    rec = prev_h @ W_rec  # (n, H) @ (H, K) -> (n, K)
+    u = out["u"]
+    np.add(pa, rec[:, None, 4 * H:4 * H + A], out=u)  # (n, R, A) + (n, 1, A)
+    np.tanh(u, out=u)
+    scores = (u.reshape(-1, A) @ weights["w_att"]).reshape(len(u), -1)  # (n*R, A) @ (A,) -> (n, R)
+    out["alpha"][:] = softmax_cells(scores)
+    out["z"][:] = (out["alpha"][:, None, :] @ a)[:, 0]  # (n, 1, R) @ (n, R, C) -> (n, 1, C) -> (n, C)
+    z_in = out["z"]
+    if out["beta"] is not None:
+        out["beta"][:] = _sigmoid(rec[:, -1:] + weights["b_beta"])
+        z_in = z_in * out["beta"]
+    recurrent = z_in @ W_ctx  # (n, C) @ (C, 4H) -> (n, 4H)
+    recurrent += rec[:, :4 * H]
+    _lstm_gates_forward(gates, recurrent, prev_c, out["c"], out["tanh_c"], out["h"])
+
+
+def att_lstm_backward(dh, dalpha, cache):
+    """Backward of att_lstm_forward.
+
+    Inputs: dh of shape (N, T, H) and dalpha of shape (N, T, R), the upstream gradients of the hidden states and
+    of the attention weights (both ignored past a row's length); cache.
+    Returns: dx of shape (N, T, W), da (N, R, C), dpa (N, R, A), dh0 (N, H), dc0 (N, H), and the dict of the
+    weights' gradients.
+    """
+    x_packed, a, h0, c0, weights, gates, buffers, pack = cache
+    (N, R, C), H, (P, A) = a.shape, h0.shape[1], (len(gates), weights["w_att"].shape[0])
+    dh, dalpha = pack.pack(dh), pack.pack(dalpha)
+    # Columns as in the recurrent product: the gates' pre-activation gradients, then the attention's and beta's.
+    drec = np.empty((P, _recurrent_weights(weights).shape[1]), dtype=gates.dtype)
+    dz, de = np.empty((P, C), dtype=gates.dtype), np.empty((P, R), dtype=gates.dtype)
+    # Row j holds h_t's and c_t's gradients through step t + 1; rows not yet running at t + 1 stay zero.
+    dprev_h, dc = (np.zeros((N, H), dtype=gates.dtype) for _ in range(2))
+    # The sum over steps of (1 - u^2) de: pa's gradient before w_att multiplies it, once, after the loop.
+    dpa = np.zeros((N, R, A), dtype=gates.dtype)
+    scratch = {"lstm": np.empty((N, 3 * H), dtype=gates.dtype), "att": np.empty((N, R, A), dtype=gates.dtype)}
+    W_rec_T, W_ctx_T = _recurrent_weights(weights).T, weights["Wx"][x_packed.shape[1]:].T
+    for t in reversed(range(pack.steps)):
+        n, rows = pack.sizes[t], pack.block(t)
+        prev_c = c0[:n] if t == 0 else buffers["c"][pack.block(t - 1)][:n]
+        _lstm_gates_backward(dh[rows], dprev_h[:n], dc[:n], gates[rows], prev_c, buffers["tanh_c"][rows],
+                             drec[rows, :4 * H], scratch["lstm"][:n])
+        dz[rows] = drec[rows, :4 * H] @ W_ctx_T  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
+        if buffers["beta"] is not None:
+            beta = buffers["beta"][rows]
+            drec[rows, -1:] = np.sum(dz[rows] * buffers["z"][rows], axis=1, keepdims=True) * beta * (1 - beta)
+            dz[rows] *= beta
+        dalpha_t = dalpha[rows] + (a[:n] @ dz[rows, :, None])[:, :, 0]  # (n, R, C) @ (n, C, 1) -> (n, R)
+        de[rows] = softmax_cells_backward(dalpha_t, buffers["alpha"][rows])
+        u, q = buffers["u"][rows], scratch["att"][:n]
+        np.multiply(u, u, out=q)
+        np.subtract(1, q, out=q)  # tanh' = 1 - u^2
+        q *= de[rows][:, :, None]
+        dpa[:n] += q
+        np.multiply(q.sum(axis=1), weights["w_att"], out=drec[rows, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
+        np.matmul(drec[rows], W_rec_T, out=dprev_h[:n])  # (n, K) @ (K, H) -> (n, H)
+    dpa *= weights["w_att"]
+    da = pack.unpack(buffers["alpha"]).transpose(0, 2, 1) @ pack.unpack(dz)  # (N, R, T) @ (N, T, C) -> (N, R, C)
+    dx, grads = _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack)
+    return dx, da, pack.unsort_rows(dpa), pack.unsort_rows(dprev_h), pack.unsort_rows(dc), grads
+
+
+def _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack):
+    """The word vectors' gradient, of shape (N, T, W), and the weights' gradients, each one matmul over all
+    positions, from the recurrent product's gradient drec (P, K) and the scores' gradient de (P, R)."""
+    H, W = h0.shape[1], x_packed.shape[1]
+    P, R, A = buffers["u"].shape
+    dgates = drec[:, :4 * H]
+    first = pack.block(0)
+    # Step t multiplies W_rec by h_{t-1}: h0 for the first step, the layer's own outputs for the rest.
+    dW_rec = h0[:pack.sizes[0]].T @ drec[first]  # (H, n_0) @ (n_0, K) -> (H, K)
+    dW_rec += buffers["h"][pack.previous()].T @ drec[first.stop:]  # (H, P - n_0) @ (P - n_0, K) -> (H, K)
+    z_in = buffers["z"] if buffers["beta"] is None else buffers["z"] * buffers["beta"]
+    grads = {"Wh": dW_rec[:, :4 * H], "W_att_h": dW_rec[:, 4 * H:4 * H + A],
+             "Wx": np.concatenate([x_packed.T @ dgates, z_in.T @ dgates]),  # (W, P), (C, P) @ (P, 4H) -> (W + C, 4H)
+             "b": dgates.sum(axis=0),
+             "w_att": buffers["u"].reshape(P * R, A).T @ de.reshape(P * R)}  # (A, P*R) @ (P*R,) -> (A,)
+    if buffers["beta"] is not None:
+        grads["W_beta"], grads["b_beta"] = dW_rec[:, -1:], drec[:, -1].sum(keepdims=True)
+    dx = pack.unpack(dgates @ weights["Wx"][:W].T)  # (P, 4H) @ (4H, W) -> (P, W) -> (N, T, W)
+    return dx, grads
