@@ -292,3 +292,25 @@ def test_overfits_captions_of_random_grid_features():
             break
     assert losses[0] > 3.0 and losses[-1] < 0.1
     np.testing.assert_array_equal(model.sample(features.numpy(), max_length=16), captions[:, 1:].numpy())
+
+
+def test_grid_forward_under_autocast_is_finite():
+    captions = torch.from_numpy(random_captions(np.random.default_rng(9), 3))
+    model = grid_model(seed=9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(torch.from_numpy(grid_features(9, 3)), captions)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.grid_memory.row.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_grid_decoding_on_cuda_matches_cpu():
+    model = grid_model(seed=0, varied=True)
+    features = grid_features(0, 4)
+    on_cpu, cpu_state = attentions(model, features, 5, True)
+    model.to("cuda")
+    on_cuda, cuda_state = attentions(model, features, 5, True)
+    np.testing.assert_allclose(on_cuda, on_cpu, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(cuda_state.tokens.cpu().numpy(), cpu_state.tokens.numpy())

@@ -136,11 +136,15 @@ def test_decoder_layer_step_with_cache_equals_full_forward(fused):
     N, T, M, E = 3, 7, 2, 12
     layer = TransformerDecoderLayer(E, 3, dim_feedforward=24, dropout=0.0, fused=fused).double().eval()
     tgt, memory = torch.randn(N, T, E, dtype=torch.float64), torch.randn(N, M, E, dtype=torch.float64)
-    expected = layer(tgt, memory, causal_mask(T))
+    expected, expected_weights = layer(tgt, memory, causal_mask(T), need_weights=True)  # weights (N, T, M)
+    torch.testing.assert_close(layer(tgt, memory, causal_mask(T)), expected, rtol=0, atol=0)
     cache = layer.init_cache(memory)
     for t in range(T):
-        out, cache = layer.step(tgt[:, t:t + 1], cache)
+        out, _, weights = layer.step(tgt[:, t:t + 1], cache, need_weights=True)
+        out_alone, cache = layer.step(tgt[:, t:t + 1], cache)
         torch.testing.assert_close(out[:, 0], expected[:, t], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(weights, expected_weights[:, t], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out_alone, out, rtol=0, atol=0)
     assert cache.key.shape == (N, 3, T, 4)
     reordered = cache.select(torch.tensor([2, 2, 0]))
     torch.testing.assert_close(reordered.value[1], cache.value[2], rtol=0, atol=0)
