@@ -128,7 +128,7 @@ def doubly_stochastic_penalty(alpha, lam):
     only the steps a row runs count; lam, a float >= 0.
     Returns: penalty, a float; dalpha of shape (N, T, R), its gradient.
     """
-    N, T, _ = alpha.shape
+    N = alpha.shape[0]
     missing = 1 - alpha.sum(axis=1)  # (N, T, R) -> (N, R)
     penalty = lam * float(np.sum(missing ** 2)) / N
     dalpha = np.broadcast_to((-2 * lam / N) * missing[:, None, :], alpha.shape)  # (N, 1, R) -> (N, T, R)

@@ -56,7 +56,7 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     _check_sequence(x, a, pa, h0, c0, weights)
     pack = Packing.of(lengths, *x.shape[:2])
     dtype = np.result_type(x, a, pa, h0, c0, *(weights[key] for key in weight_keys(weights)))
-    (N, _, W), (_, R, C), H = x.shape, a.shape, h0.shape[1]
+    W, (_, R, C), H = x.shape[2], a.shape, h0.shape[1]
     scale = _gate_scale(H, dtype)
     x_packed = pack.pack(x)
     # scaled pre-activations, turned into the gate values i, f, o, g in place
@@ -64,10 +64,9 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     gates += weights["b"] * scale
     a, pa, h0, c0 = (pack.sort_rows(array) for array in (a, pa, h0, c0))
     P, A = len(gates), pa.shape[2]
-    buffers = {"u": np.empty((P, R, A), dtype=dtype), "alpha": np.empty((P, R), dtype=dtype),
-               "z": np.empty((P, C), dtype=dtype), "beta": np.empty((P, 1), dtype=dtype) if "W_beta" in weights
-               else None, "c": np.empty((P, H), dtype=dtype), "tanh_c": np.empty((P, H), dtype=dtype),
-               "h": np.empty((P, H), dtype=dtype)}
+    shapes = {"u": (P, R, A), "alpha": (P, R), "z": (P, C), "c": (P, H), "tanh_c": (P, H), "h": (P, H)}
+    buffers = {name: np.empty(shape, dtype=dtype) for name, shape in shapes.items()}
+    buffers["beta"] = np.empty((P, 1), dtype=dtype) if "W_beta" in weights else None
     W_rec, W_ctx = _recurrent_weights(weights, scale), weights["Wx"][W:] * scale
     prev_h, prev_c = h0, c0
     with np.errstate(over="ignore"):  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
@@ -115,15 +114,16 @@ def att_lstm_backward(dh, dalpha, cache):
     x_packed, a, h0, c0, weights, gates, buffers, pack = cache
     (N, R, C), H, (P, A) = a.shape, h0.shape[1], (len(gates), weights["w_att"].shape[0])
     dh, dalpha = pack.pack(dh), pack.pack(dalpha)
+    W_rec = _recurrent_weights(weights)
     # Columns as in the recurrent product: the gates' pre-activation gradients, then the attention's and beta's.
-    drec = np.empty((P, _recurrent_weights(weights).shape[1]), dtype=gates.dtype)
+    drec = np.empty((P, W_rec.shape[1]), dtype=gates.dtype)
     dz, de = np.empty((P, C), dtype=gates.dtype), np.empty((P, R), dtype=gates.dtype)
     # Row j holds h_t's and c_t's gradients through step t + 1; rows not yet running at t + 1 stay zero.
     dprev_h, dc = (np.zeros((N, H), dtype=gates.dtype) for _ in range(2))
     # The sum over steps of (1 - u^2) de: pa's gradient before w_att multiplies it, once, after the loop.
     dpa = np.zeros((N, R, A), dtype=gates.dtype)
     scratch = {"lstm": np.empty((N, 3 * H), dtype=gates.dtype), "att": np.empty((N, R, A), dtype=gates.dtype)}
-    W_rec_T, W_ctx_T = _recurrent_weights(weights).T, weights["Wx"][x_packed.shape[1]:].T
+    W_ctx_T = weights["Wx"][x_packed.shape[1]:].T
     for t in reversed(range(pack.steps)):
         n, rows = pack.sizes[t], pack.block(t)
         prev_c = c0[:n] if t == 0 else buffers["c"][pack.block(t - 1)][:n]
@@ -142,7 +142,7 @@ def att_lstm_backward(dh, dalpha, cache):
         q *= de[rows][:, :, None]
         dpa[:n] += q
         np.multiply(q.sum(axis=1), weights["w_att"], out=drec[rows, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
-        np.matmul(drec[rows], W_rec_T, out=dprev_h[:n])  # (n, K) @ (K, H) -> (n, H)
+        np.matmul(drec[rows], W_rec.T, out=dprev_h[:n])  # (n, K) @ (K, H) -> (n, H)
     dpa *= weights["w_att"]
     da = pack.unpack(buffers["alpha"]).transpose(0, 2, 1) @ pack.unpack(dz)  # (N, R, T) @ (N, T, C) -> (N, R, C)
     dx, grads = _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack)

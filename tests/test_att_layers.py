@@ -144,6 +144,7 @@ def test_sequence_equals_the_step_loop(rng, gate):
     h_seq, alpha_seq, cache = att_lstm_forward(*arrays, weights, lengths=lengths)
     dh, dalpha = rng.standard_normal(h_seq.shape), rng.standard_normal(alpha_seq.shape)
     dx, da, dpa, dh0, dc0, dweights = att_lstm_backward(dh, dalpha, cache)
+    total_dweights = {key: np.zeros_like(value) for key, value in weights.items()}
     for n in range(N):  # one row at a time, each for its own number of steps
         rows = slice(n, n + 1)
         state, caches = (h[rows], c[rows]), []
@@ -157,13 +158,18 @@ def test_sequence_equals_the_step_loop(rng, gate):
         grad_h, grad_c = np.zeros((1, H)), np.zeros((1, H))
         total_da, total_dpa = np.zeros((1, R, C)), np.zeros((1, R, A))
         for t in reversed(range(lengths[n])):
-            step_dx, grad_h, grad_c, step_da, step_dpa, _ = AL.att_lstm_step_backward(
+            step_dx, grad_h, grad_c, step_da, step_dpa, step_dweights = AL.att_lstm_step_backward(
                 dh[rows, t] + grad_h, grad_c, dalpha[rows, t], caches[t])
             assert np.max(np.abs(step_dx - dx[rows, t])) < 1e-12
             total_da, total_dpa = total_da + step_da, total_dpa + step_dpa
+            for key, grad in step_dweights.items():
+                total_dweights[key] += grad
         for name, ours, reference in (("da", da, total_da), ("dpa", dpa, total_dpa), ("dh0", dh0, grad_h),
                                       ("dc0", dc0, grad_c)):
             assert np.max(np.abs(ours[rows] - reference)) < 1e-12, (n, name)
+    assert set(dweights) == set(weights)
+    for key, grad in dweights.items():
+        assert np.max(np.abs(grad - total_dweights[key])) < 1e-12, key
 
 
 @pytest.mark.parametrize("gate", [True, False])

@@ -1,0 +1,212 @@
+"""Time one CaptioningAttLSTM training step (forward + backward) against the same model in torch and against the
+matmul peak.
+
+Run: python -m benchmarks.bench_att_lstm [--repeats 9] [--threads 2]
+
+Reports, measured in the same run with the same thread count:
+- the numpy step (CaptioningAttLSTM.loss) and the same equations in torch autograd (``torch_loss`` below, which
+  the tests also hold the numpy model to), and their ratio torch/numpy (>= 1: numpy at least as fast). Both
+  compute only the steps each caption runs, with the same work hoisted out of the time loop;
+- the step's FLOP count (its matmuls, matrix-vector products included) over the numpy step time, as FLOP/s and
+  as a fraction of numpy's (n, n) @ (n, n) matmul throughput, timed in the same rounds.
+"""
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows, report_blas
+from core.data.layout import SPECIAL_TOKENS
+from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
+from core.packing import Packing
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The measured shapes: N captions of T steps, word vectors W, hidden H, vocabulary V, R cells of C channels,
+    attention width A (the model's default)."""
+    N: int = 128
+    T: int = 16
+    W: int = 256
+    H: int = 512
+    V: int = 1004
+    R: int = 196
+    C: int = 512
+    A: int = AttLSTMConfig.att_dim
+
+
+def step_matmuls(cfg, sizes, scored, gate=True):
+    """(m, k, n) of every matmul of one training step, forward then backward, with D = C + 2 channels per cell
+    and K = 4H + A (+ 1 with the gate) columns in the recurrent product.
+
+    ``sizes`` (T,) holds n_t, the captions still running at step t, P = sum(sizes); ``scored`` is the
+    number M of positions with a target word. A batch of n products (1, k) @ (k, m) counts as (n, k, m).
+
+    FLOPs = sum of 2 m k n =  2 * 2 N D H + 2 * 2 N D H        (h0, c0 from the mean cell; their gradients)
+                             + 2 * 2 N R D A                  (cells -> pa; dW_att)
+                             + 3 * 2 P W 4H                   (word part of the input: forward, dWx, dx)
+                             + 3 * 2 P H K                    (recurrent product: forward, dh_{t-1}, dW_rec)
+                             + 2 * 2 P R A                    (scores e = tanh(..) @ w_att; dw_att)
+                             + 2 * 2 P R D + 2 N R T D        (context z, its gradient to alpha; da, as the
+                                                               (N, R, T) @ (N, T, D) it is, padding included)
+                             + 3 * 2 P D 4H                   (context part of the input: forward, dWx, dz)
+                             + 3 * 2 M H V                    (vocabulary scores: forward, dW_vocab, dh)
+    """
+    N, W, H, V, R, A = cfg.N, cfg.W, cfg.H, cfg.V, cfg.R, cfg.A
+    D, K, P, M = cfg.C + 2, 4 * H + A + (1 if gate else 0), int(sum(sizes)), scored
+    T = len(sizes)
+    forward = ([(N, D, H), (N, D, H), (N * R, D, A), (P, W, 4 * H)]
+               + [shape for n in sizes for shape in ((n, H, K), (n * R, A, 1), (n, R, D), (n, D, 4 * H))]
+               + [(M, H, V)])
+    backward = ([(M, V, H), (H, M, V)]
+                + [shape for n in reversed(sizes) for shape in ((n, 4 * H, D), (n, D, R), (n, K, H))]
+                + [(A, P * R, 1), (H, P, K), (W, P, 4 * H), (D, P, 4 * H), (P, 4 * H, W), (N * R, T, D),
+                   (D, N * R, A), (D, N, H), (D, N, H)])
+    return forward + backward
+
+
+def torch_att_lstm(x, a, pa, h0, c0, weights, lengths):
+    """The attention LSTM of core.att_layers in torch autograd: rows sorted longest first, step t runs the first
+    n_t of them; the word part of the input projection is one product before the loop.
+
+    Inputs: tensors x (N, T, W), a (N, R, D), pa (N, R, A), h0 and c0 (N, H), lengths (N,) int64; weights, a dict
+    of tensors with core.att_layers' keys (the gate runs when it holds W_beta).
+    Returns: h (N, T, H) and alpha (N, T, R), zero past each row's length.
+    """
+    N, T, W = x.shape
+    H = h0.shape[1]
+    order = torch.argsort(-lengths, stable=True)
+    x, a, pa, h, c = (v[order] for v in (x, a, pa, h0, c0))
+    x_part = x @ weights["Wx"][:W] + weights["b"]  # (N, T, W) @ (W, 4H) -> (N, T, 4H)
+    hs, alphas = [], []
+    for t in range(T):
+        n = int((lengths > t).sum())
+        h, c = h[:n], c[:n]
+        u = torch.tanh(pa[:n] + (h @ weights["W_att_h"])[:, None, :])  # (n, R, A)
+        alpha = torch.softmax(u @ weights["w_att"], dim=1)  # (n, R, A) @ (A,) -> (n, R)
+        z = torch.bmm(alpha[:, None, :], a[:n])[:, 0]  # (n, 1, R) @ (n, R, D) -> (n, D)
+        if "W_beta" in weights:
+            z = torch.sigmoid(h @ weights["W_beta"] + weights["b_beta"]) * z
+        pre = x_part[:n, t] + z @ weights["Wx"][W:] + h @ weights["Wh"]  # (n, 4H)
+        i, f, o = (torch.sigmoid(pre[:, k * H:(k + 1) * H]) for k in range(3))
+        c = f * c + i * torch.tanh(pre[:, 3 * H:])
+        h = o * torch.tanh(c)
+        hs.append(F.pad(h, (0, 0, 0, N - n)))
+        alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
+    back = torch.argsort(order)
+    return torch.stack(hs, dim=1)[back], torch.stack(alphas, dim=1)[back]
+
+
+def torch_loss(params, features, captions, config, null_idx):
+    """CaptioningAttLSTM.loss written in torch: params a dict of tensors with the model's names, features
+    (N, R, C) and captions (N, T + 1) int64 tensors, config its AttLSTMConfig. Returns the loss, a 0-d tensor."""
+    N, R, _ = features.shape
+    side = math.isqrt(R)
+    centres = torch.linspace(-1 + 1 / side, 1 - 1 / side, side, dtype=features.dtype)
+    positions = torch.stack([centres.repeat(side), centres.repeat_interleave(side)], dim=1)  # (R, 2): x, then y
+    grid = torch.cat([features / config.feature_scale, positions.expand(N, R, 2)], dim=2)
+    mean = grid.mean(dim=1)
+    h0 = torch.tanh(mean @ params["W_h0"] + params["b_h0"])
+    c0 = mean @ params["W_c0"] + params["b_c0"]
+    targets = captions[:, 1:]
+    keep = targets != null_idx
+    lengths = (keep * torch.arange(1, targets.shape[1] + 1)).amax(dim=1)  # one past the last target
+    weights = {key: params[key] for key in ("W_att_h", "w_att", "Wx", "Wh", "b", "W_beta", "b_beta") if key in params}
+    h, alpha = torch_att_lstm(params["W_embed"][captions[:, :-1]], grid, grid @ params["W_att"] + params["b_att"],
+                              h0, c0, weights, lengths)
+    scores = h[keep] @ params["W_vocab"] + params["b_vocab"]
+    loss = F.cross_entropy(scores, targets[keep], reduction="sum") / N
+    return loss + config.att_penalty * ((1 - alpha.sum(dim=1)) ** 2).sum() / N
+
+
+def make_batch(cfg, rng):
+    """Random non-negative cells (N, R, C), as after a ReLU, and captions (N, T + 1): <START>, 8..T-1 random words,
+    <END>, <NULL> padding."""
+    features = np.maximum(rng.standard_normal((cfg.N, cfg.R, cfg.C), dtype=np.float32), 0)
+    captions = np.zeros((cfg.N, cfg.T + 1), dtype=np.int64)
+    captions[:, 0] = 1
+    for row, k in enumerate(rng.integers(min(8, cfg.T - 1), cfg.T, size=cfg.N)):
+        captions[row, 1:k + 1] = rng.integers(len(SPECIAL_TOKENS), cfg.V, size=k)
+        captions[row, k + 1] = 2
+    return features, captions
+
+
+def torch_step(model, features, captions):
+    """A function running one forward + backward of ``torch_loss`` (float32) with the model's initial weights."""
+    params = {name: torch.tensor(value, requires_grad=True) for name, value in model.params.items()}
+    config = model.Config(**model.config())
+    features_t, captions_t = torch.from_numpy(features), torch.from_numpy(captions)
+
+    def run():
+        for value in params.values():
+            value.grad = None
+        torch_loss(params, features_t, captions_t, config, model.null_idx).backward()
+    return run
+
+
+def contenders(cfg, rng):
+    """What the benchmark times, in turns: the numpy step, the torch step and the peak probe. Returns
+    (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
+    words = list(SPECIAL_TOKENS) + [f"w{k}" for k in range(cfg.V - len(SPECIAL_TOKENS))]
+    model = CaptioningAttLSTM({w: i for i, w in enumerate(words)}, input_dim=cfg.C, num_cells=cfg.R,
+                              wordvec_dim=cfg.W, hidden_dim=cfg.H, att_dim=cfg.A, dtype=np.float32)
+    features, captions = make_batch(cfg, rng)
+    lengths = (captions[:, 1:] != model.null_idx).sum(axis=1)  # padding only at the end: all positions scored
+    sizes = Packing.of(lengths, cfg.N, cfg.T).sizes
+    shapes = step_matmuls(cfg, sizes, scored=int(lengths.sum()))
+    probe, probe_flops = matmul_peak_probe()
+    fns = {"numpy": lambda: model.loss(features, captions), "torch": torch_step(model, features, captions),
+           "peak": probe}
+    return fns, sizes, sum(2 * m * k * n for m, k, n in shapes), probe_flops
+
+
+def run_benchmark(cfg, repeats, threads):
+    """Measure and print the figures described in the module docstring."""
+    torch.set_num_threads(threads)
+    fns, sizes, flops, probe_flops = contenders(cfg, np.random.default_rng(0))
+    times = interleaved_times(fns, repeats=repeats)
+    seconds = {name: float(np.median(t)) for name, t in times.items()}
+    numpy_time, peak = seconds["numpy"], probe_flops / seconds["peak"]
+    print_rows(f"attention LSTM training step, N={cfg.N} T={cfg.T} W={cfg.W} H={cfg.H} V={cfg.V} R={cfg.R} "
+               f"C={cfg.C} A={cfg.A}, float32, {threads} thread(s), median of {repeats} rounds taken in turns", [
+                   ("numpy step", f"{numpy_time * 1e3:.1f} ms"),
+                   ("torch step (autograd, same equations)", f"{seconds['torch'] * 1e3:.1f} ms"),
+                   ("ratio torch/numpy", f"{seconds['torch'] / numpy_time:.2f}"),
+                   ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T}"),
+                   ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
+                   ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
+                   ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s, (1024, 1024) products in the same rounds "
+                                         f"(fastest round {probe_flops / min(times['peak']) / 1e9:.1f})"),
+                   ("fraction of peak", f"{flops / numpy_time / peak:.0%}"),
+               ])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="rounds of timed runs, each measurement once per round (the median is shown)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for numpy's BLAS and for torch (default: all CPU cores)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
+    return args
+
+
+def main():
+    args = parse_args()
+    # OpenBLAS fixes its thread count when numpy is imported, so another count needs a fresh interpreter.
+    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_att_lstm", *sys.argv[1:]], env)
+    report_blas()
+    run_benchmark(BenchConfig(), args.repeats, args.threads)
+
+
+if __name__ == "__main__":
+    main()
