@@ -22,7 +22,7 @@ FLOORS = [
 ]
 LAYOUT_NAMES = ("coco2014_", "_vgg16_fc7", "2014_urls", "pca.npz", "encoder.json", "encoder.pt", "shapes_images",
                 "shapes_scenes", "manifest.json", "history.json", "config.json", "loss.png", "gallery_", "results.json",
-                "results.md",
+                "results.md", "2014_grid",
                 "<NULL>", "<START>", "<END>", "<UNK>")
 KIND_NAMES = ("rnn", "lstm", "transformer")
 

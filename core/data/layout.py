@@ -6,6 +6,8 @@ A dataset folder is in the CS231n ``coco_captioning`` layout (COCO and the gener
     coco2014_vocab.json                idx_to_word (list), word_to_idx (dict)
     {split}2014_vgg16_fc7_pca.h5       features (M, 512) float32
     {split}2014_vgg16_fc7.h5           features (M, F) float32, read lazily
+    {split}2014_grid.h5                grid (M, R, C) float16: the encoder's last conv map, R = side*side cells
+                                       in row-major order (cell y*side + x, y from the top), read lazily
     {split}2014_urls.txt               one image URL per feature row
     pca.npz, encoder.json              written when this project computed the features
     encoder.pt, shapes_images.h5,      shapes world only: the pretrained CNN, the images ({split}_images
@@ -30,6 +32,7 @@ SHAPES_IMAGES_FILE = "shapes_images.h5"
 SHAPES_SCENES_FILE = "shapes_scenes.json"
 MANIFEST_FILE = "manifest.json"
 FEATURES_KEY = "features"
+GRID_KEY = "grid"
 COCO_ARCHIVE_TOP = "coco_captioning"  # the folder inside the CS231n archive, and the dataset's default home
 
 # Caption rows: <START> w1 .. wk <END> <NULL>...; special tokens come first, with these fixed ids.
@@ -53,6 +56,11 @@ RESULTS_TABLE = "results.md"
 def features_file(split, pca_features):
     """The file name of a split's image features: PCA-reduced (``pca_features``) or the encoder's raw ones."""
     return f"{split}2014_vgg16_fc7{'_pca' if pca_features else ''}.h5"
+
+
+def grid_file(split):
+    """The file name of a split's grid (region) features, one (R, C) map per feature row."""
+    return f"{split}2014_grid.h5"
 
 
 def urls_file(split):

@@ -4,7 +4,7 @@ The same layout holds COCO and the generated shapes world. Every file is checked
 others it is used with; bad data raises ``UserError`` with one line naming the file and the fix.
 
 Dimension legend: N captions in a split, T ids per caption (17), M images in a split, D feature width
-(512 after PCA, F = 4096 for raw VGG16 fc7), V vocabulary size.
+(512 after PCA, F = 4096 for raw VGG16 fc7), V vocabulary size, R cells and C channels of a grid map.
 """
 import json
 from pathlib import Path
@@ -12,8 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from core.data.grid import REBUILD_HINT, open_grid
 from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, \
-    features_file, image_idxs_key, urls_file
+    features_file, grid_file, image_idxs_key, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.errors import UserError
@@ -138,6 +139,16 @@ def _check_split(data, base_dir, split, pca_features):
                         f"{features_path} has {rows} rows; re-download or rebuild the dataset")
 
 
+def _read_grids(data, base_dir, splits):
+    """Each split's ``LazyGrid``, one row per feature row, all of the same (R, C)."""
+    for split in splits:
+        data[f"{split}_grid"] = open_grid(base_dir / grid_file(split), rows=len(data[f"{split}_features"]))
+    maps = {split: data[f"{split}_grid"].shape[1:] for split in splits}
+    if len(set(maps.values())) > 1:
+        files = " and ".join(f"{base_dir / grid_file(s)} ({r} cells x {c} channels)" for s, (r, c) in maps.items())
+        raise UserError(f"{files} differ: the splits were extracted apart; {REBUILD_HINT}")
+
+
 def _subsample_train(data, max_train, seed):
     num_train = data["train_captions"].shape[0]
     if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)) or not 0 < max_train <= num_train:
@@ -148,7 +159,7 @@ def _subsample_train(data, max_train, seed):
     data["train_image_idxs"] = data["train_image_idxs"][keep]
 
 
-def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=SPLITS):
+def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=SPLITS, grid=False):
     """Load a dataset directory in the CS231n layout, checking every file.
 
     Inputs:
@@ -159,12 +170,15 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
       as a ``LazyFeatures`` that reads only the rows a minibatch asks for.
     - seed: seed of the ``max_train`` subsample.
     - splits: the splits to read (default both); e.g. ("val",) for an evaluation, which needs no train rows.
+    - grid: also open each split's grid features (``{split}2014_grid.h5``), for attention over image regions.
 
     Returns a dict with, for each split read:
     - train_captions, val_captions: int32 arrays of shape (N, T).
     - train_image_idxs, val_image_idxs: int32 arrays of shape (N,), rows into the split's features/URLs.
     - train_features, val_features: float32 of shape (M, 512), or LazyFeatures of shape (M, F).
     - train_urls, val_urls: str arrays of shape (M,).
+    - with ``grid``: train_grid, val_grid: ``core.data.grid.LazyGrid`` of shape (M, R, C), read as float32 per
+      minibatch; row m is the map of feature row m (index it by image_idxs, as the features).
     and word_to_idx: dict word -> id; idx_to_word: list of V words; base_dir: the directory as a Path.
     """
     base_dir = Path(base_dir)
@@ -184,6 +198,8 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     if len(set(widths.values())) > 1:
         files = " and ".join(f"{base_dir / features_file(s, pca_features)} ({w}-d)" for s, w in widths.items())
         raise UserError(f"{files} have different widths: the splits were extracted apart; extract them again")
+    if grid:
+        _read_grids(data, base_dir, splits)
     if max_train is not None:
         _subsample_train(data, max_train, seed)
     data["base_dir"] = base_dir
