@@ -1,7 +1,8 @@
 """Extract image features for a captioning dataset in the CS231n coco_captioning layout.
 
 Writes, into --out: {train,val}2014_vgg16_fc7.h5 (raw encoder features), {train,val}2014_vgg16_fc7_pca.h5
-(projected by a PCA fitted on train only), pca.npz, encoder.json and {train,val}2014_urls.txt.
+(projected by a PCA fitted on train only), {train,val}2014_grid.h5 (the encoder's last conv map, from the same
+pass; not with --no-grid), pca.npz, encoder.json and {train,val}2014_urls.txt.
 
 With --captions, it builds a whole dataset folder from your own images and caption files (COCO annotations,
 Karpathy split files, or CSV/TSV with image,caption[,split] columns): captions, vocabulary, features, PCA.
@@ -53,6 +54,9 @@ def build_parser():
                         help=f"images per forward pass (default {BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=positive_int, help="use only the first N images of each split (smoke tests)")
+    parser.add_argument("--no-grid", dest="grid", action="store_false", default=defaults_of(OwnDataConfig)["grid"],
+                        help="write no grid features (vgg16: conv5_3 after ReLU, 14x14x512 an image; shapes: the "
+                             "CNN's last conv map), which attention decoders read; default: write them")
     add_captions_flags(parser)
     add_no_progress(parser)
     return parser
@@ -130,7 +134,7 @@ def extract_image_files(args):
     check_pca_dim(args.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
     encoder, info = vgg16_encoder(args)
     write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, grid=args.grid)
 
 
 def vgg16_encoder(args):
@@ -152,7 +156,7 @@ def build_from_captions(args):
     check_writable_dir(args.out, "--out")
     config = OwnDataConfig(min_word_count=args.min_word_count, restval=args.restval, val_fraction=args.val_fraction,
                            seed=args.seed, skip_missing=args.skip_missing, pca_dim=args.pca_dim,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, grid=args.grid)
     sources = [parse_source(text) for text in args.captions]
     manifest = build_own_dataset(args.out, sources, args.images_dir, lambda: vgg16_encoder(args), config,
                                  device=args.device, progress=not args.no_progress)
@@ -186,7 +190,7 @@ def extract_shapes(args):
         splits = shapes_splits(images_file, args.limit)
         check_pca_dim(args.pca_dim, len(splits["train"][0]), encoder.feature_dim)
         write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, grid=args.grid)
     if out.resolve() != args.data_dir.resolve():
         # encoder.json names the shapes encoder: keep its weights beside it so new images can be encoded.
         weights = args.data_dir / ENCODER_WEIGHTS_FILE

@@ -40,6 +40,7 @@ class OwnDataConfig:
     skip_missing: bool = False  # leave out images that are missing or unreadable instead of refusing
     pca_dim: int = PCA_DIM
     batch_size: int = BATCH_SIZE
+    grid: bool = True  # also write the grid features (VGG16 conv5_3), which attention decoders read
 
     def __post_init__(self):
         if self.min_word_count < 1:
@@ -188,7 +189,7 @@ def build_own_dataset(out_dir, sources, images_dir, make_encoder, config, device
         save_captions_h5(folder / CAPTIONS_FILE, arrays)
         save_vocab_json(folder / VOCAB_FILE, word_to_idx, idx_to_word)
         write_feature_files(folder, encoder, splits, encoder_info, config.pca_dim, config.batch_size, device,
-                            progress=progress)
+                            progress=progress, grid=config.grid)
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
     build_folder(out, write)

@@ -7,6 +7,9 @@ Both follow the encoder interface of ``core.features.extract`` (``feature_dim``,
 import json
 from pathlib import Path
 
+import numpy as np
+
+from core.data.grid import GRID_DTYPE
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, PCA_FILE
 from core.errors import UserError
 from core.features.extract import extract_features, resolve_device
@@ -59,11 +62,12 @@ def read_encoder_info(base_dir):
     return info
 
 
-def encode_image_files(paths, data_dir, device=None, progress=True):
+def encode_image_files(paths, data_dir, device=None, progress=True, grid=False):
     """Features of shape (M, D) for image files, in the space of the dataset at ``data_dir``.
 
     Uses the encoder recorded in ``data_dir``'s encoder record and the PCA saved beside it, so new images land
-    where the model's training features lie.
+    where the model's training features lie. With ``grid``, returns (features (M, D), grid (M, R, C) float32):
+    the grid features from the same pass, rounded to float16 as the dataset's grid files store them.
     """
     data_dir = Path(data_dir)
     info_path, pca_path = data_dir / ENCODER_INFO_FILE, data_dir / PCA_FILE
@@ -80,5 +84,9 @@ def encode_image_files(paths, data_dir, device=None, progress=True):
         raise UserError(f"{pca_path} projects {pca.components.shape[1]}-d features but the encoder of {info_path} "
                         f"gives {encoder.feature_dim}-d ones: the two files come from different extractions; "
                         "extract the features again")
-    raw = extract_features(encoder, images, device=device, desc="encode images", progress=progress)  # (M, F)
-    return pca.project(raw)  # (M, K)
+    if not grid:
+        raw = extract_features(encoder, images, device=device, desc="encode images", progress=progress)  # (M, F)
+        return pca.project(raw)  # (M, K)
+    maps = np.empty((len(images), *encoder.grid_shape), GRID_DTYPE)  # (M, R, C)
+    raw = extract_features(encoder, images, device=device, desc="encode images", progress=progress, grid_out=maps)
+    return pca.project(raw), maps.astype(np.float32)

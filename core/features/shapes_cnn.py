@@ -160,6 +160,11 @@ class ShapesEncoder(nn.Module):
         x = x.permute(0, 3, 1, 2).float() / 255.0                 # (B, S, S, 3) -> (B, 3, S, S)
         return ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
+    @property
+    def grid_shape(self):
+        """(R, C) of the grid features: the trunk's final s x s map of C channels."""
+        return self.config.grid ** 2, self.config.widths[-1]
+
     def forward(self, x):
         """
         Inputs:
@@ -169,6 +174,11 @@ class ShapesEncoder(nn.Module):
         - features: float tensor of shape (B, F), the fc7 activations (after ReLU).
         """
         return self.fc7(self.trunk(self._inputs(x)))               # (B, C, s, s) -> (B, C*s*s) -> (B, F)
+
+    def forward_with_grid(self, x):
+        """fc7 (B, F) and the map it is computed from, (B, s*s, C) with cells row-major, from one pass."""
+        cells = self.trunk(self._inputs(x))                        # (B, C, s, s), after ReLU
+        return self.fc7(cells), cells.flatten(2).transpose(1, 2)   # (B, C, s*s) -> (B, s*s, C)
 
     def _inputs(self, x):
         """x of shape (B, 3, S, S), plus a chroma channel (B, 1, S, S) when configured: max - min of RGB.

@@ -1,4 +1,5 @@
-"""VGG16 (Simonyan & Zisserman, configuration D) as an image encoder giving 4096-d fc7 features.
+"""VGG16 (Simonyan & Zisserman, configuration D) as an image encoder giving 4096-d fc7 features, and conv5_3's
+14x14x512 map as grid features.
 
 The module tree mirrors torchvision's ``vgg16`` exactly (``features`` and ``classifier`` are
 Sequentials with the same indices, ReLU/pool/dropout layers included), so the published ImageNet
@@ -8,7 +9,9 @@ weights ``vgg16-397923af.pth`` load by their own keys with ``strict=True``:
 
 fc7 is the output of the ReLU at ``classifier.4`` (after the second Linear, ``classifier.3``):
 non-negative, and what the CS231n captioning features were made from. fc8 (``classifier.6``, the
-ImageNet class scores) is never computed; it is kept so the published file loads strictly.
+ImageNet class scores) is never computed; it is kept so the published file loads strictly. The grid features
+are the output of the ReLU after conv5_3 (``features.29``), before the last max-pool: 14x14 cells of 32x32
+pixels at 224x224 input, the map attention captioners (Show, Attend and Tell) attend over.
 
 Dimension legend: B batch size, H/W input height/width, S = 224 network input size.
 """
@@ -33,6 +36,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Output channels of each 3x3 convolution; "M" is a 2x2 max pool.
 CONFIG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 FC7_END = 5  # classifier[:5] = fc6, ReLU, Dropout, fc7, ReLU
+CONV5_3_END = 30  # features[:30] ends with conv5_3's ReLU; features[30] is the last max-pool
 
 
 def imagenet_stats():
@@ -59,6 +63,7 @@ class VGG16(nn.Module):
     feature_dim = 4096
     input_size = 224
     resize_size = 256
+    grid_shape = ((input_size // 16) ** 2, 512)  # (R, C): conv5_3 is 4 pools down, 14 x 14 cells
 
     def __init__(self):
         super().__init__()
@@ -100,6 +105,13 @@ class VGG16(nn.Module):
     def forward(self, x):
         """fc7 features (after ReLU) of shape (B, 4096) for x of shape (B, 3, 224, 224)."""
         return self.classifier[:FC7_END](self.fc6_input(x))
+
+    def forward_with_grid(self, x):
+        """fc7 (B, 4096) and conv5_3's map (B, 196, 512), cells row-major, from one pass over x (B, 3, 224, 224)."""
+        conv5 = self.features[:CONV5_3_END](x)  # (B, 512, 14, 14), after ReLU
+        pool5 = self.avgpool(self.features[CONV5_3_END:](conv5))  # (B, 512, 7, 7)
+        fc7 = self.classifier[:FC7_END](torch.flatten(pool5, 1))
+        return fc7, conv5.flatten(2).transpose(1, 2)  # (B, 512, 196) -> (B, 196, 512)
 
 
 def vgg16_parameter_shapes():
