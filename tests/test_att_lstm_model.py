@@ -207,11 +207,14 @@ class SlicedGrid:
 
 def test_for_data_measures_cells_channels_and_scale_from_the_first_rows():
     rng = np.random.default_rng(0)
-    grid = np.concatenate([3.0 * rng.standard_normal((64, 9, 5)), 1e6 * np.ones((36, 9, 5))]).astype(np.float32)
+    grid = 3.0 * rng.standard_normal((100, 100, 5)).astype(np.float32)
+    grid[60:64] *= 1000  # cells past the first 4096 (rnn_model.feature_scale's default rows) still count
+    grid[64:] = 1e6  # past the sampled images: never read
     source = SlicedGrid(grid)
     config = AttLSTMConfig().for_data(source)
-    assert (config.input_dim, config.num_cells) == (5, 9) and source.reads == [64]
-    assert 2.5 < config.feature_scale < 3.1  # cells of norm about 3 sqrt(5); the huge rows past 64 were not read
+    assert (config.input_dim, config.num_cells) == (5, 100) and source.reads == [64]
+    expected = np.linalg.norm(grid[:64].astype(np.float64), axis=2).mean() / np.sqrt(5)
+    assert config.feature_scale == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ValueError, match="square"):
         AttLSTMConfig().for_data(np.ones((4, 8, 5)))
     with pytest.raises(ValueError, match=r"\(M, R, C\)"):
@@ -219,8 +222,7 @@ def test_for_data_measures_cells_channels_and_scale_from_the_first_rows():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"num_cells": 12}, "square"), ({"att_penalty": -1.0}, "att_penalty"), ({"att_penalty": float("nan")},
-                                                                           "att_penalty"),
+    ({"num_cells": 12}, "square"), ({"att_penalty": -1.0}, "att_penalty"), ({"att_penalty": np.nan}, "att_penalty"),
     ({"gate": 1}, "gate"), ({"att_dim": 0}, "att_dim"), ({"hidden_dim": 2.5}, "hidden_dim"),
     ({"dtype": "int32"}, "dtype"), ({"feature_scale": 0.0}, "feature_scale"),
 ])

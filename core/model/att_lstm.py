@@ -68,8 +68,9 @@ class AttLSTMConfig:
         sample = np.asarray(grid[:rows])
         if sample.ndim != 3:
             raise ValueError(f"a grid must have shape (M, R, C), got {sample.shape}")
-        R, C = sample.shape[1:]
-        return replace(self, input_dim=int(C), num_cells=int(R), feature_scale=feature_scale(sample.reshape(-1, C)))
+        M, R, C = sample.shape
+        scale = feature_scale(sample.reshape(M * R, C), rows=M * R)  # (M, R, C) -> (M*R, C): every sampled cell
+        return replace(self, input_dim=int(C), num_cells=int(R), feature_scale=scale)
 
 
 def cell_positions(num_cells):
