@@ -3,13 +3,15 @@
     python training.py --model lstm                        # the default dataset, built on first use
     python training.py --model rnn --num_samples 300       # the classic overfitting sanity check
     python training.py --model transformer --resume        # continue runs/transformer/last.pt
+    python training.py --model lstm --objective scst       # self-critical CIDEr-D training from runs/lstm/best.npz
 """
 import argparse
 
 from core import cli
 from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
-from core.training.engine import TrainSettings
+from core.training.engine import OBJECTIVES, TrainSettings
+from core.training.scst import BASELINES
 
 DEFAULTS = cli.defaults_of(TrainSettings)
 # Architecture flags -> the model config field each sets; which kinds take which is the registry's business.
@@ -36,7 +38,8 @@ def parse_args(argv=None):
                    help="peak learning rate, in (0, 10] (default: per model)")
     cli.add_seed(p, DEFAULTS["seed"], "seeds python, numpy, torch, the data subset and batch order")
     cli.add_device(p, DEFAULTS["device"])
-    p.add_argument("--out", default=DEFAULTS["out"], help="output directory (default: runs/<model>)")
+    p.add_argument("--out", default=DEFAULTS["out"],
+                   help="output directory (default: runs/<model>, runs/<model>-scst for --objective scst)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last checkpoint where it stopped")
     p.add_argument("--dry-run", action="store_true",
                    help="one training step and one validation pass: a smoke test (next to a trained run's "
@@ -44,6 +47,18 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=cli.non_negative_int, default=DEFAULTS["save_every"],
                    help="also write the resumable last checkpoint every N steps within an epoch (default 0: "
                         "every 10 minutes of training)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULTS["objective"],
+                   help="xe: cross-entropy (teacher forcing); scst: self-critical training of the CIDEr-D of sampled "
+                        "captions, starting from --init-from; minibatches are then --batch-size images (default "
+                        f"{DEFAULTS['objective']})")
+    p.add_argument("--init-from", default=DEFAULTS["init_from"],
+                   help="scst: the cross-entropy checkpoint to start from (default: runs/<model>/best)")
+    p.add_argument("--scst-samples", type=cli.positive_int, default=DEFAULTS["scst_samples"],
+                   help=f"scst: captions sampled per image (default {DEFAULTS['scst_samples']})")
+    p.add_argument("--scst-baseline", choices=BASELINES, default=DEFAULTS["scst_baseline"],
+                   help="scst: what a sample's reward is compared with: mean, the image's other samples' mean "
+                        "reward; greedy, its greedy caption's reward (default "
+                        f"{DEFAULTS['scst_baseline']})")
     p.add_argument("--shuffle-features", action="store_true",
                    help="pair captions with random images' features: the blind baseline")
     for name, meaning in ARCHITECTURE.items():
@@ -65,8 +80,10 @@ def main(argv=None):
 
     args = parse_args(argv)
     summary = run_training(settings_from_args(args))
+    name, sign = summary["metric"].name, summary["metric"].sign
     print(f"trained {args.model} for {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}: "
-          f"final train loss {summary['final_train_loss']:.4f}, best val loss {summary['best_val_loss']:.4f}")
+          f"final train {name} {sign * summary['final_train_loss']:.4f}, best val {name} "
+          f"{sign * summary['best_val_loss']:.4f}")
     print(f"outputs in {summary['out_dir']}: best checkpoint {summary['best']}, loss plot, history, config")
     if args.show:
         from core.data.layout import LOSS_PLOT

@@ -39,6 +39,22 @@ class DocumentFrequency:
             first = _groups(image[owner], codes)[1]  # each (k-gram, image) pair once
             self.tables.append(np.unique(codes[first], return_counts=True))
 
+    def arrays(self):
+        """The frequencies as named arrays, for ``np.savez`` (no pickles): ``from_arrays`` reads them back."""
+        arrays = {"vocabulary": self.vocabulary, "num_documents": np.array(self.num_documents)}
+        for k, (codes, counts) in enumerate(self.tables, start=1):
+            arrays[f"codes_{k}"], arrays[f"counts_{k}"] = codes, counts
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """The DocumentFrequency ``arrays()`` returned (e.g. an ``np.load``-ed archive); KeyError if incomplete."""
+        df = cls.__new__(cls)
+        df.vocabulary, df.num_documents = np.asarray(arrays["vocabulary"]), int(arrays["num_documents"])
+        df.tables = [(np.asarray(arrays[f"codes_{k}"]), np.asarray(arrays[f"counts_{k}"]))
+                     for k in range(1, ORDERS + 1)]
+        return df
+
     def counts(self, order):
         """{k-gram as a tuple of words: number of images} for one order; for checks, not for scoring."""
         codes, counts = self.tables[order - 1]

@@ -79,6 +79,8 @@ def plot_loss(history, path, title=None):
     - history: dict with ``train_loss`` (list of T per-iteration losses), ``epoch_train_loss`` and
       ``epoch_val_loss`` (lists of E per-epoch losses; either may be empty or absent) and
       ``iterations_per_epoch`` (int, places epoch e's points at iteration (e + 1) * it).
+      Optional ``metric`` and ``metric_sign``: what the values are, plotted as metric_sign * value (a
+      self-critical run stores minus its CIDEr-D reward and is drawn as the reward).
     - path: where the PNG goes (parent folders are created).
     - title: optional figure title.
 
@@ -86,8 +88,9 @@ def plot_loss(history, path, title=None):
     """
     if "train_loss" not in history or "iterations_per_epoch" not in history:
         raise ValueError("history needs 'train_loss' and 'iterations_per_epoch'")
-    train = _as_losses(history["train_loss"])
-    per_epoch = {key: _as_losses(history.get(key)) for key in EPOCH_SERIES}
+    name, sign = history.get("metric", "loss"), history.get("metric_sign", 1.0)
+    train = sign * _as_losses(history["train_loss"])
+    per_epoch = {key: sign * _as_losses(history.get(key)) for key in EPOCH_SERIES}
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     steps = np.arange(1, len(train) + 1)  # iteration k is the k-th update, so epoch e ends at e * it
@@ -105,10 +108,10 @@ def plot_loss(history, path, title=None):
     if use_log_scale(train, *per_epoch.values()):
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(name)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper right")
-    ax.set_title(title or f"loss over {len(train)} iterations")
+    ax.legend(loc="upper right" if sign > 0 else "lower right")
+    ax.set_title(title or f"{name} over {len(train)} iterations")
     fig.tight_layout()
     return save_figure(fig, path)
 

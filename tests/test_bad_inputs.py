@@ -189,6 +189,16 @@ def other_width(world, tmp_path):
     return str(write_tiny_cs231n(tmp_path / "other", dim=48))
 
 
+def other_vocab(world, tmp_path):
+    """The tiny dataset with two words of its vocabulary swapped."""
+    other = shutil.copytree(world / "data", tmp_path / "other_vocab")
+    vocab = json.loads((other / "coco2014_vocab.json").read_text())
+    vocab["idx_to_word"][4:6] = vocab["idx_to_word"][5:3:-1]
+    vocab["word_to_idx"] = {w: i for i, w in enumerate(vocab["idx_to_word"])}
+    (other / "coco2014_vocab.json").write_text(json.dumps(vocab))
+    return str(other)
+
+
 def missing_param(arrays):
     del arrays["param/W_embed"]
 
@@ -250,6 +260,20 @@ FLAG_CASES = [
                "--batch-size", "16", *SMALL["lstm"]], "lacks parameter(s) W_embed"),
     ("train", ["--model", "lstm", "--data-dir", "{data}", "--out", run_with_edited_last(nan_param), "--resume",
                "--batch-size", "16", *SMALL["lstm"]], "NaN"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--data-dir", "{data}", "--out", "{tmp}/s", "--init-from",
+               "{tmp}/none.npz"], "--init-from"),
+    ("train", ["--model", "rnn", "--objective", "scst", "--data-dir", "{data}", "--out", "{tmp}/s", "--init-from",
+               "{lstm}/best.npz"], "--model lstm"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--data-dir", other_vocab, "--out", "{tmp}/s",
+               "--init-from", "{lstm}/best.npz"], "vocabulary"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--data-dir", other_width, "--out", "{tmp}/s",
+               "--init-from", "{lstm}/best.npz"], "width"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--data-dir", "{data}", "--out", "{lstm}", "--init-from",
+               "{lstm}/best.npz"], "overwrite"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--scst-samples", "1"], "--scst-samples"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--hidden-dim", "9"], "--hidden-dim"),
+    ("train", ["--model", "lstm", "--objective", "scst", "--shuffle-features"], "--shuffle-features"),
+    ("train", ["--model", "lstm", "--scst-baseline", "median"], "--scst-baseline"),
     ("infer", ["--model", "lstm", "--checkpoint", "{tmp}/none.npz"], "training.py --model lstm"),
     ("infer", ["--model", "rnn", "--checkpoint", "{lstm}/best.npz"], "--model lstm"),
     ("infer", ["--model", "lstm", "--checkpoint", "{file}"], "should end in"),

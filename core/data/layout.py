@@ -98,6 +98,11 @@ def default_data_dir(name):
     return Path(__file__).resolve().parent.parent / "datasets" / name
 
 
-def default_run_dir(model):
-    """Where a model's training run goes unless ``--out`` says otherwise."""
-    return Path("runs") / model
+def default_run_dir(model, objective="xe"):
+    """Where a model's training run goes unless ``--out`` says otherwise: ``runs/<model>`` for cross-entropy,
+    ``runs/<model>-scst`` for self-critical training, so that it never replaces the checkpoint it starts from."""
+    return Path("runs") / (model if objective == "xe" else f"{model}-{objective}")
+
+
+# Self-critical training's document frequencies of the training references, cached beside the dataset.
+TRAIN_DF_FILE = "cider_df_train.npz"

@@ -61,6 +61,14 @@ def feature_scale(features, rows=4096):
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
+def _check_weights(weights, N):
+    """Per-caption weights as float64 of shape (N,); ValueError unless finite and of that shape."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (N,) or not np.all(np.isfinite(weights)):
+        raise ValueError(f"weights must be {N} finite numbers, one per caption, got shape {weights.shape}")
+    return weights
+
+
 def _run_lengths(keep):
     """Steps each row must run, of shape (N,): one past its last True in ``keep`` (N, T), 0 for none."""
     T = keep.shape[1]
@@ -142,16 +150,19 @@ class CaptioningRNN:
             raise ValueError(f"captions hold word indices outside [0, {len(self.idx_to_word)})")
         return captions
 
-    def loss(self, features, captions):
+    def loss(self, features, captions, weights=None):
         """Training loss and gradients for a minibatch (teacher forcing).
 
         Inputs:
         - features: array of shape (N, I).
         - captions: int array of shape (N, T): <START> w1 .. wk <END> <NULL>...; the model reads
           captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets.
+        - weights: optional array of shape (N,), each caption's weight (default 1). Self-critical training
+          passes the advantages: the loss is then -sum_n weights[n] * log p(caption n) / N, whose gradient is
+          the policy gradient, through the same backward passes.
 
         Returns:
-        - loss: float, the summed cross-entropy over the predicted words, divided by N.
+        - loss: float, the (weighted) summed cross-entropy over the predicted words, divided by N.
         - grads: dict with the keys of ``params``, each of that parameter's shape.
         """
         features = self._check_features(features)
@@ -168,8 +179,11 @@ class CaptioningRNN:
         keep = captions_out != self.null_idx  # (N, T)
         h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"], lengths=_run_lengths(keep))
         scores, vocab_cache = layers.temporal_affine_forward(h[keep][None], p["W_vocab"], p["b_vocab"])
-        loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], np.ones((1, keep.sum())))
         N = features.shape[0]
+        word_weights = np.ones(keep.shape)  # (N, T): a caption's weight on each of its words
+        if weights is not None:
+            word_weights *= _check_weights(weights, N)[:, None]
+        loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], word_weights[keep][None])
         loss /= N
         dscores /= N
 

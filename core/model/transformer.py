@@ -53,6 +53,19 @@ def caption_loss(scores, captions_out, null_idx):
     return total / (targets != null_idx).sum().clamp(min=1)
 
 
+def weighted_caption_loss(scores, captions_out, null_idx, weights):
+    """-sum_n weights[n] * log p(caption n) / N: self-critical training's surrogate, whose gradient is the policy
+    gradient when ``weights`` are the advantages (the numpy models' ``loss(..., weights)`` computes the same).
+
+    Inputs: scores of shape (N, T, V); captions_out of shape (N, T); weights of shape (N,).
+    Returns: a scalar tensor (float32).
+    """
+    N, T, V = scores.shape
+    word_loss = F.cross_entropy(scores.reshape(N * T, V).float(), captions_out.reshape(N * T),  # (N*T, V)
+                                ignore_index=null_idx, reduction="none").view(N, T)  # (N*T,) -> (N, T)
+    return (word_loss.sum(dim=1) * weights.float()).sum() / N
+
+
 @dataclass
 class DecodeState:
     """What decoding carries between steps.
@@ -145,17 +158,21 @@ class CaptioningTransformer(nn.Module):
                              f"N={features.shape[0]} rows like the features")
         return self.output(self._decode(captions, self._memory(features)))
 
-    def loss(self, features, captions):
+    def loss(self, features, captions, weights=None):
         """Teacher-forced loss of whole captions (``caption_loss`` of the shifted captions).
 
         Inputs:
         - features: image features of shape (N, D), or (N, R, D) with the grid memory.
         - captions: word indices of shape (N, T + 1), long: <START> w1 .. wk <END> <NULL> ...
+        - weights: optional tensor of shape (N,), each caption's weight: then ``weighted_caption_loss``, the
+          summed log-probability of each caption times its weight, over N (self-critical training).
 
         Returns:
         - loss: a scalar tensor.
         """
         scores = self(features, captions[:, :-1])  # (N, T, V), predicting captions[:, 1:]
+        if weights is not None:
+            return weighted_caption_loss(scores, captions[:, 1:], self.null_idx, weights)
         return caption_loss(scores, captions[:, 1:], self.null_idx)
 
     def sample(self, features, max_length=30):

@@ -22,8 +22,12 @@ from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.errors import UserError
 from core.fileio import FolderLock, atomic_write_text, writable_dir
-from core.model.registry import model_kind
+from core.model.registry import load_model, model_kind
+from core.training.scst import SCSTConfig, SCSTUpdater, image_rows, training_document_frequency
 from core.training.solver import Solver, SolverConfig
+
+OBJECTIVES = ("xe", "scst")
+SCST_LR_SCALE = 0.1  # a self-critical run's default learning rate, as a share of the kind's cross-entropy rate
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class TrainSettings:
     resume: bool = False
     dry_run: bool = False  # one step and one validation pass, never over a trained run's files
     save_every: int = SolverConfig.save_every  # steps between checkpoints within an epoch; 0: every 10 minutes
+    objective: str = "xe"  # "xe": cross-entropy; "scst": self-critical CIDEr-D training from an XE checkpoint
+    init_from: str | None = None  # scst: the checkpoint to start from; None: runs/<model>/best
+    scst_samples: int = SCSTConfig.samples
+    scst_baseline: str = SCSTConfig.baseline
     shuffle_features: bool = False  # the blind baseline: captions paired with other images' features
     progress: bool = True
     model_config: dict = field(default_factory=dict)  # architecture options, e.g. {"hidden_dim": 256}
@@ -57,27 +65,35 @@ def run_training(settings, data=None):
     seed_everything(settings.seed)
     kind = model_kind(settings.model)
     model_config = kind.make_config(settings.model_config)  # bad options fail before any data is read
+    scst = _scst_config(settings)
     device = kind.device(settings.device)
     out_dir = _out_dir(settings, kind)
     with FolderLock(out_dir, "--out"):
-        return _train(settings, kind, model_config, device, out_dir, data)
+        return _train(settings, kind, model_config, scst, device, out_dir, data)
 
 
-def _train(settings, kind, model_config, device, out_dir, data):
+def _train(settings, kind, model_config, scst, device, out_dir, data):
     """The run itself, holding the lock on ``out_dir``."""
     if data is None:
         data_dir = resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress)
         data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed)
     if settings.shuffle_features:
         data = _blind(data, settings.seed)
-    model_config = model_config.for_data(data["train_features"])
-    kind.check_size(model_config, len(data["idx_to_word"]))
-    model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
-    solver_config, optim_config = _configs(settings, kind, data["train_captions"].shape[0])
+    optim_config = _optim_config(settings, kind)
+    if scst is None:
+        model_config = model_config.for_data(data["train_features"])
+        kind.check_size(model_config, len(data["idx_to_word"]))
+        model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
+        updater = kind.updater(model, optim_config, device)
+    else:
+        model = _initial_model(settings, kind, device, data, out_dir)
+        data = image_rows(data)
+        df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx, model.null_idx)
+        updater = SCSTUpdater(kind.updater(model, optim_config, device), scst, df)
+    solver_config = _solver_config(settings, kind, data["train_captions"].shape[0])
     record = _record(settings, model, solver_config, optim_config, data, device)
     meta = dict(record, idx_to_word=list(data["idx_to_word"]), title=_title(settings, data))
-    solver = Solver(kind.updater(model, optim_config, device), data, solver_config, optim_config, out_dir, meta,
-                    kind.checkpoint_suffix)
+    solver = Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix)
     if settings.resume:
         if not solver.last_path.is_file():
             raise UserError(f"--resume: no checkpoint {solver.last_path} to resume from; drop --resume to start afresh")
@@ -98,18 +114,67 @@ def _train(settings, kind, model_config, device, out_dir, data):
     return {"out_dir": str(out_dir), "best": str(solver.best_path), "last": str(solver.last_path),
             "seconds": time.perf_counter() - start, "best_val_loss": solver.best_val_loss,
             "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
-            "steps": solver.step, "device": str(device), "model": model}
+            "steps": solver.step, "device": str(device), "model": model, "metric": updater.metric}
 
 
-def _configs(settings, kind, num_train):
-    """Solver and optimizer configs: the model kind's defaults, overridden by the settings."""
-    iterations = math.ceil(num_train / settings.batch_size)
+def _scst_config(settings):
+    """The SCSTConfig of a self-critical run, None for cross-entropy; UserError for options that do not fit."""
+    if settings.objective not in OBJECTIVES:
+        raise UserError(f"--objective {settings.objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if settings.objective == "xe":
+        return None
+    if settings.model_config:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(settings.model_config))
+        raise UserError(f"{flags} cannot be set with --objective scst: the architecture is --init-from's; drop them")
+    if settings.shuffle_features:
+        raise UserError("--shuffle-features cannot be combined with --objective scst: train the blind baseline "
+                        "with cross-entropy")
+    try:
+        return SCSTConfig(samples=settings.scst_samples, baseline=settings.scst_baseline)
+    except ValueError as err:
+        raise UserError(f"--scst-samples/--scst-baseline: {err}") from None
+
+
+def _initial_model(settings, kind, device, data, out_dir):
+    """The cross-entropy checkpoint a self-critical run starts from, checked against the run's model and data."""
+    best = checkpoint_file("best", kind.checkpoint_suffix)
+    path = Path(settings.init_from or default_run_dir(settings.model) / best)
+    written = {(out_dir / checkpoint_file(name, kind.checkpoint_suffix)).resolve() for name in ("best", "last")}
+    if path.resolve() in written:
+        raise UserError(f"--out {out_dir} would overwrite --init-from {path}: write the self-critical run to "
+                        "another --out")
+    if not path.is_file():
+        raise UserError(f"--init-from {path}: no checkpoint there; train the cross-entropy model first (python "
+                        f"training.py --model {settings.model}) or pass --init-from PATH")
+    model, meta = load_model(path, device=device)
+    if meta["model_type"] != settings.model:
+        raise UserError(f"--init-from {path} holds a {meta['model_type']!r} model, not {settings.model!r}: pass "
+                        f"--model {meta['model_type']} or another --init-from")
+    if list(meta["idx_to_word"]) != list(data["idx_to_word"]):
+        raise UserError(f"--init-from {path} was trained with another vocabulary than {data['base_dir']}: start from "
+                        "a checkpoint trained on this dataset")
+    width = meta["model_config"].get("input_dim")
+    if width != data["train_features"].shape[1]:
+        raise UserError(f"--init-from {path} takes features of width {width}, {data['base_dir']} has "
+                        f"{data['train_features'].shape[1]}: start from a checkpoint trained on these features")
+    return model
+
+
+def _optim_config(settings, kind):
+    """The model kind's optimizer settings; self-critical runs start at a tenth of its rate, without warm-up
+    (fine-tuning a trained model: the rate of cross-entropy training from scratch undoes it), unless --lr."""
+    if settings.objective == "xe":
+        return kind.optim if settings.lr is None else replace(kind.optim, lr=settings.lr)
+    return replace(kind.optim, lr=settings.lr or kind.optim.lr * SCST_LR_SCALE, warmup_steps=0)
+
+
+def _solver_config(settings, kind, num_rows):
+    """The loop's settings; ``num_rows`` captions (images, in self-critical runs) make an epoch."""
+    iterations = math.ceil(num_rows / settings.batch_size)
     epochs = settings.epochs or max(kind.epochs, math.ceil(settings.min_steps / iterations))
-    optim_config = kind.optim if settings.lr is None else replace(kind.optim, lr=settings.lr)
-    solver_config = SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
-                                 max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
-                                 save_every=settings.save_every)
-    return solver_config, optim_config
+    return SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
+                        max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
+                        save_every=settings.save_every)
 
 
 def _record(settings, model, solver_config, optim_config, data, device):
@@ -136,7 +201,7 @@ def _blind(data, seed):
 def _out_dir(settings, kind):
     """The run's folder, checked writable. A dry run next to a trained run's checkpoints goes into a subfolder,
     so that a smoke test never replaces the model ``inference.py`` loads."""
-    out_dir = Path(settings.out or default_run_dir(settings.model))
+    out_dir = Path(settings.out or default_run_dir(settings.model, settings.objective))
     trained = any((out_dir / checkpoint_file(name, kind.checkpoint_suffix)).is_file() for name in ("best", "last"))
     if settings.dry_run and trained:
         out_dir = out_dir / DRY_RUN_DIR

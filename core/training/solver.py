@@ -68,7 +68,8 @@ class Solver:
         num_val = data["val_captions"].shape[0]
         keep = min(config.val_captions or num_val, num_val, max(self.num_train, config.batch_size))
         self.val_idx = np.sort(val_rng.choice(num_val, keep, replace=False))
-        self.step, self.history = 0, _new_history(self.iterations_per_epoch)
+        self.metric = updater.metric  # what the "loss" is: shown and plotted as metric.sign * loss
+        self.step, self.history = 0, _new_history(self.iterations_per_epoch, self.metric)
         self.best_val_loss, self.best_epoch = math.inf, -1
         self.best_params = None  # the best parameters this process saw (a resumed run's earlier best is on disk)
         self._stop = threading.Event()
@@ -135,14 +136,15 @@ class Solver:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
             lr = learning_rate(self.optim_config, self.step, self.total_steps)
             features, captions = self._batch("train", idx)
+            rng = np.random.default_rng([self.config.seed, 3, self.step])  # a resumed run draws the same
             with np.errstate(all="ignore"):  # a diverging step is reported below, in one line
-                loss = self.updater.train_step(features, captions, lr)
+                loss = self.updater.train_step(features, captions, lr, rng)
             if not math.isfinite(loss):
                 raise self._diverged(f"the training loss became {loss} at epoch {epoch + 1}, step {self.step + 1}",
                                      features)
             self.history["train_loss"].append(loss)
             self.step += 1
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix({self.metric.name: f"{self.metric.sign * loss:.3f}", "lr": f"{lr:.2e}"})
             if self._save_due() and it + 1 < last:  # an epoch's last step is saved by _end_epoch
                 self._save(self.last_path)
             if self._stop.is_set():  # after the save: a Ctrl-C during it stops here, not a step later
@@ -185,8 +187,10 @@ class Solver:
         self._save(self.last_path)
         self._write_history()
         if self.config.progress:
-            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: train loss {self.history['epoch_train_loss'][-1]:.4f}"
-                       f"  val loss {val_loss:.4f}  ({seconds:.1f} s)")
+            name, sign = self.metric.name, self.metric.sign
+            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: train {name} "
+                       f"{sign * self.history['epoch_train_loss'][-1]:.4f}  val {name} {sign * val_loss:.4f}  "
+                       f"({seconds:.1f} s)")
 
     def validation_loss(self):
         """Mean loss over the fixed validation subset, batch by batch (weighted by batch size)."""
@@ -222,9 +226,11 @@ class Solver:
             self._plotted_at = now
 
 
-def _new_history(iterations_per_epoch):
+def _new_history(iterations_per_epoch, metric):
+    """The run's curves. Values are what the loop minimises; ``metric`` and ``metric_sign`` say what they are
+    (self-critical runs minimise minus the CIDEr-D reward)."""
     return {"train_loss": [], "epoch_train_loss": [], "epoch_val_loss": [], "epoch_seconds": [],
-            "iterations_per_epoch": iterations_per_epoch}
+            "iterations_per_epoch": iterations_per_epoch, "metric": metric.name, "metric_sign": metric.sign}
 
 
 class _SaveGuard:

@@ -2,10 +2,13 @@
 
 ``NumpyUpdater`` drives the numpy models: ``loss -> (loss, grads)``, clipping by global norm, an update rule from
 ``core.optim``. ``TorchUpdater`` drives the Transformer: autograd, AdamW, clipping, mixed precision on CUDA.
-Both expose the same methods, so ``core.training.solver.Solver`` never asks which one it holds:
+``train_step`` also takes per-caption ``weights`` (N,) (self-critical training's advantages); ``rng`` (an
+``np.random.Generator`` the solver draws from ``(seed, step)``) serves updaters that sample, such as
+``core.training.scst.SCSTUpdater``, which wraps one of these two. Both expose the same methods, so ``core.training.solver.Solver`` never asks which one it holds:
 
-    loss = updater.train_step(features, captions, lr)      # features (N, D), captions (N, T): numpy
+    loss = updater.train_step(features, captions, lr, rng)  # features (N, D), captions (N, T): numpy
     loss = updater.eval_loss(features, captions)
+    model = updater.decoder()                               # the model ready to decode (eval mode)
     state = updater.state(); updater.load_state(state)      # parameters + optimizer state, for checkpoints
     params = updater.snapshot()                             # a copy of the parameters, for the best model
 """
@@ -15,6 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import optim
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What an updater's "loss" is, for people: its name and the sign that turns it into that quantity."""
+    name: str
+    sign: float = 1.0
+
+
+LOSS = Metric("loss")
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,11 @@ def learning_rate(config, step, total_steps):
     return config.lr * warmup * decay
 
 
+def _weighted(weights):
+    """The loss's keyword arguments: none for plain cross-entropy, so models without weights still train."""
+    return {} if weights is None else {"weights": weights}
+
+
 class NumpyUpdater:
     """Updates a numpy model (``params`` dict, ``loss -> (loss, grads)``) with a rule from ``core.optim``."""
 
@@ -47,8 +65,10 @@ class NumpyUpdater:
         self.rule = optim.UPDATE_RULES[config.update_rule]
         self.optim_state = {name: {} for name in model.params}
 
-    def train_step(self, features, captions, lr):
-        loss, grads = self.model.loss(features, captions)
+    metric = LOSS
+
+    def train_step(self, features, captions, lr, rng=None, weights=None):
+        loss, grads = self.model.loss(features, captions, **_weighted(weights))
         if not np.isfinite(loss):
             return float(loss)
         if self.config.grad_clip > 0:
@@ -64,6 +84,9 @@ class NumpyUpdater:
 
     def eval_loss(self, features, captions):
         return float(self.model.loss(features, captions)[0])
+
+    def decoder(self):
+        return self.model
 
     def snapshot(self):
         return {name: w.copy() for name, w in self.model.params.items()}
@@ -89,6 +112,9 @@ class TorchUpdater:
         if device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # Self-critical training turns dropout off: its captions are sampled without it, and the policy gradient
+        # is exact only for the distribution the samples came from.
+        self.dropout = True
 
     def _tensors(self, features, captions):
         torch = self.torch
@@ -96,15 +122,18 @@ class TorchUpdater:
         captions = torch.as_tensor(np.asarray(captions, dtype=np.int64), device=self.device)
         return features, captions
 
-    def _loss(self, features, captions):
+    def _loss(self, features, captions, weights=None):
+        options = {} if weights is None else {"weights": self.torch.as_tensor(weights, device=self.device)}
         with self.torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model.loss(*self._tensors(features, captions))
+            return self.model.loss(*self._tensors(features, captions), **options)
 
-    def train_step(self, features, captions, lr):
-        self.model.train()
+    metric = LOSS
+
+    def train_step(self, features, captions, lr, rng=None, weights=None):
+        self.model.train(self.dropout)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self._loss(features, captions)
+        loss = self._loss(features, captions, weights)
         if not self.torch.isfinite(loss):
             return float(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
@@ -120,6 +149,10 @@ class TorchUpdater:
         self.model.eval()
         with self.torch.no_grad():
             return float(self._loss(features, captions))
+
+    def decoder(self):
+        self.model.eval()
+        return self.model
 
     def snapshot(self):
         return {name: t.detach().to("cpu", copy=True) for name, t in self.model.state_dict().items()}
