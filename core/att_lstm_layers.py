@@ -126,27 +126,44 @@ def att_lstm_backward(dh, dalpha, cache):
     W_ctx_T = weights["Wx"][x_packed.shape[1]:].T
     for t in reversed(range(pack.steps)):
         n, rows = pack.sizes[t], pack.block(t)
-        prev_c = c0[:n] if t == 0 else buffers["c"][pack.block(t - 1)][:n]
-        _lstm_gates_backward(dh[rows], dprev_h[:n], dc[:n], gates[rows], prev_c, buffers["tanh_c"][rows],
-                             drec[rows, :4 * H], scratch["lstm"][:n])
-        dz[rows] = drec[rows, :4 * H] @ W_ctx_T  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
-        if buffers["beta"] is not None:
-            beta = buffers["beta"][rows]
-            drec[rows, -1:] = np.sum(dz[rows] * buffers["z"][rows], axis=1, keepdims=True) * beta * (1 - beta)
-            dz[rows] *= beta
-        dalpha_t = dalpha[rows] + (a[:n] @ dz[rows, :, None])[:, :, 0]  # (n, R, C) @ (n, C, 1) -> (n, R)
-        de[rows] = softmax_cells_backward(dalpha_t, buffers["alpha"][rows])
-        u, q = buffers["u"][rows], scratch["att"][:n]
-        np.multiply(u, u, out=q)
-        np.subtract(1, q, out=q)  # tanh' = 1 - u^2
-        q *= de[rows][:, :, None]
-        dpa[:n] += q
-        np.multiply(q.sum(axis=1), weights["w_att"], out=drec[rows, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
-        np.matmul(drec[rows], W_rec.T, out=dprev_h[:n])  # (n, K) @ (K, H) -> (n, H)
+        saved = {name: None if array is None else array[rows] for name, array in buffers.items()}
+        saved["gates"], saved["prev_c"] = gates[rows], c0[:n] if t == 0 else buffers["c"][pack.block(t - 1)][:n]
+        _step_backward(dh[rows], dalpha[rows], dprev_h[:n], dc[:n], a[:n], W_rec, W_ctx_T, weights, saved,
+                       {"drec": drec[rows], "dz": dz[rows], "de": de[rows], "dpa": dpa[:n]},
+                       {name: array[:n] for name, array in scratch.items()})
     dpa *= weights["w_att"]
     da = pack.unpack(buffers["alpha"]).transpose(0, 2, 1) @ pack.unpack(dz)  # (N, R, T) @ (N, T, C) -> (N, R, C)
     dx, grads = _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack)
     return dx, da, pack.unsort_rows(dpa), pack.unsort_rows(dprev_h), pack.unsort_rows(dc), grads
+
+
+def _step_backward(dh, dalpha, dh_next, dc, a, W_rec, W_ctx_T, weights, saved, out, scratch):
+    """One step backward for the n rows running at it, written into ``out`` (views of the sequence's buffers).
+
+    Inputs: dh (n, H) and dalpha (n, R), the upstream gradients at this step; dh_next (n, H), h_t's gradient
+    through step t + 1, turned into h_{t-1}'s; dc (n, H), c_t's, turned into c_{t-1}'s; a (n, R, C);
+    W_rec (H, K); W_ctx_T (4H, C), unscaled; saved: this step's forward buffers, its gate values and prev_c.
+    Outputs: drec (n, K), the recurrent product's gradient; dz (n, C), the context's; de (n, R), the scores';
+    dpa (n, R, A), to which this step's (1 - u^2) de is added.
+    """
+    H, A = dh.shape[1], weights["w_att"].shape[0]
+    drec, dz = out["drec"], out["dz"]
+    _lstm_gates_backward(dh, dh_next, dc, saved["gates"], saved["prev_c"], saved["tanh_c"], drec[:, :4 * H],
+                         scratch["lstm"])
+    np.matmul(drec[:, :4 * H], W_ctx_T, out=dz)  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
+    if saved["beta"] is not None:
+        beta = saved["beta"]
+        drec[:, -1:] = np.sum(dz * saved["z"], axis=1, keepdims=True) * beta * (1 - beta)
+        dz *= beta
+    dalpha = dalpha + (a @ dz[:, :, None])[:, :, 0]  # (n, R, C) @ (n, C, 1) -> (n, R, 1) -> (n, R)
+    out["de"][:] = softmax_cells_backward(dalpha, saved["alpha"])
+    u, q = saved["u"], scratch["att"]
+    np.multiply(u, u, out=q)
+    np.subtract(1, q, out=q)  # tanh' = 1 - u^2
+    q *= out["de"][:, :, None]
+    out["dpa"] += q
+    np.multiply(q.sum(axis=1), weights["w_att"], out=drec[:, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
+    np.matmul(drec, W_rec.T, out=dh_next)  # (n, K) @ (K, H) -> (n, H)
 
 
 def _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from core import att_layers, rnn_layers
-from core.att_lstm_layers import att_lstm_forward, att_lstm_backward
+from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
@@ -122,7 +122,7 @@ class CaptioningAttLSTM:
 
     The loss is the summed cross-entropy of the caption words over N plus ``att_penalty`` times the doubly
     stochastic penalty (core.att_layers.doubly_stochastic_penalty). With R cells and T < R steps that penalty
-    cannot fall below (R - T)^2 / R per image, so the loss has that floor; only its gradient matters.
+    cannot fall below att_penalty * (R - T)^2 / R per image: the loss has that floor; only its gradient matters.
     """
 
     Config = AttLSTMConfig
