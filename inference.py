@@ -7,7 +7,7 @@
 import argparse
 
 from core import cli
-from core.data.layout import END, HELD_OUT_SPLIT, SPLITS
+from core.data.layout import END, HELD_OUT_SPLIT, PROTOCOLS, SPLITS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
@@ -32,6 +32,11 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
                    help="dataset to caption (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="any folder in the CS231n layout; overrides --dataset")
+    p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],
+                   help="which images make train/val/test: cs231n, the dataset's own files; karpathy, Karpathy's COCO "
+                        "splits of them (--split test: the 5,000-image test of published scores; needs "
+                        "dataset_coco.json: bash core/datasets/get_datasets.sh --karpathy) (default: the protocol the "
+                        "checkpoint was trained with)")
     p.add_argument("--beam-size", type=cli.positive_int, default=DECODE["beam_size"],
                    help="beam width; 1 decodes greedily")
     p.add_argument("--length-penalty", type=float, default=DECODE["length_penalty"],
@@ -51,6 +56,9 @@ def parse_args(argv=None):
                    help="caption your own image files (encoded like the training dataset's images)")
     p.add_argument("--images-dir", default=DEFAULTS["images_dir"], help="COCO: folder of the split's jpg files, for galleries")
     p.add_argument("--no-fetch", action="store_true", help="COCO: never fetch gallery images from their URLs")
+    p.add_argument("--attention-maps", type=cli.non_negative_int, default=DEFAULTS["attention_maps"], metavar="N",
+                   help="attention models: save attention maps (attention_<split>_<row>.png) of the greedy captions "
+                        f"of the first N shown images of each split; 0: none (default {DEFAULTS['attention_maps']})")
     cli.add_device(p, DEFAULTS["device"])
     cli.add_seed(p, DEFAULTS["seed"], "seeds the choice of shown images and sampling")
     cli.add_no_progress(p)

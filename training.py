@@ -1,4 +1,4 @@
-"""Train a captioning model (rnn, lstm or transformer) on the default shapes dataset, COCO, or any CS231n-layout folder.
+"""Train a captioning model (rnn, lstm, att_lstm or transformer) on the default shapes dataset, COCO, or any CS231n-layout folder.
 
     python training.py --model lstm                        # the default dataset, built on first use
     python training.py --model rnn --num_samples 300       # the classic overfitting sanity check
@@ -8,15 +8,23 @@
 import argparse
 
 from core import cli
+from core.data.layout import PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
 from core.training.engine import OBJECTIVES, TrainSettings
 from core.training.scst import BASELINES
 
 DEFAULTS = cli.defaults_of(TrainSettings)
-# Architecture flags -> the model config field each sets; which kinds take which is the registry's business.
-ARCHITECTURE = {"wordvec_dim": "word embedding width", "hidden_dim": "rnn/lstm hidden width",
-                "num_layers": "transformer decoder layers", "num_heads": "transformer attention heads"}
+# Architecture flags -> (argparse type, meaning) of the model config field each sets; which kinds take which
+# is the registry's business (a flag a kind does not take is refused).
+ARCHITECTURE = {"wordvec_dim": (cli.positive_int, "word embedding width"),
+                "hidden_dim": (cli.positive_int, "rnn/lstm/att_lstm hidden width"),
+                "att_dim": (cli.positive_int, "att_lstm attention width"),
+                "att_penalty": (cli.non_negative_float, "att_lstm doubly stochastic attention penalty lambda (0: off)"),
+                "num_layers": (cli.positive_int, "transformer decoder layers"),
+                "num_heads": (cli.positive_int, "transformer attention heads"),
+                "memory": (str, "transformer: what it cross-attends over, pooled (one vector) or grid (the image's "
+                                "cells; the default on data with grid features)")}
 
 
 def parse_args(argv=None):
@@ -30,6 +38,11 @@ def parse_args(argv=None):
                         "coco_captioning (get it with bash core/datasets/get_datasets.sh)")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"],
                    help="any folder in the CS231n coco_captioning layout; overrides --dataset")
+    p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],
+                   help="which images make train/val/test: cs231n, the dataset's own train2014/val2014 files (and test "
+                        "files where it has them); karpathy, Karpathy's COCO splits of those images (train + restval / "
+                        "val / the 5,000-image test of published scores; needs dataset_coco.json: bash "
+                        f"core/datasets/get_datasets.sh --karpathy) (default {DEFAULTS['splits']})")
     p.add_argument("--epochs", type=cli.positive_int, default=DEFAULTS["epochs"],
                    help="passes over the training captions (default: per model, longer for few captions)")
     p.add_argument("--batch-size", type=cli.positive_int, default=DEFAULTS["batch_size"],
@@ -61,8 +74,8 @@ def parse_args(argv=None):
                         f"{DEFAULTS['scst_baseline']})")
     p.add_argument("--shuffle-features", action="store_true",
                    help="pair captions with random images' features: the blind baseline")
-    for name, meaning in ARCHITECTURE.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=cli.positive_int, default=None,
+    for name, (kind, meaning) in ARCHITECTURE.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                        help=f"{meaning} (default: per model, core/model/registry.py)")
     cli.add_no_progress(p)
     p.add_argument("--show", action="store_true", help="open the loss plot in a window at the end")

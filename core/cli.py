@@ -59,6 +59,17 @@ def positive_float(text):
     return value
 
 
+def non_negative_float(text):
+    """argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return value
+
+
 def seed(text):
     """argparse type: a seed numpy accepts, an integer in 0 .. 2**32 - 1."""
     try:

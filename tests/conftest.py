@@ -8,8 +8,9 @@ import pytest
 WORDS = ["a", "red", "blue", "green", "circle", "square", "star", "left", "of", "big", "small", "two"]
 
 
-def write_tiny_cs231n(base_dir, num_train=24, num_val=8, dim=32, captions_per_image=2, seed=0):
-    """A dataset directory in the CS231n coco_captioning layout whose captions depend on the features."""
+def write_tiny_cs231n(base_dir, num_train=24, num_val=8, dim=32, captions_per_image=2, seed=0, grid=False):
+    """A dataset directory in the CS231n coco_captioning layout whose captions depend on the features; with
+    ``grid``, also grid features: each image's features cut into a 2 x 2 map of dim / 4 channels."""
     rng = np.random.default_rng(seed)
     idx_to_word = ["<NULL>", "<START>", "<END>", "<UNK>"] + WORDS
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -29,6 +30,9 @@ def write_tiny_cs231n(base_dir, num_train=24, num_val=8, dim=32, captions_per_im
         for suffix, width in (("_pca", dim), ("", 2 * dim)):
             with h5py.File(base_dir / f"{split}2014_vgg16_fc7{suffix}.h5", "w") as f:
                 f["features"] = np.concatenate([features] * (width // dim), axis=1)
+        if grid:
+            with h5py.File(base_dir / f"{split}2014_grid.h5", "w") as f:
+                f["grid"] = features.reshape(num_images, 4, dim // 4).astype(np.float16)  # (M, D) -> (M, R, C)
         (base_dir / f"{split}2014_urls.txt").write_text(
             "".join(f"http://127.0.0.1:9/{split}/{i}.jpg\n" for i in range(num_images)))
     with h5py.File(base_dir / "coco2014_captions.h5", "w") as f:
@@ -43,3 +47,9 @@ def write_tiny_cs231n(base_dir, num_train=24, num_val=8, dim=32, captions_per_im
 def tiny_dataset(tmp_path_factory):
     """A tiny CS231n-layout dataset directory (24 train and 8 val images, 32-d features)."""
     return write_tiny_cs231n(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_grid_dataset(tmp_path_factory):
+    """The tiny dataset with grid features too (2 x 2 cells of 8 channels)."""
+    return write_tiny_cs231n(tmp_path_factory.mktemp("tiny_grid") / "data", grid=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.data.layout import GRID_KEY
+from core.data.layout import GRID_KEY, grid_file
 from core.errors import UserError
 from core.fileio import atomic_write
 
@@ -126,16 +126,20 @@ class LazyGrid:
         rows = self._rows(index)
         unique, inverse = np.unique(rows.ravel(), return_inverse=True)
         block = self._read(unique)                                     # (U, R, C) float32
+        # A finite sum proves every value finite, without a boolean array the size of the batch; only a
+        # non-finite sum (a bad value, or an overflow) needs the value-by-value check.
+        if not np.isfinite(block.sum()) and not np.isfinite(block).all():
+            raise UserError(f"{self.path}: grid rows hold NaN or infinite values; delete it and {REBUILD_HINT}")
         in_order = np.array_equal(inverse, np.arange(len(block)))     # e.g. grid[:k]: no copy needed
         out = block if in_order else block.take(inverse, axis=0)       # (B, R, C) in the order asked
-        if not np.isfinite(out).all():
-            raise UserError(f"{self.path}: grid rows hold NaN or infinite values; delete it and {REBUILD_HINT}")
         return out.reshape(rows.shape + self.shape[1:])
 
     def _rows(self, index):
         """``index`` as an integer array of rows in 0..M-1."""
         if isinstance(index, slice):
             return np.arange(*index.indices(len(self)))
+        if isinstance(index, tuple):  # np.asarray would take grid[i, j] for rows i and j
+            raise IndexError("a LazyGrid is indexed by rows only: grid[rows], then index the float32 array it gives")
         index = np.asarray(index)
         if index.size == 0:
             index = index.astype(np.intp)  # np.asarray([]) is float64
@@ -154,9 +158,11 @@ class LazyGrid:
         if unique.size == 0:
             return np.empty((0, *self.shape[1:]), np.float32)
         dataset = self._dataset().astype(np.float32)
-        if unique[-1] - unique[0] + 1 == unique.size:
-            return dataset[int(unique[0]):int(unique[-1]) + 1]
-        return dataset[unique]
+        consecutive = unique[-1] - unique[0] + 1 == unique.size
+        try:
+            return dataset[int(unique[0]):int(unique[-1]) + 1] if consecutive else dataset[unique]
+        except OSError as err:  # a file damaged after it was opened
+            raise UserError(f"cannot read grid file {self.path} ({err}); delete it and {REBUILD_HINT}") from None
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(f"LazyGrid({self.path}) reads rows by index (grid[rows]); grid[:] reads the whole split")
@@ -180,3 +186,17 @@ class LazyGrid:
 
     def __repr__(self):
         return f"LazyGrid({str(self.path)!r}, shape={self.shape}, dtype=float32)"
+
+
+def has_grid_files(base_dir, splits):
+    """Whether ``base_dir`` holds grid features for every split of ``splits``."""
+    return all((Path(base_dir) / grid_file(split)).is_file() for split in splits)
+
+
+def model_inputs(data, reads_grid):
+    """``data`` (``load_coco_data``'s dict) with the features a model reads as ``<split>_features``: the grid
+    for models that attend over cells (loaded with ``grid=True``), the pooled features otherwise."""
+    if not reads_grid:
+        return data
+    return dict(data, **{key.replace("_grid", "_features"): value for key, value in data.items()
+                         if key.endswith("_grid")})

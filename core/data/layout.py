@@ -10,6 +10,8 @@ A dataset folder is in the CS231n ``coco_captioning`` layout (COCO and the gener
                                        in row-major order (cell y*side + x, y from the top), read lazily
     {split}2014_urls.txt               one image URL per feature row
     pca.npz, encoder.json              written when this project computed the features
+    dataset_coco.json                  Karpathy's splits (COCO only, optional): images [{filepath, filename, split,
+                                       cocoid, sentences}], read by load_coco_data(..., protocol="karpathy")
     encoder.pt, shapes_images.h5,      shapes world only: the pretrained CNN, the images ({split}_images
     shapes_scenes.json, manifest.json  (M, S, S, 3) uint8), the scene truth, the build record
 
@@ -22,6 +24,13 @@ from pathlib import Path
 
 SPLITS = ("train", "val")
 HELD_OUT_SPLIT = "test"  # written by datasets that have one (Karpathy's test images); no training reads it
+# Which images make which split: cs231n, the layout's own train2014/val2014 rows; karpathy, Karpathy's splits of
+# those rows (train + restval / val / test), the split of published COCO captioning scores.
+PROTOCOLS = ("cs231n", "karpathy")
+KARPATHY_FILE = "dataset_coco.json"  # Karpathy's splits of COCO 2014, beside the CS231n files
+KARPATHY_ARCHIVE = "caption_datasets.zip"  # what holds it, with the Flickr8k and Flickr30k files
+KARPATHY_SPLITS = ("train", "restval", "val", "test")  # the JSON's split values
+KARPATHY_IMAGE_DIRS = ("train2014", "val2014")  # the JSON's filepath values
 
 CAPTIONS_FILE = "coco2014_captions.h5"
 VOCAB_FILE = "coco2014_vocab.json"
@@ -91,6 +100,11 @@ def checkpoint_file(name, suffix):
 def gallery_file(name):
     """A gallery PNG of a run folder, e.g. ``gallery_val.png``."""
     return f"gallery_{name}.png"
+
+
+def attention_map_file(name):
+    """An attention-map PNG of a run folder, e.g. ``attention_val_17.png`` (split and image row)."""
+    return f"attention_{name}.png"
 
 
 def default_data_dir(name):

@@ -11,14 +11,17 @@ import numpy as np
 
 from core.cli import seed_everything
 from core.data.images import ImageSource
-from core.data.layout import MAX_DECODE_LENGTH, SPLITS, checkpoint_file, default_run_dir, gallery_file, urls_file
-from core.data.loader import feature_width, load_coco_data
+from core.data.layout import MAX_DECODE_LENGTH, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
+    gallery_file, urls_file
+from core.data.grid import model_inputs
+from core.data.loader import load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
 from core.errors import UserError
 from core.fileio import atomic_write_text, writable_dir, writable_file
+from core.inference.attention import greedy_with_attention, save_attention_map
 from core.inference.evaluation import caption_features, coco_results, evaluate_split, split_images
-from core.model.registry import load_model, model_kind
+from core.model.registry import input_shape, load_model, model_kind
 from core.plotting import save_gallery
 
 
@@ -31,6 +34,7 @@ class InferenceSettings:
     num_samples: int | None = None  # images shown (None: 8) or evaluated (None: all)
     dataset: str | None = None  # None: the dataset the checkpoint was trained on
     data_dir: str | None = None
+    splits: str | None = None  # "cs231n" or "karpathy"; None: the protocol the checkpoint was trained with
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     max_length: int = MAX_DECODE_LENGTH  # most words per caption, <END> included
     evaluate: bool = False
@@ -40,6 +44,7 @@ class InferenceSettings:
     images: tuple = ()  # the user's own image files
     images_dir: str | None = None
     fetch_urls: bool = True
+    attention_maps: int = 4  # attention models: maps saved of the first shown images of each split; 0: none
     device: str = "auto"
     seed: int = 0
     progress: bool = True
@@ -63,20 +68,25 @@ def run_inference(settings):
     out_dir = None if settings.evaluate else writable_dir(settings.out or checkpoint.parent, "--out")
     device = kind.device(settings.device)
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
+    config = kind.model_class.Config(**meta["model_config"])
     check_max_length(model, settings.max_length)
     rng = np.random.default_rng(settings.seed)
     if settings.images:
-        record = _caption_own_images(model, meta, settings, out_dir, device, rng)
+        record = _caption_own_images(model, config, meta, settings, out_dir, device, rng)
     else:
         splits = (settings.split or "val",) if settings.evaluate else ((settings.split,) if settings.split else SPLITS)
-        data_dir = _data_dir(settings, meta)
-        data = load_coco_data(data_dir, splits=splits)
-        _check_compatible(meta, data, checkpoint)
+        protocol = settings.splits or meta.get("settings", {}).get("splits", PROTOCOLS[0])
+        data_dir = _data_dir(settings, meta, protocol)
+        data = model_inputs(load_coco_data(data_dir, splits=splits, grid=config.reads_grid, protocol=protocol),
+                            config.reads_grid)
+        _check_compatible(meta, config, data, checkpoint)
         if settings.evaluate:
-            record = _evaluate(model, data, splits[0], settings, rng)
+            record = _evaluate(model, config, data, splits[0], settings, rng)
         else:
             source = ImageSource(data_dir, images_dir=settings.images_dir, fetch_urls=settings.fetch_urls)
-            record = {split: _show_split(model, data, split, settings, out_dir, source, rng) for split in splits}
+            record = {split: _show_split(model, config, data, split, settings, out_dir, source, rng)
+                      for split in splits}
+        record["protocol"] = protocol
     record["checkpoint"] = str(checkpoint)
     record["decoding"] = {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
                           "temperature": settings.decode.temperature, "max_length": settings.max_length}
@@ -85,9 +95,10 @@ def run_inference(settings):
     return record
 
 
-def _data_dir(settings, meta):
+def _data_dir(settings, meta, protocol=PROTOCOLS[0]):
     if settings.data_dir or settings.dataset:
-        return resolve_data_dir(settings.dataset or "shapes", settings.data_dir, progress=settings.progress)
+        return resolve_data_dir(settings.dataset or "shapes", settings.data_dir, progress=settings.progress,
+                                protocol=protocol)
     trained_on = Path(meta["data"]["dir"])
     if trained_on.is_dir():
         return trained_on
@@ -96,20 +107,22 @@ def _data_dir(settings, meta):
     raise UserError(f"the dataset this checkpoint was trained on ({trained_on}) is gone: pass --data-dir")
 
 
-def _check_compatible(meta, data, checkpoint):
-    """The checkpoint's vocabulary and feature width must be the dataset's."""
+def _check_compatible(meta, config, data, checkpoint):
+    """The checkpoint's vocabulary and feature shape must be the dataset's."""
     if list(meta["idx_to_word"]) != list(data["idx_to_word"]):
         raise UserError(f"checkpoint {checkpoint} was trained with another vocabulary ({len(meta['idx_to_word'])} "
                         f"words) than {data['base_dir']} ({len(data['idx_to_word'])} words): pass the --data-dir "
                         "it was trained on")
-    width, expected = feature_width(data), meta["model_config"]["input_dim"]
-    if width != expected:
-        raise UserError(f"checkpoint {checkpoint} expects {expected}-d features but {data['base_dir']} has "
-                        f"{width}-d ones: pass the --data-dir it was trained on")
+    split = next(key for key in data if key.endswith("_features"))
+    shape, expected = tuple(data[split].shape[1:]), input_shape(config)
+    if shape != expected:
+        raise UserError(f"checkpoint {checkpoint} expects features of shape {expected} but {data['base_dir']} has "
+                        f"{shape}: pass the --data-dir it was trained on")
 
 
-def _show_split(model, data, split, settings, out_dir, source, rng):
-    """Caption a few random images of ``split``, print them next to the truth and save a gallery."""
+def _show_split(model, config, data, split, settings, out_dir, source, rng):
+    """Caption a few random images of ``split``, print them next to the truth and save a gallery (and, for
+    attention models, attention maps of the first ``settings.attention_maps`` of them)."""
     images, references = split_images(data, split)
     count = min(settings.num_samples or SHOWN_IMAGES, len(images))
     chosen = np.sort(rng.choice(images, count, replace=False))
@@ -125,13 +138,35 @@ def _show_split(model, data, split, settings, out_dir, source, rng):
     path = out_dir / gallery_file(split)
     save_gallery(path, items, title=f"{settings.model}: {split} images")
     print(f"gallery: {path}")
+    maps = _attention_maps(model, config, data[f"{split}_features"][chosen], [item["image"] for item in items],
+                           [f"{split}_{idx}" for idx in chosen.tolist()], settings, out_dir)
     return {"gallery": str(path), "predictions": {idx: item["generated"] for idx, item in zip(chosen.tolist(), items)},
-            "references": {idx: references[idx] for idx in chosen.tolist()}}
+            "references": {idx: references[idx] for idx in chosen.tolist()}, "attention_maps": maps}
 
 
-def _evaluate(model, data, split, settings, rng):
+def _attention_maps(model, config, features, images, names, settings, out_dir):
+    """Attention maps (PNG paths) of the greedy captions of the first ``settings.attention_maps`` images, for
+    models that attend over cells; features of shape (M, R, C), images their pictures (None when missing)."""
+    count = min(settings.attention_maps, len(images)) if config.reads_grid else 0
+    if not count:
+        return []
+    max_length = settings.max_length
+    ids, weights = greedy_with_attention(model, features[:count], max_length, config.num_cells)
+    paths = []
+    for name, image, row_ids, row_weights in zip(names, images, ids, weights):
+        if image is None:
+            continue
+        path = out_dir / attention_map_file(name)
+        paths.append(str(save_attention_map(image, row_ids, row_weights, model, path,
+                                            f"{settings.model}, greedy caption: {name}")))
+    if paths:
+        print(f"attention maps: {', '.join(paths)}")
+    return paths
+
+
+def _evaluate(model, config, data, split, settings, rng):
     result = evaluate_split(model, data, split, settings.max_length, settings.decode, limit=settings.num_samples,
-                            rng=rng)
+                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None)
     print(f"{split}: {result['num_images']} images decoded in {result['decode_seconds']:.1f} s")
     if settings.coco_results:
         urls_path = Path(data["base_dir"]) / urls_file(split)
@@ -140,20 +175,22 @@ def _evaluate(model, data, split, settings, rng):
         print(f"COCO results ({len(results)} captions): {settings.coco_results}")
     for key, value in result["metrics"].items():
         print(f"  {key:<20} {100 * value:6.2f}  (x100)")
-    for key, value in (result["grounding"] or {}).items():
+    for key, value in {**(result["grounding"] or {}), **(result.get("attention") or {})}.items():
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
     return result
 
 
-def _caption_own_images(model, meta, settings, out_dir, device, rng):
+def _caption_own_images(model, config, meta, settings, out_dir, device, rng):
     from core.features.encoders import encode_image_files
     from core.features.preprocess import read_image
 
     data_dir = _data_dir(settings, meta)
-    features = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress)  # (M, K)
-    if features.shape[1] != meta["model_config"]["input_dim"]:
-        raise UserError(f"the PCA of {data_dir} gives {features.shape[1]}-d features but the checkpoint expects "
-                        f"{meta['model_config']['input_dim']}-d ones: pass the --data-dir it was trained on")
+    encoded = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress,
+                                 grid=config.reads_grid)
+    features = encoded[1] if config.reads_grid else encoded  # (M, R, C) cells or (M, K) pooled
+    if tuple(features.shape[1:]) != input_shape(config):
+        raise UserError(f"the encoder of {data_dir} gives features of shape {tuple(features.shape[1:])} but the "
+                        f"checkpoint expects {input_shape(config)}: pass the --data-dir it was trained on")
     captions = caption_features(model, features, settings.max_length, settings.decode, rng=rng)
     items = []
     for path, caption in zip(settings.images, captions):
@@ -163,4 +200,7 @@ def _caption_own_images(model, meta, settings, out_dir, device, rng):
     gallery = out_dir / gallery_file("images")
     save_gallery(gallery, items, title=f"{settings.model}: your images")
     print(f"gallery: {gallery}")
-    return {"predictions": dict(zip(map(str, settings.images), captions)), "gallery": str(gallery)}
+    maps = _attention_maps(model, config, features, [item["image"] for item in items],
+                           [f"image_{k}" for k in range(len(items))], settings, out_dir)
+    return {"predictions": dict(zip(map(str, settings.images), captions)), "gallery": str(gallery),
+            "attention_maps": maps}

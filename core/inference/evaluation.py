@@ -12,9 +12,10 @@ import numpy as np
 
 from core.data.layout import SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
-from core.decoding import decode
+from core.decoding import DecodeConfig, decode
 from core.errors import UserError
 from core.grounding import grounding_metrics
+from core.inference.attention import correctness_of
 from core.metrics import compute_metrics
 
 
@@ -42,23 +43,29 @@ def split_images(data, split):
     return images, references
 
 
-def load_scenes(data_dir, split):
-    """The scene truth of ``split`` (image row -> scene) for a shapes dataset; None for other datasets."""
+def load_scenes(data_dir, split, with_image_size=False):
+    """The scene truth of ``split`` (image row -> scene) for a shapes dataset; None for other datasets.
+    ``with_image_size``: (scenes, the images' side in pixels), (None, None) for other datasets."""
     path = Path(data_dir) / SHAPES_SCENES_FILE
     if not path.is_file():
-        return None
+        return (None, None) if with_image_size else None
     try:
-        scenes = json.loads(path.read_text())[split]
-    except (OSError, ValueError, KeyError) as err:
+        world = json.loads(path.read_text())
+        scenes, size = dict(enumerate(world[split])), int(world["image_size"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"cannot read the {split} scenes of {path} ({err}); rebuild the shapes dataset") from None
-    return dict(enumerate(scenes))
+    return (scenes, size) if with_image_size else scenes
 
 
-def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None):
+def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None):
     """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
 
+    ``attention_cells``: R, for a model that attends over R grid cells: on the shapes world its greedy
+    captions' attention correctness is measured too (``core.inference.attention``).
+
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
-    grounding (None off the shapes world), decode_seconds and num_images.
+    grounding (None off the shapes world), attention (attention correctness, or None), decode_seconds and
+    num_images.
     """
     images, references = split_images(data, split)
     if limit is not None:
@@ -69,7 +76,14 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     seconds = time.perf_counter() - start
     predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
     result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)
-    return dict(result, num_images=len(images), decode_seconds=seconds)
+    attention = None
+    scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
+    if attention_cells and scenes is not None:
+        greedy = predictions if decode_config is None or decode_config == DecodeConfig() else \
+            dict(zip(images.tolist(), caption_features(model, data[f"{split}_features"][images], max_length)))
+        attention = correctness_of(model, data[f"{split}_features"], images, greedy, scenes, max_length,
+                                   attention_cells, image_size)
+    return dict(result, attention=attention, num_images=len(images), decode_seconds=seconds)
 
 
 def score_predictions(predictions, references, data_dir, split):
@@ -109,4 +123,8 @@ def summary_row(result):
     for key in ("object_f1", "hallucination_rate", "count_accuracy", "relation_accuracy"):
         if key in grounding:
             row[key] = grounding[key]
+    attention = result.get("attention") or {}
+    for key in ("attention_correctness", "uniform_baseline"):
+        if key in attention:
+            row[key] = attention[key]
     return {key: float(value) for key, value in row.items() if np.isfinite(value)}

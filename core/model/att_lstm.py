@@ -20,7 +20,7 @@ from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
-from core.model.rnn_model import _run_lengths, feature_scale
+from core.model.rnn_model import _check_weights, _run_lengths, feature_scale
 
 POSITION_CHANNELS = 2  # each cell's centre (x, y)
 
@@ -54,6 +54,8 @@ class AttLSTMConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if math.isqrt(self.num_cells) ** 2 != self.num_cells:
             raise ValueError(f"num_cells must be a square number (a side x side grid), got {self.num_cells}")
+
+    reads_grid = True  # grid features of shape (N, R, C)
 
     def num_parameters(self, vocab_size):
         """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
@@ -126,6 +128,7 @@ class CaptioningAttLSTM:
     """
 
     Config = AttLSTMConfig
+    attention_note = "soft attention over the image's cells at each word"
 
     def __init__(self, word_to_idx, config=None, *, seed=0, **options):
         """
@@ -204,13 +207,16 @@ class CaptioningAttLSTM:
         """The dict of weights core.att_layers' functions take."""
         return {key: self.params[key] for key in att_layers.weight_keys(self.params)}
 
-    def loss(self, features, captions):
+    def loss(self, features, captions, weights=None):
         """Training loss and gradients for a minibatch (teacher forcing).
 
         Inputs:
         - features: array of shape (N, R, C), the encoder's grid (see the module docstring).
         - captions: int array of shape (N, T): <START> w1 .. wk <END> <NULL>...; the model reads
           captions[:, :-1] and predicts captions[:, 1:], ignoring <NULL> targets.
+        - weights: optional array of shape (N,), each caption's weight: the loss is then
+          -sum_n weights[n] * log p(caption n) / N, self-critical training's surrogate, without the penalty
+          (a regulariser of cross-entropy training's attention, not part of the policy).
 
         Returns:
         - loss: float, the summed cross-entropy over the predicted words divided by N, plus the penalty.
@@ -227,10 +233,13 @@ class CaptioningAttLSTM:
         h, alpha, cache = att_lstm_forward(words, grid, projected, h0, c0, self._recurrent_weights(),
                                            lengths=_run_lengths(keep))
         grads = {}
-        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, keep.astype(self.dtype),
+        word_weights = keep.astype(self.dtype)  # (N, T)
+        if weights is not None:
+            word_weights *= _check_weights(weights, grid.shape[0])[:, None]
+        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights,
                                                                  p["W_vocab"], p["b_vocab"])
         dalpha = np.zeros_like(alpha)
-        if self._config.att_penalty:
+        if self._config.att_penalty and weights is None:
             penalty, dalpha = att_layers.doubly_stochastic_penalty(alpha, self._config.att_penalty)
             loss += penalty
 

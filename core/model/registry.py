@@ -14,6 +14,7 @@ import numpy as np
 from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.devices import parse_device, pick_device
 from core.errors import UserError
+from core.model.att_lstm import CaptioningAttLSTM
 from core.model.rnn_model import CaptioningRNN
 from core.model.transformer import CaptioningTransformer
 from core.training.updaters import NumpyUpdater, OptimConfig, TorchUpdater
@@ -23,11 +24,13 @@ from core.training.updaters import NumpyUpdater, OptimConfig, TorchUpdater
 class ModelKind:
     """Everything the rest of the code needs to know of one model kind."""
     name: str
-    model_class: type  # CaptioningRNN or CaptioningTransformer; ``model_class.Config`` holds the defaults
+    model_class: type  # CaptioningRNN, CaptioningAttLSTM or CaptioningTransformer; ``Config`` holds the defaults
     framework: str  # "numpy" or "torch"
     epochs: int  # training epochs on the default dataset (runs on few captions last longer)
     optim: OptimConfig  # the optimizer settings it trains well with
     config: dict = field(default_factory=dict)  # this kind's own values of ``model_class.Config`` fields
+    # Config values a new run takes, unless set, when its data has grid features (the Transformer's grid memory).
+    with_grid: dict = field(default_factory=dict)
 
     @property
     def checkpoint_suffix(self):
@@ -35,19 +38,21 @@ class ModelKind:
 
     def option_names(self):
         """The architecture options a user may set (``Config`` fields not fixed by the kind or by the data)."""
-        measured = {"input_dim", "feature_scale"}
+        measured = {"input_dim", "feature_scale", "num_cells"}
         return [f.name for f in fields(self.model_class.Config) if f.name not in set(self.config) | measured]
 
-    def make_config(self, options):
-        """The model's Config: the kind's defaults, then ``options`` (dict name -> value); the data's part
-        (``Config.for_data``) comes once the data is loaded. Unknown or invalid options are a UserError."""
+    def make_config(self, options, has_grid=False):
+        """The model's Config: the kind's defaults, its ``with_grid`` values when the data has grid features,
+        then ``options`` (dict name -> value); the data's part (``Config.for_data``) comes once the data is
+        loaded. Unknown or invalid options are a UserError."""
         unknown = set(options) - set(self.option_names())
         if unknown:
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(unknown))
             raise UserError(f"{flags} does not apply to --model {self.name}; its options are "
                             f"{', '.join(self.option_names())}")
+        values = {**self.config, **(self.with_grid if has_grid else {}), **options}
         try:
-            return self.model_class.Config(**self.config, **options)
+            return self.model_class.Config(**values)
         except ValueError as err:
             raise UserError(f"--model {self.name}: {err}; change the option") from None
 
@@ -104,10 +109,16 @@ _NUMPY_OPTIM = OptimConfig(lr=2e-3)
 MODEL_KINDS = {kind.name: kind for kind in (
     ModelKind("rnn", CaptioningRNN, "numpy", epochs=6, optim=_NUMPY_OPTIM, config={"cell_type": "rnn"}),
     ModelKind("lstm", CaptioningRNN, "numpy", epochs=5, optim=_NUMPY_OPTIM, config={"cell_type": "lstm"}),
+    ModelKind("att_lstm", CaptioningAttLSTM, "numpy", epochs=5, optim=_NUMPY_OPTIM),
     ModelKind("transformer", CaptioningTransformer, "torch", epochs=6,
-              optim=OptimConfig(weight_decay=0.01, warmup_steps=100, grad_clip=1.0)),
+              optim=OptimConfig(weight_decay=0.01, warmup_steps=100, grad_clip=1.0), with_grid={"memory": "grid"}),
 )}
 MODEL_TYPES = tuple(MODEL_KINDS)
+
+
+def input_shape(config):
+    """The shape of one image's features a model of ``config`` reads: (R, C) grid cells or (D,) pooled."""
+    return (config.num_cells, config.input_dim) if config.reads_grid else (config.input_dim,)
 
 
 def model_kind(name):

@@ -41,6 +41,8 @@ class RNNConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
+    reads_grid = False  # pooled features of shape (N, I)
+
     def num_parameters(self, vocab_size):
         """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
         V, I, W, H = vocab_size, self.input_dim, self.wordvec_dim, self.hidden_dim

@@ -87,6 +87,8 @@ class CaptioningTransformer(nn.Module):
     """Image features (N, D) -> memory (N, 1, W), or grid features (N, R, D) -> memory (N, R + 1, W);
     captions (N, T) -> word scores (N, T, V)."""
 
+    attention_note = "last decoder layer's cross-attention, mean over heads; the global position's share not drawn"
+
     Config = TransformerConfig
 
     def __init__(self, word_to_idx, config=None, **options):

@@ -48,6 +48,11 @@ class TransformerConfig:
                 or not (math.isfinite(self.feature_scale) and self.feature_scale > 0):
             raise ValueError(f"feature_scale must be a positive number, got {self.feature_scale!r}")
 
+    @property
+    def reads_grid(self):
+        """Whether the model reads grid features (N, R, C) rather than pooled ones (N, D)."""
+        return self.memory == "grid"
+
     def num_parameters(self, vocab_size):
         """How many numbers the model's parameters hold, for a vocabulary of ``vocab_size`` words."""
         V, D, W, F = vocab_size, self.input_dim, self.wordvec_dim, self.dim_feedforward

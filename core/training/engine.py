@@ -17,12 +17,13 @@ import numpy as np
 
 from core.checkpoint import load_training_state
 from core.cli import seed_everything
-from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, checkpoint_file, default_run_dir
+from core.data.grid import has_grid_files, model_inputs
+from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, PROTOCOLS, SPLITS, checkpoint_file, default_run_dir
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.errors import UserError
 from core.fileio import FolderLock, atomic_write_text, writable_dir
-from core.model.registry import load_model, model_kind
+from core.model.registry import input_shape, load_model, model_kind
 from core.training.scst import SCSTConfig, SCSTUpdater, image_rows, training_document_frequency
 from core.training.solver import Solver, SolverConfig
 
@@ -37,6 +38,7 @@ class TrainSettings:
     num_samples: int | None = None  # training captions (the classic meaning); None: all
     dataset: str = "shapes"
     data_dir: str | None = None  # overrides dataset
+    splits: str = PROTOCOLS[0]  # which images make train/val/test: "cs231n" (the files') or "karpathy" (COCO papers')
     epochs: int | None = None  # None: the model kind's default, more when that would be under min_steps
     min_steps: int = 600  # so that `--num_samples 300` trains long enough to overfit
     batch_size: int = 128
@@ -64,19 +66,28 @@ def run_training(settings, data=None):
     """
     seed_everything(settings.seed)
     kind = model_kind(settings.model)
-    model_config = kind.make_config(settings.model_config)  # bad options fail before any data is read
+    kind.make_config(settings.model_config)  # bad options fail before any data is read
     scst = _scst_config(settings)
     device = kind.device(settings.device)
     out_dir = _out_dir(settings, kind)
     with FolderLock(out_dir, "--out"):
-        return _train(settings, kind, model_config, scst, device, out_dir, data)
+        return _train(settings, kind, scst, device, out_dir, data)
 
 
-def _train(settings, kind, model_config, scst, device, out_dir, data):
+def _train(settings, kind, scst, device, out_dir, data):
     """The run itself, holding the lock on ``out_dir``."""
+    data_dir = data["base_dir"] if data is not None else \
+        resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.splits)
+    if scst is None:
+        has_grid = "train_grid" in data if data is not None else has_grid_files(data_dir, SPLITS)
+        model_config = kind.make_config(settings.model_config, has_grid=has_grid)
+    else:
+        model = _initial_model(settings, kind, device, out_dir)
+        model_config = kind.model_class.Config(**model.config())
     if data is None:
-        data_dir = resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress)
-        data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed)
+        data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed,
+                              grid=model_config.reads_grid, protocol=settings.splits)
+    data = model_inputs(data, model_config.reads_grid)
     if settings.shuffle_features:
         data = _blind(data, settings.seed)
     optim_config = _optim_config(settings, kind)
@@ -86,7 +97,7 @@ def _train(settings, kind, model_config, scst, device, out_dir, data):
         model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
         updater = kind.updater(model, optim_config, device)
     else:
-        model = _initial_model(settings, kind, device, data, out_dir)
+        _check_initial_model(settings, model, model_config, data)
         data = image_rows(data)
         df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx, model.null_idx)
         updater = SCSTUpdater(kind.updater(model, optim_config, device), scst, df)
@@ -135,8 +146,8 @@ def _scst_config(settings):
         raise UserError(f"--scst-samples/--scst-baseline: {err}") from None
 
 
-def _initial_model(settings, kind, device, data, out_dir):
-    """The cross-entropy checkpoint a self-critical run starts from, checked against the run's model and data."""
+def _initial_model(settings, kind, device, out_dir):
+    """The cross-entropy checkpoint a self-critical run starts from, checked against the run's model kind."""
     best = checkpoint_file("best", kind.checkpoint_suffix)
     path = Path(settings.init_from or default_run_dir(settings.model) / best)
     written = {(out_dir / checkpoint_file(name, kind.checkpoint_suffix)).resolve() for name in ("best", "last")}
@@ -150,14 +161,19 @@ def _initial_model(settings, kind, device, data, out_dir):
     if meta["model_type"] != settings.model:
         raise UserError(f"--init-from {path} holds a {meta['model_type']!r} model, not {settings.model!r}: pass "
                         f"--model {meta['model_type']} or another --init-from")
-    if list(meta["idx_to_word"]) != list(data["idx_to_word"]):
+    return model
+
+
+def _check_initial_model(settings, model, config, data):
+    """UserError unless the self-critical run's starting model reads this data: its vocabulary, its inputs."""
+    path = settings.init_from or "(the default)"
+    if list(model.idx_to_word) != list(data["idx_to_word"]):
         raise UserError(f"--init-from {path} was trained with another vocabulary than {data['base_dir']}: start from "
                         "a checkpoint trained on this dataset")
-    width = meta["model_config"].get("input_dim")
-    if width != data["train_features"].shape[1]:
-        raise UserError(f"--init-from {path} takes features of width {width}, {data['base_dir']} has "
-                        f"{data['train_features'].shape[1]}: start from a checkpoint trained on these features")
-    return model
+    expected, shape = input_shape(config), tuple(data["train_features"].shape[1:])
+    if expected != shape:
+        raise UserError(f"--init-from {path} takes features of shape {expected}, {data['base_dir']} has {shape}: "
+                        "start from a checkpoint trained on these features")
 
 
 def _optim_config(settings, kind):
@@ -183,7 +199,8 @@ def _record(settings, model, solver_config, optim_config, data, device):
     return {"model_type": settings.model, "model_config": model.config(), "settings": asdict(settings),
             "solver": asdict(solver_config), "optim": asdict(optim_config), "device": str(device),
             "data": {"dir": str(Path(data["base_dir"]).resolve()), "dataset": "custom" if custom else settings.dataset,
-                     "num_samples": settings.num_samples, "shuffle_features": settings.shuffle_features}}
+                     "num_samples": settings.num_samples, "shuffle_features": settings.shuffle_features,
+                     "protocol": data.get("protocol", settings.splits)}}
 
 
 def _title(settings, data):
