@@ -8,6 +8,7 @@ directory that becomes the target only once everything is out.
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -18,6 +19,7 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -27,6 +29,16 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
 # What a failing network raises; all are OSErrors, so they are told apart from a failing disk first.
 NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError, ssl.SSLError)
+URL_SCHEMES = ("http", "https", "file")
+
+
+def check_source(url, sha256, url_flag="--url", sha256_flag="--sha256"):
+    """UserError naming the flag unless ``url`` is an http(s) or file URL and ``sha256`` None or 64 hex digits:
+    checked before anything is downloaded."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise UserError(f"{sha256_flag} must be 64 hex digits, got {sha256!r}")
+    if urlparse(url).scheme not in URL_SCHEMES:
+        raise UserError(f"{url_flag} must be an http(s) or file URL, got {url!r}")
 
 
 def sha256_of(path):

@@ -13,8 +13,9 @@ import h5py
 import numpy as np
 
 from core.data.grid import REBUILD_HINT, open_grid
-from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, \
-    features_file, grid_file, image_idxs_key, urls_file
+from core.data.karpathy import assign_rows, karpathy_split, read_karpathy_json, sources_of
+from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, KARPATHY_FILE, PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, \
+    START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, image_idxs_key, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.errors import UserError
@@ -159,7 +160,8 @@ def _subsample_train(data, max_train, seed):
     data["train_image_idxs"] = data["train_image_idxs"][keep]
 
 
-def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=SPLITS, grid=False):
+def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=SPLITS, grid=False,
+                   protocol=PROTOCOLS[0]):
     """Load a dataset directory in the CS231n layout, checking every file.
 
     Inputs:
@@ -171,6 +173,10 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     - seed: seed of the ``max_train`` subsample.
     - splits: the splits to read (default both); e.g. ("val",) for an evaluation, which needs no train rows.
     - grid: also open each split's grid features (``{split}2014_grid.h5``), for attention over image regions.
+    - protocol: which images make which split. "cs231n": the layout's own files of each split. "karpathy" (COCO):
+      Karpathy's splits (``dataset_coco.json`` beside the data, ``core.data.karpathy``) of the train2014 and
+      val2014 rows, by image file name: train = Karpathy train + restval, val = Karpathy val, test = Karpathy
+      test; rows of images the JSON does not list are left out. Raw features and grids are then ``RowView``s.
 
     Returns a dict with, for each split read:
     - train_captions, val_captions: int32 arrays of shape (N, T).
@@ -179,7 +185,9 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     - train_urls, val_urls: str arrays of shape (M,).
     - with ``grid``: train_grid, val_grid: ``core.data.grid.LazyGrid`` of shape (M, R, C), read as float32 per
       minibatch; row m is the map of feature row m (index it by image_idxs, as the features).
-    and word_to_idx: dict word -> id; idx_to_word: list of V words; base_dir: the directory as a Path.
+    and word_to_idx: dict word -> id; idx_to_word: list of V words; base_dir: the directory as a Path; protocol;
+    with "karpathy", protocol_notes: {"json": its path, "images_left_out": rows in none of its splits,
+    "images": {split: M}}.
     """
     base_dir = Path(base_dir)
     if not base_dir.is_dir():
@@ -187,6 +195,20 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     unknown = set(splits) - {*SPLITS, HELD_OUT_SPLIT}
     if unknown:
         raise ValueError(f"splits must be among {(*SPLITS, HELD_OUT_SPLIT)}, got {sorted(unknown)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "karpathy":
+        data = _karpathy_data(base_dir, splits, pca_features, grid)
+    else:
+        data = _layout_data(base_dir, splits, pca_features, grid)
+    if max_train is not None:
+        _subsample_train(data, max_train, seed)
+    data["base_dir"], data["protocol"] = base_dir, protocol
+    return data
+
+
+def _layout_data(base_dir, splits, pca_features, grid):
+    """The layout's own ``splits``, every file checked, and the vocabulary."""
     word_to_idx, idx_to_word = _read_vocab(base_dir)
     data = _read_captions(base_dir, splits, len(idx_to_word))
     data["word_to_idx"], data["idx_to_word"] = word_to_idx, idx_to_word
@@ -200,9 +222,28 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
         raise UserError(f"{files} have different widths: the splits were extracted apart; extract them again")
     if grid:
         _read_grids(data, base_dir, splits)
-    if max_train is not None:
-        _subsample_train(data, max_train, seed)
-    data["base_dir"] = base_dir
+    return data
+
+
+def _karpathy_data(base_dir, splits, pca_features, grid):
+    """Karpathy's ``splits`` made of the layout's train2014 and val2014 rows; only the files they take are read."""
+    if (base_dir / SHAPES_IMAGES_FILE).is_file():
+        raise UserError(f"{base_dir} is the shapes world, which has its own held-out {HELD_OUT_SPLIT} split: drop "
+                        "--splits karpathy (Karpathy's splits are COCO's)")
+    json_path = base_dir / KARPATHY_FILE
+    split_of = read_karpathy_json(json_path)
+    urls = {split: _read_urls(base_dir, split) for split in SPLITS}
+    urls_paths = {split: base_dir / urls_file(split) for split in SPLITS}
+    assignment, left_out = assign_rows(split_of, urls, json_path, urls_paths)
+    source = _layout_data(base_dir, sources_of(assignment, splits), pca_features, grid)
+    data = {"word_to_idx": source["word_to_idx"], "idx_to_word": source["idx_to_word"]}
+    for split in splits:
+        data.update(karpathy_split(source, assignment[split], split, json_path))
+    data["protocol_notes"] = {"json": str(json_path), "images_left_out": left_out,
+                              "images": {split: len(data[f"{split}_urls"]) for split in splits}}
+    if left_out:
+        print(f"--splits karpathy: {left_out} images of the CS231n URL lists are in none of the splits of "
+              f"{json_path}; left out")
     return data
 
 

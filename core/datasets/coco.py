@@ -5,27 +5,29 @@ and we found none published, so none is built in: what is verified is the zip's 
 files it must hold, and every check of ``load_coco_data`` on the extracted files, before the dataset
 directory appears. Pass ``--sha256`` to pin the archive once you know its digest.
 
+With ``--karpathy`` it then installs Karpathy's splits (``dataset_coco.json``) into the same folder
+(``core.datasets.karpathy_install``).
+
 Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive] [--no-progress]
+                                    [--karpathy [--karpathy-url URL] [--karpathy-sha256 HEX]]
 """
 import os
-import re
 import shutil
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from urllib.parse import urlparse
 
 from core.cli import ArgumentParser, add_no_progress, run
-from core.data.download import download, safe_extract_zip
+from core.data.download import check_source, download, safe_extract_zip
 from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, SPLITS, VOCAB_FILE, default_data_dir, features_file, \
     urls_file
 from core.data.loader import load_coco_data
+from core.datasets.karpathy_install import KARPATHY_URL, install_karpathy_splits
 from core.errors import UserError
 from core.fileio import remove_left_by_dead
 
 COCO_CAPTIONING_URL = "http://cs231n.stanford.edu/coco_captioning.zip"
-URL_SCHEMES = ("http", "https", "file")
 ARCHIVE_TOP = COCO_ARCHIVE_TOP
 EXPECTED_FILES = (CAPTIONS_FILE, VOCAB_FILE) + tuple(
     name for split in SPLITS for name in (features_file(split, True), features_file(split, False), urls_file(split)))
@@ -64,10 +66,7 @@ def install_coco_captioning(target_dir, url=COCO_CAPTIONING_URL, sha256=None, ke
     successful install unless ``keep_archive``. Nothing appears at ``target_dir`` unless every check passes.
     """
     target_dir = Path(target_dir)
-    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-        raise UserError(f"--sha256 must be 64 hex digits, got {sha256!r}")
-    if urlparse(url).scheme not in URL_SCHEMES:
-        raise UserError(f"--url must be an http(s) or file URL, got {url!r}")
+    check_source(url, sha256)
     if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):
         try:
             check_dataset(target_dir)
@@ -114,15 +113,32 @@ def parse_args(argv=None):
     parser.add_argument("--sha256", default=None,
                         help="expected SHA-256 of the archive (none is published; without it the zip CRCs, "
                              "file list and dataset checks still run)")
-    parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zip after installing")
+    parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zips after installing")
+    parser.add_argument("--karpathy", action="store_true",
+                        help="also install Karpathy's splits of COCO (dataset_coco.json, from caption_datasets.zip) "
+                             "into --dir, which training.py/inference.py --splits karpathy read")
+    parser.add_argument("--karpathy-url", default=None,
+                        help=f"with --karpathy: URL of caption_datasets.zip (default {KARPATHY_URL})")
+    parser.add_argument("--karpathy-sha256", default=None,
+                        help="with --karpathy: expected SHA-256 of caption_datasets.zip (none is published; without "
+                             "it the zip CRCs and the JSON's structure are still checked)")
     add_no_progress(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.karpathy and (args.karpathy_url or args.karpathy_sha256):
+        parser.error("--karpathy-url and --karpathy-sha256 go with --karpathy")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    karpathy_url = args.karpathy_url or KARPATHY_URL
+    if args.karpathy:  # bad Karpathy flags fail before the long CS231n download, not after it
+        check_source(karpathy_url, args.karpathy_sha256, "--karpathy-url", "--karpathy-sha256")
     install_coco_captioning(args.dir, url=args.url, sha256=args.sha256, keep_archive=args.keep_archive,
                             progress=not args.no_progress)
+    if args.karpathy:
+        install_karpathy_splits(args.dir, url=karpathy_url, sha256=args.karpathy_sha256,
+                                keep_archive=args.keep_archive, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

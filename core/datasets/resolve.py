@@ -1,14 +1,15 @@
 """Which dataset directory a command reads: ``--data-dir`` if given, else the named dataset's default home."""
 from pathlib import Path
 
-from core.data.layout import COCO_ARCHIVE_TOP, default_data_dir
+from core.data.layout import COCO_ARCHIVE_TOP, HELD_OUT_SPLIT, PROTOCOLS, default_data_dir
 from core.errors import UserError
 
 DATASETS = ("shapes", "coco")
 
 
-def resolve_data_dir(dataset="shapes", data_dir=None, progress=True):
-    """The dataset directory to load; builds the default shapes dataset on first use."""
+def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PROTOCOLS[0]):
+    """The dataset directory to load; builds the default shapes dataset on first use. ``protocol`` is the split
+    protocol it will be loaded with: Karpathy's splits are COCO's, refused for the shapes world before building it."""
     if data_dir is not None:
         path = Path(data_dir)
         if not path.is_dir():
@@ -16,6 +17,9 @@ def resolve_data_dir(dataset="shapes", data_dir=None, progress=True):
                             "layout (see README, 'Data layout')")
         return path
     if dataset == "shapes":
+        if protocol == "karpathy":
+            raise UserError(f"--splits karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
+                            "split; drop --splits karpathy or pass --dataset coco")
         from core.datasets.shapes_build import ensure_shapes_dataset
 
         return ensure_shapes_dataset(progress=progress)
