@@ -75,9 +75,11 @@ def test_only_the_files_a_split_takes_are_read(coco_style, tmp_path):
 def test_subsampling_keeps_image_rows_aligned(coco_style):
     full = load_coco_data(coco_style, protocol="karpathy")
     pairs = {(tuple(c), i) for c, i in zip(full["train_captions"].tolist(), full["train_image_idxs"].tolist())}
-    first, again, other = (load_coco_data(coco_style, max_train=10, seed=seed, protocol="karpathy") for seed in (3, 3, 4))
+    first, again, other = (load_coco_data(coco_style, max_train=10, seed=seed, protocol="karpathy")
+                           for seed in (3, 3, 4))
     assert first["train_captions"].shape == (10, 17) and len(first["train_urls"]) == 24
-    assert {(tuple(c), i) for c, i in zip(first["train_captions"].tolist(), first["train_image_idxs"].tolist())} <= pairs
+    kept = zip(first["train_captions"].tolist(), first["train_image_idxs"].tolist())
+    assert {(tuple(c), i) for c, i in kept} <= pairs
     assert np.array_equal(first["train_captions"], again["train_captions"])
     assert not np.array_equal(first["train_image_idxs"], other["train_image_idxs"])
     assert np.array_equal(first["val_captions"], full["val_captions"])
