@@ -199,7 +199,8 @@ def test_encoder_input_checks_and_load_errors(tmp_path):
 LAYOUT = ["coco2014_captions.h5", "coco2014_vocab.json", "train2014_vgg16_fc7_pca.h5", "val2014_vgg16_fc7_pca.h5",
           "train2014_vgg16_fc7.h5", "val2014_vgg16_fc7.h5", "train2014_urls.txt", "val2014_urls.txt", "pca.npz",
           "encoder.json", "encoder.pt", "shapes_images.h5", "shapes_scenes.json", "manifest.json",
-          "test2014_vgg16_fc7_pca.h5", "test2014_vgg16_fc7.h5", "test2014_urls.txt"]  # the held-out split
+          "test2014_vgg16_fc7_pca.h5", "test2014_vgg16_fc7.h5", "test2014_urls.txt",  # the held-out split
+          "train2014_grid.h5", "val2014_grid.h5", "test2014_grid.h5"]
 
 
 def test_build_writes_the_layout(built):

@@ -1,10 +1,10 @@
 """Building the generated shapes dataset in the CS231n coco_captioning layout (see the README's data layout).
 
 Stages: sample scenes -> render images -> write captions and build the vocabulary -> pretrain the
-shapes CNN on the train images -> extract its fc7 features, fit PCA-512 on train -> measure what the
-features encode -> write the files. Everything is written into a temporary folder beside the target
-and renamed into place at the end, so an interrupted build leaves no partial dataset. The same config
-(seed included) gives the same files.
+shapes CNN on the train images -> extract its fc7 features (and, from the same passes, its final conv map as
+grid features), fit PCA-512 on train -> measure what the features encode -> write the files. Everything is
+written into a temporary folder beside the target and renamed into place at the end, so an interrupted build
+leaves no partial dataset. The same config (seed included) gives the same files.
 
     python -m core.datasets.shapes_build --out DIR --num-train 10000 --num-val 2000 --seed 0
 
@@ -33,7 +33,7 @@ from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, 
 from core.shapes_world.captions import scene_captions
 from core.shapes_world.render import render_scenes, sample_scenes
 
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5  # 5: grid features
 # Independent random streams per purpose, so that e.g. more val images leave the train split unchanged.
 _STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captions": 3, "extra_scenes": 4,
             "probe_shuffle": 5, "test_scenes": 6, "test_captions": 7}
@@ -185,7 +185,7 @@ def _build_into(out, config, progress):
         urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in config.splits}
         write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in config.splits},
                             encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu",
-                            progress=progress)
+                            progress=progress, grid=True)
     with _stage(seconds, "measure"):
         measured = _measure(out, encoder, scenes, images, config, progress)
     with _stage(seconds, "write_world"):
