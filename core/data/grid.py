@@ -2,8 +2,10 @@
 
 Row m is image m's final convolutional map (the row of the same image in the pooled feature files), its R
 cells in row-major order of a square side x side map (cell r = y * side + x, y from the top), C channels.
-float16 halves COCO's files (196 x 512 values an image: 200 KB instead of 400 KB) at a relative rounding error
-of at most 2**-11 of a value, far below what a decoder learns from; readers get float32.
+float16 halves COCO's files (196 x 512 values an image: 200 KB instead of 400 KB) at a rounding error of at
+most 2**-11 of a value (3e-8 for values under 6e-5). On the shapes world's val maps that is at most 0.035% of
+the largest value, and the encoder's own fc7 computed from the rounded maps moves by under 0.1% of its spread,
+changing none of its heads' predictions: nothing a decoder could learn from. Readers get float32.
 
 A whole split does not fit in memory (COCO's train grid is 16 GB), so ``LazyGrid`` reads only the rows a
 minibatch asks for, in one HDF5 read, and opens its file lazily, again in a forked child.
