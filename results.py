@@ -1,6 +1,7 @@
 """Regenerate the README's results table: train every model on the default dataset, evaluate, compare baselines.
 
-    python results.py            # about 35 minutes on 2 CPU cores; writes runs/results/ and updates README.md
+    python results.py            # trains every model (and its self-critical fine-tuning) on the shapes world,
+                                 # reports the test split; writes runs/results/ and updates README.md
 """
 import argparse
 from pathlib import Path
@@ -9,6 +10,7 @@ from core import cli
 from core.data.layout import RESULTS_TABLE
 from core.model.registry import MODEL_TYPES
 from core.results_table import ResultsSettings
+from core.training.scst import BASELINES
 
 DEFAULTS = cli.defaults_of(ResultsSettings)
 
@@ -22,6 +24,10 @@ def parse_args(argv=None):
                    help="beam width of the beam-search rows")
     cli.add_seed(p, DEFAULTS["seed"], "seed of every training run")
     p.add_argument("--no-blind", action="store_true", help="skip the blind (shuffled-features) baselines")
+    p.add_argument("--no-scst", action="store_true",
+                   help="skip the self-critical rows (each fine-tunes its model's cross-entropy checkpoint)")
+    p.add_argument("--scst-baseline", choices=BASELINES, default=DEFAULTS["scst_baseline"],
+                   help=f"reward baseline of the self-critical rows (default {DEFAULTS['scst_baseline']})")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in README.md")
     cli.add_no_progress(p)
     return p.parse_args(argv)
@@ -30,6 +36,7 @@ def parse_args(argv=None):
 def settings_from_args(args):
     """The ResultsSettings the parsed flags ask for."""
     return cli.settings_from_args(ResultsSettings, args, models=tuple(args.models), blind=not args.no_blind,
+                                  scst=not args.no_scst,
                                   readme=None if args.no_readme else DEFAULTS["readme"], progress=not args.no_progress)
 
 

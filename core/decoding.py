@@ -101,6 +101,28 @@ def greedy_decode(model, features, max_length):
     return _decode_words(model, features, max_length, lambda log_probs: np.argmax(log_probs, axis=1))
 
 
+def prefixed_greedy_decode(model, features, prefix, max_length):
+    """Greedy captions that begin with given words: the model is fed ``prefix`` (teacher forcing), then
+    continues greedily.
+
+    Inputs: features of shape (N, D); prefix of shape (N, k), word indices without <START> and without <END>;
+    max_length: int > k, the most words per caption (prefix and <END> included).
+    Returns: captions of shape (N, max_length), the prefix in the first k columns, laid out as
+    ``greedy_decode`` returns them.
+    """
+    prefix = np.asarray(prefix, dtype=np.int64)
+    if prefix.shape[0] != len(features) or prefix.shape[1] >= max_length or (prefix == model.end_idx).any():
+        raise ValueError(f"prefix must be (N={len(features)}, k < max_length={max_length}) without the end "
+                         f"token, got {prefix.shape}")
+    step = iter(range(max_length))
+
+    def choose(log_probs):
+        t = next(step)  # no prefix word is <END>, so every row is still decoding while t < k
+        return prefix[:, t] if t < prefix.shape[1] else np.argmax(log_probs, axis=1)
+
+    return _decode_words(model, features, max_length, choose)
+
+
 def _decode_words(model, features, max_length, choose):
     """One word per row and step, ``choose(log_probs (M, V)) -> tokens (M,)``, until every row has ended.
 

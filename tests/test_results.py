@@ -1,10 +1,13 @@
 """core.results: decoding times are medians over runs taken in turns, one per decoding."""
+import json
+
 import numpy as np
 
 from core.coco_utils import load_coco_data
 from core.decoding import DecodeConfig
 from core.model.registry import model_kind
-from core.results_table import _decode_seconds
+from core.results_table import ResultsSettings, _decode_seconds, run_results
+from tests.test_attention_models import TINY_WORLD
 
 
 def test_decode_seconds_times_every_decoding(tiny_dataset, monkeypatch):
@@ -16,7 +19,24 @@ def test_decode_seconds_times_every_decoding(tiny_dataset, monkeypatch):
     monkeypatch.setattr("core.results_table.caption_features",
                         lambda model, features, max_length, config: calls.append((len(features), config)))
     decodings = {"greedy": DecodeConfig(), "beam 2": DecodeConfig(beam_size=2)}
-    seconds = _decode_seconds(model, data, 5, decodings, repeats=3)
+    seconds = _decode_seconds(model, data, "val", 5, decodings, repeats=3)
     assert set(seconds) == set(decodings) and all(s >= 0 for s in seconds.values())
     num_val = len(np.unique(data["val_image_idxs"]))
     assert calls == [(num_val, decodings["greedy"]), (num_val, decodings["beam 2"])] * 3  # in turns
+
+
+def test_the_table_has_every_kind_of_row_on_the_test_split(tmp_path):
+    from core.datasets.shapes_build import build_shapes_dataset
+
+    data_dir = build_shapes_dataset(tmp_path / "data", TINY_WORLD, progress=False)
+    settings = ResultsSettings(models=("lstm",), out=str(tmp_path / "runs"), data_dir=str(data_dir), epochs=1,
+                               readme=None, progress=False)
+    rows = run_results(settings)
+    kinds = [(row["name"], row["training"], row["decoding"]) for row in rows]
+    assert kinds[:4] == [("lstm", "XE", "greedy"), ("lstm", "XE", "beam 3"), ("lstm", "SCST (mean baseline)", "greedy"),
+                         ("lstm blind", "XE", "greedy")]
+    assert {row["decoding"] for row in rows[4:]} == {"retrieval"}
+    assert not any("attention_correctness" in row for row in rows)  # no attention model
+    table = (tmp_path / "runs" / "results.md").read_text()
+    assert "test split" in table and "| lstm | SCST (mean baseline) | greedy |" in table and "att. corr." in table
+    assert len(json.loads((tmp_path / "runs" / "results.json").read_text())) == len(rows)

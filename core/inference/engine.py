@@ -175,7 +175,8 @@ def _evaluate(model, config, data, split, settings, rng):
         print(f"COCO results ({len(results)} captions): {settings.coco_results}")
     for key, value in result["metrics"].items():
         print(f"  {key:<20} {100 * value:6.2f}  (x100)")
-    for key, value in {**(result["grounding"] or {}), **(result.get("attention") or {})}.items():
+    for key, value in {**(result["grounding"] or {}), **(result["relation_probe"] or {}),
+                       **(result["attention"] or {})}.items():
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
     return result
 

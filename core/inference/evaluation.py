@@ -17,6 +17,7 @@ from core.errors import UserError
 from core.grounding import grounding_metrics
 from core.inference.attention import correctness_of
 from core.metrics import compute_metrics
+from core.relation_probe import forced_relation_accuracy, wilson_interval
 
 
 def caption_features(model, features, max_length, decode_config=None, batch_size=500, rng=None):
@@ -64,8 +65,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     captions' attention correctness is measured too (``core.inference.attention``).
 
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
-    grounding (None off the shapes world), attention (attention correctness, or None), decode_seconds and
-    num_images.
+    grounding (None off the shapes world), relation_probe (``core.relation_probe``'s forced-relation accuracy and
+    the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
+    or None), decode_seconds and num_images.
     """
     images, references = split_images(data, split)
     if limit is not None:
@@ -76,14 +78,21 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     seconds = time.perf_counter() - start
     predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
     result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)
-    attention = None
+    attention = probe = None
     scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
+    if scenes is not None:
+        probe = forced_relation_accuracy(model, data[f"{split}_features"], {i: references[i] for i in predictions},
+                                         scenes, max_length)
+        grounding = result["grounding"]
+        n = grounding["n_relation_claims"]
+        probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
+            round(grounding["relation_accuracy"] * n) if n else 0, n)
     if attention_cells and scenes is not None:
         greedy = predictions if decode_config is None or decode_config == DecodeConfig() else \
             dict(zip(images.tolist(), caption_features(model, data[f"{split}_features"][images], max_length)))
         attention = correctness_of(model, data[f"{split}_features"], images, greedy, scenes, max_length,
                                    attention_cells, image_size)
-    return dict(result, attention=attention, num_images=len(images), decode_seconds=seconds)
+    return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)
 
 
 def score_predictions(predictions, references, data_dir, split):
@@ -123,8 +132,9 @@ def summary_row(result):
     for key in ("object_f1", "hallucination_rate", "count_accuracy", "relation_accuracy"):
         if key in grounding:
             row[key] = grounding[key]
-    attention = result.get("attention") or {}
-    for key in ("attention_correctness", "uniform_baseline"):
-        if key in attention:
-            row[key] = attention[key]
+    extra = {**(result.get("attention") or {}), **(result.get("relation_probe") or {})}
+    for key in ("attention_correctness", "uniform_baseline", "forced_relation_accuracy", "n_forced_relation_claims",
+                "greedy_relation_low", "greedy_relation_high"):
+        if key in extra:
+            row[key] = extra[key]
     return {key: float(value) for key, value in row.items() if np.isfinite(value)}
