@@ -23,7 +23,7 @@ Arrays keep the dtype of their inputs (float32 stays float32).
 """
 import numpy as np
 
-from core.rnn_layers import _sigmoid, lstm_step_backward, lstm_step_forward
+from core.rnn_layers import sigmoid, lstm_step_backward, lstm_step_forward
 
 RECURRENT_KEYS = ("W_att_h", "w_att", "Wx", "Wh", "b")
 GATE_KEYS = ("W_beta", "b_beta")
@@ -88,7 +88,7 @@ def att_lstm_step_forward(x, prev_h, prev_c, a, pa, weights):
     z, alpha, att_cache = attention_step_forward(a, pa, prev_h, weights["W_att_h"], weights["w_att"])
     beta = None
     if "W_beta" in weights:
-        beta = _sigmoid(prev_h @ weights["W_beta"] + weights["b_beta"])  # (N, H) @ (H, 1) -> (N, 1)
+        beta = sigmoid(prev_h @ weights["W_beta"] + weights["b_beta"])  # (N, H) @ (H, 1) -> (N, 1)
         z_in = beta * z
     else:
         z_in = z

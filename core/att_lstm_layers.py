@@ -14,7 +14,7 @@ import numpy as np
 
 from core.att_layers import softmax_cells, softmax_cells_backward, weight_keys
 from core.packing import Packing
-from core.rnn_layers import _lstm_gates_backward, _lstm_gates_forward, _sigmoid
+from core.rnn_layers import lstm_gates_backward, lstm_gates_forward, sigmoid
 
 
 def _check_sequence(x, a, pa, h0, c0, weights):
@@ -32,7 +32,7 @@ def _check_sequence(x, a, pa, h0, c0, weights):
 
 
 def _gate_scale(H, dtype):
-    """Column factors -1 (i, f, o) and -2 (g) that let _lstm_gates_forward use one exp for all four gates."""
+    """Column factors -1 (i, f, o) and -2 (g) that let lstm_gates_forward use one exp for all four gates."""
     scale = np.full(4 * H, -1, dtype=dtype)
     scale[3 * H:] = -2
     return scale
@@ -96,11 +96,11 @@ def _step_forward(prev_h, prev_c, a, pa, gates, W_rec, W_ctx, weights, out):
     out["z"][:] = (out["alpha"][:, None, :] @ a)[:, 0]  # (n, 1, R) @ (n, R, C) -> (n, 1, C) -> (n, C)
     z_in = out["z"]
     if out["beta"] is not None:
-        out["beta"][:] = _sigmoid(rec[:, -1:] + weights["b_beta"])
+        out["beta"][:] = sigmoid(rec[:, -1:] + weights["b_beta"])
         z_in = z_in * out["beta"]
     recurrent = z_in @ W_ctx  # (n, C) @ (C, 4H) -> (n, 4H)
     recurrent += rec[:, :4 * H]
-    _lstm_gates_forward(gates, recurrent, prev_c, out["c"], out["tanh_c"], out["h"])
+    lstm_gates_forward(gates, recurrent, prev_c, out["c"], out["tanh_c"], out["h"])
 
 
 def att_lstm_backward(dh, dalpha, cache):
@@ -148,7 +148,7 @@ def _step_backward(dh, dalpha, dh_next, dc, a, W_rec, W_ctx_T, weights, saved, o
     """
     H, A = dh.shape[1], weights["w_att"].shape[0]
     drec, dz = out["drec"], out["dz"]
-    _lstm_gates_backward(dh, dh_next, dc, saved["gates"], saved["prev_c"], saved["tanh_c"], drec[:, :4 * H],
+    lstm_gates_backward(dh, dh_next, dc, saved["gates"], saved["prev_c"], saved["tanh_c"], drec[:, :4 * H],
                          scratch["lstm"])
     np.matmul(drec[:, :4 * H], W_ctx_T, out=dz)  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
     if saved["beta"] is not None:

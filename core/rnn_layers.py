@@ -16,7 +16,7 @@ import numpy as np
 from core.packing import Packing
 
 
-def _sigmoid(x):
+def sigmoid(x):
     """Logistic sigmoid written via tanh, which cannot overflow for large negative x (unlike exp(-x))."""
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
@@ -131,7 +131,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     """
     H = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
-    i, f, o = (_sigmoid(a[:, k * H:(k + 1) * H]) for k in range(3))
+    i, f, o = (sigmoid(a[:, k * H:(k + 1) * H]) for k in range(3))
     g = np.tanh(a[:, 3 * H:])
     next_c = f * prev_c + i * g
     tanh_c = np.tanh(next_c)
@@ -180,12 +180,12 @@ def lstm_forward(x, h0, Wx, Wh, b, lengths=None):
         for t in range(pack.steps):
             n, rows = pack.sizes[t], pack.block(t)
             np.matmul(prev_h[:n], Wh_scaled, out=recurrent[:n])  # (n_t, H) @ (H, 4H) -> (n_t, 4H)
-            _lstm_gates_forward(gates[rows], recurrent[:n], prev_c[:n], c[rows], tanh_c[rows], h_packed[rows])
+            lstm_gates_forward(gates[rows], recurrent[:n], prev_c[:n], c[rows], tanh_c[rows], h_packed[rows])
             prev_h, prev_c = h_packed[rows], c[rows]
     return pack.unpack(h_packed), (x_packed, h0, Wx, Wh, gates, c, tanh_c, h_packed, pack)
 
 
-def _lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
+def lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
     """One step's gate math, written into its outputs.
 
     Inputs: a of shape (N, 4H), the input part of the scaled pre-activations (see lstm_forward), turned
@@ -222,14 +222,14 @@ def lstm_backward(dh, cache):
     for t in reversed(range(pack.steps)):
         n, rows = pack.sizes[t], pack.block(t)
         prev_c = c[pack.block(t - 1)][:n] if t > 0 else None
-        _lstm_gates_backward(dh[rows], dprev_h[:n], dc[:n], gates[rows], prev_c, tanh_c[rows], dgates[rows],
+        lstm_gates_backward(dh[rows], dprev_h[:n], dc[:n], gates[rows], prev_c, tanh_c[rows], dgates[rows],
                              scratch[:n])
         np.matmul(dgates[rows], Wh.T, out=dprev_h[:n])  # (n_t, 4H) @ (4H, H) -> (n_t, H)
     dx, dWx, dWh, db = _weight_gradients(dgates, x_packed, h0, h_packed, Wx, pack)
     return dx, pack.unsort_rows(dprev_h), dWx, dWh, db
 
 
-def _lstm_gates_backward(dh, dh_next, dc, gates, prev_c, tanh_c, da, scratch):
+def lstm_gates_backward(dh, dh_next, dc, gates, prev_c, tanh_c, da, scratch):
     """One step's gate gradients, written into its outputs.
 
     Inputs: dh (N, H), the loss's gradient of h_t; dh_next (N, H), h_t's gradient through step t + 1,

@@ -60,7 +60,7 @@ def test_loss_adds_the_penalty_of_the_steps_run(monkeypatch):
     features = np.random.default_rng(2).standard_normal((4, 4, 3))
     plain, penalised = small_model(att_penalty=0.0), small_model(att_penalty=0.7)
     losses = {"plain": plain.loss(features, PACKED), "penalised": penalised.loss(features, PACKED)}
-    monkeypatch.setattr(att_lstm, "_run_lengths", lambda keep: None)
+    monkeypatch.setattr(att_lstm, "run_lengths", lambda keep: None)
     loss_all_steps, grads_all_steps = plain.loss(features, PACKED)
     loss, grads = losses["plain"]
     assert abs(loss - loss_all_steps) < 1e-12

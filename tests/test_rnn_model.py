@@ -59,7 +59,7 @@ def test_loss_skips_only_steps_that_cannot_matter(cell_type, monkeypatch):
     features = rng.standard_normal((4, 5))
     captions = np.array([[1, 4, 5, 2, 0, 0, 0], [1, 6, 0, 7, 2, 0, 0], [1, 0, 0, 0, 0, 0, 0], [1, 4, 4, 5, 6, 7, 2]])
     loss, grads = model.loss(features, captions)
-    monkeypatch.setattr(rnn_model, "_run_lengths", lambda keep: None)
+    monkeypatch.setattr(rnn_model, "run_lengths", lambda keep: None)
     loss_all_steps, grads_all_steps = model.loss(features, captions)
     assert abs(loss - loss_all_steps) < 1e-12
     for name in grads:

@@ -20,7 +20,7 @@ from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
-from core.model.rnn_model import _check_weights, _run_lengths, feature_scale
+from core.model.rnn_model import check_weights, run_lengths, feature_scale
 
 POSITION_CHANNELS = 2  # each cell's centre (x, y)
 
@@ -231,11 +231,11 @@ class CaptioningAttLSTM:
         words, embed_cache = rnn_layers.word_embedding_forward(captions_in, p["W_embed"])
         keep = captions_out != self.null_idx  # (N, T); steps past a caption's last target are not computed
         h, alpha, cache = att_lstm_forward(words, grid, projected, h0, c0, self._recurrent_weights(),
-                                           lengths=_run_lengths(keep))
+                                           lengths=run_lengths(keep))
         grads = {}
         word_weights = keep.astype(self.dtype)  # (N, T)
         if weights is not None:
-            word_weights *= _check_weights(weights, grid.shape[0])[:, None]
+            word_weights *= check_weights(weights, grid.shape[0])[:, None]
         loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights,
                                                                  p["W_vocab"], p["b_vocab"])
         dalpha = np.zeros_like(alpha)

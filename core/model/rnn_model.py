@@ -63,7 +63,7 @@ def feature_scale(features, rows=4096):
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
-def _check_weights(weights, N):
+def check_weights(weights, N):
     """Per-caption weights as float64 of shape (N,); ValueError unless finite and of that shape."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (N,) or not np.all(np.isfinite(weights)):
@@ -71,7 +71,7 @@ def _check_weights(weights, N):
     return weights
 
 
-def _run_lengths(keep):
+def run_lengths(keep):
     """Steps each row must run, of shape (N,): one past its last True in ``keep`` (N, T), 0 for none."""
     T = keep.shape[1]
     return np.where(keep.any(axis=1), T - np.argmax(keep[:, ::-1], axis=1), 0)
@@ -179,12 +179,12 @@ class CaptioningRNN:
         # data) would cost vocabulary matmuls and a softmax only to be masked out. The M kept steps go
         # through the temporal layers as one sequence, (1, M, H); the loss is then rescaled to per caption.
         keep = captions_out != self.null_idx  # (N, T)
-        h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"], lengths=_run_lengths(keep))
+        h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"], lengths=run_lengths(keep))
         scores, vocab_cache = layers.temporal_affine_forward(h[keep][None], p["W_vocab"], p["b_vocab"])
         N = features.shape[0]
         word_weights = np.ones(keep.shape)  # (N, T): a caption's weight on each of its words
         if weights is not None:
-            word_weights *= _check_weights(weights, N)[:, None]
+            word_weights *= check_weights(weights, N)[:, None]
         loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], word_weights[keep][None])
         loss /= N
         dscores /= N
