@@ -67,3 +67,11 @@ def test_report_blas_warns_only_when_openblas_coretype_is_set(monkeypatch, capsy
     assert lines[0] == line and len(lines) == 2
     assert lines[1].startswith("warning: OPENBLAS_CORETYPE=Haswell is set: numpy uses older kernels")
     assert capsys.readouterr().out.splitlines() == [line, *lines]
+
+
+def test_scst_benchmark_runs_and_reports_the_rewards_share(capsys):
+    from benchmarks import bench_scst
+
+    assert bench_scst.main(["--images", "4", "--samples", "2", "--vocab", "30", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "rewards' share of the step" in out and "whole step" in out
