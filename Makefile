@@ -27,6 +27,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.bench_rnn --cell lstm
 	$(BIN)/python -m benchmarks.bench_transformer
 	$(BIN)/python -m benchmarks.bench_cider
+	$(BIN)/python -m benchmarks.bench_scst
+	$(BIN)/python -m benchmarks.bench_att_lstm
+	$(BIN)/python -m benchmarks.bench_grid_io
 
 clean-venv:
 	rm -rf $(VENV)
