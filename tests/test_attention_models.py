@@ -12,6 +12,7 @@ from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
 from core.inference.attention import greedy_with_attention
 from core.model.registry import load_model, model_kind
 from core.training.engine import TrainSettings, run_training
+from tests.conftest import write_tiny_cs231n
 from tests.test_bad_inputs import assert_one_line_exit
 
 SMALL = {"att_lstm": {"wordvec_dim": 8, "hidden_dim": 16, "att_dim": 8},
@@ -104,3 +105,11 @@ def test_no_maps_with_attention_maps_zero_or_for_pooled_models(world):
                            "val", "--num_samples", "2", "--attention-maps", "0", "--out", str(out),
                            "--no-progress"]) == 0
     assert not list(out.glob("attention_*.png"))
+
+
+def test_grid_features_of_another_shape_than_the_checkpoints_are_one_line(tiny_grid_dataset, tmp_path, capsys):
+    train("att_lstm", tiny_grid_dataset, tmp_path / "run")
+    other = write_tiny_cs231n(tmp_path / "wide", dim=48, grid=True)  # 4 cells of 12 channels, not 8
+    argv = ["--model", "att_lstm", "--checkpoint", str(tmp_path / "run" / "best.npz"), "--data-dir", str(other),
+            "--evaluate", "--no-progress"]
+    assert_one_line_exit(inference.main, argv, capsys, "expects features of shape (4, 8)")
