@@ -56,12 +56,12 @@ def run_results(settings):
     """
     data_dir = resolve_data_dir("shapes", settings.data_dir, progress=settings.progress)
     data = load_coco_data(data_dir, splits=(*SPLITS, settings.split), grid=True)
-    rows = []
+    rows, out = [], Path(settings.out)
     for model_type in settings.models:
         rows += _model_rows(model_type, data, settings)
+        atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))  # an interrupted run keeps its rows
     rows += _retrieval_rows(data, settings)
     table = format_table(rows, settings)
-    out = Path(settings.out)
     atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))
     atomic_write_text(out / RESULTS_TABLE, table)
     if settings.readme:
