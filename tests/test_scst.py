@@ -118,20 +118,26 @@ def test_a_caption_with_zero_advantage_contributes_nothing():
         np.testing.assert_allclose(both[name], alone[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+def sampled_log_probabilities(model, features, max_length=6):
+    """Sampled captions with <START> (N, 1 + L), and each one's log-probability summed from the decoding steps."""
+    samples = sample_decode(model, features, max_length, rng=np.random.default_rng(0))
+    captions = np.concatenate([np.full((len(features), 1), model.start_idx), samples], axis=1)
+    log_p = np.zeros(len(features))
+    state, tokens = model.init_decode(features), captions[:, 0]
+    for t in range(samples.shape[1]):
+        log_probs, state = model.decode_step(tokens, state)
+        tokens = captions[:, t + 1]
+        log_p += np.where(tokens != model.null_idx, log_probs[np.arange(len(tokens)), tokens], 0.0)
+    return captions, log_p
+
+
 def test_surrogate_is_the_sampled_words_log_probabilities():
     """The weighted loss of sampled captions equals -sum advantage * log p(sample) / N summed from the decoding
     steps' own log-probabilities: what the sampler drew is what the gradient is for."""
     model = weighted_model("lstm")
     features = np.random.default_rng(5).standard_normal((4, 5))
-    samples = sample_decode(model, features, 6, rng=np.random.default_rng(0))
+    captions, log_p = sampled_log_probabilities(model, features)
     weights = np.array([0.5, -1.0, 2.0, 0.3])
-    captions = np.concatenate([np.full((4, 1), model.start_idx), samples], axis=1)
-    log_p = np.zeros(4)
-    state, tokens = model.init_decode(features), captions[:, 0]
-    for t in range(samples.shape[1]):
-        log_probs, state = model.decode_step(tokens, state)
-        tokens = captions[:, t + 1]
-        log_p += np.where(tokens != model.null_idx, log_probs[np.arange(4), tokens], 0.0)
     loss, _ = model.loss(features, captions, weights=weights)
     assert abs(loss - (-(weights * log_p).sum() / 4)) < 1e-10
 
@@ -142,15 +148,8 @@ def test_transformer_surrogate_is_the_sampled_words_log_probabilities():
                                dropout=0.0)
     model = CaptioningTransformer(make_vocab(4), config).double().eval()
     features = np.random.default_rng(5).standard_normal((4, 5))
-    samples = sample_decode(model, features, 6, rng=np.random.default_rng(0))
+    captions, log_p = sampled_log_probabilities(model, features)
     weights = np.array([0.5, -1.0, 2.0, 0.3])
-    captions = np.concatenate([np.full((4, 1), model.start_idx), samples], axis=1)
-    log_p = np.zeros(4)
-    state, tokens = model.init_decode(features), captions[:, 0]
-    for t in range(samples.shape[1]):
-        log_probs, state = model.decode_step(tokens, state)
-        tokens = captions[:, t + 1]
-        log_p += np.where(tokens != model.null_idx, log_probs[np.arange(4), tokens], 0.0)
     loss = model.loss(torch.tensor(features), torch.tensor(captions), weights=torch.tensor(weights))
     assert abs(float(loss) - (-(weights * log_p).sum() / 4)) < 1e-5  # the loss sums in float32
 

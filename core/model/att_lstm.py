@@ -20,7 +20,7 @@ from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
-from core.model.rnn_model import check_weights, run_lengths, feature_scale
+from core.model.rnn_model import check_captions, check_weights, feature_scale, run_lengths
 
 POSITION_CHANNELS = 2  # each cell's centre (x, y)
 
@@ -185,16 +185,7 @@ class CaptioningAttLSTM:
         return np.concatenate([cells, positions], axis=2)  # (N, R, C) and (N, R, 2) -> (N, R, D)
 
     def _check_captions(self, captions, N):
-        """ValueError unless captions are integers of shape (N, T) with T >= 2 and valid word indices."""
-        captions = np.asarray(captions)
-        if not np.issubdtype(captions.dtype, np.integer):
-            raise ValueError(f"captions must be integer word indices, got dtype {captions.dtype}")
-        if captions.ndim != 2 or captions.shape[0] != N or captions.shape[1] < 2:
-            raise ValueError(f"captions must have shape ({N}, T) with T >= 2 to match the features, "
-                             f"got {captions.shape}")
-        if captions.size and (captions.min() < 0 or captions.max() >= len(self.idx_to_word)):
-            raise ValueError(f"captions hold word indices outside [0, {len(self.idx_to_word)})")
-        return captions
+        return check_captions(captions, N, len(self.idx_to_word))
 
     def _start(self, grid):
         """h0 and c0 of shape (N, H) from the mean cell, and that mean, of shape (N, D)."""

@@ -63,6 +63,19 @@ def feature_scale(features, rows=4096):
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
+def check_captions(captions, N, vocab_size):
+    """Captions as an array; ValueError unless integers of shape (N, T) with T >= 2 and indices below vocab_size."""
+    captions = np.asarray(captions)
+    if not np.issubdtype(captions.dtype, np.integer):
+        raise ValueError(f"captions must be integer word indices, got dtype {captions.dtype}")
+    if captions.ndim != 2 or captions.shape[0] != N or captions.shape[1] < 2:
+        raise ValueError(f"captions must have shape ({N}, T) with T >= 2 to match the features, "
+                         f"got {captions.shape}")
+    if captions.size and (captions.min() < 0 or captions.max() >= vocab_size):
+        raise ValueError(f"captions hold word indices outside [0, {vocab_size})")
+    return captions
+
+
 def check_weights(weights, N):
     """Per-caption weights as float64 of shape (N,); ValueError unless finite and of that shape."""
     weights = np.asarray(weights, dtype=np.float64)
@@ -141,16 +154,7 @@ class CaptioningRNN:
         return (features / self.feature_scale).astype(self.dtype, copy=False)
 
     def _check_captions(self, captions, N):
-        """ValueError unless captions are integers of shape (N, T) with T >= 2 and valid word indices."""
-        captions = np.asarray(captions)
-        if not np.issubdtype(captions.dtype, np.integer):
-            raise ValueError(f"captions must be integer word indices, got dtype {captions.dtype}")
-        if captions.ndim != 2 or captions.shape[0] != N or captions.shape[1] < 2:
-            raise ValueError(f"captions must have shape ({N}, T) with T >= 2 to match the features, "
-                             f"got {captions.shape}")
-        if captions.size and (captions.min() < 0 or captions.max() >= len(self.idx_to_word)):
-            raise ValueError(f"captions hold word indices outside [0, {len(self.idx_to_word)})")
-        return captions
+        return check_captions(captions, N, len(self.idx_to_word))
 
     def loss(self, features, captions, weights=None):
         """Training loss and gradients for a minibatch (teacher forcing).
