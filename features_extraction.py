@@ -14,6 +14,7 @@ Examples:
     python features_extraction.py --encoder vgg16 --images-dir coco_images --out core/datasets/coco_captioning
     python features_extraction.py --encoder vgg16 --train-list train.txt --val-list val.txt --out my_features
     python features_extraction.py --encoder shapes --data-dir core/datasets/shapes
+    torchrun --nproc_per_node 2 features_extraction.py --encoder vgg16 --images-dir coco_images --out my_coco
 """
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ import h5py
 
 from core.cli import ArgumentParser, add_no_progress, add_seed, defaults_of, positive_int, run
 from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, UNK, images_key
+from core.distributed import process_group
 from core.datasets.own_data import MAX_WORDS, OwnDataConfig, build_own_dataset, parse_source
 from core.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
@@ -124,7 +126,7 @@ def check_pca_dim(pca_dim, num_train, feature_dim):
                         "lower --pca-dim or use more images")
 
 
-def extract_image_files(args):
+def extract_image_files(args, group):
     if args.data_dir is not None:
         raise UserError("--data-dir is for --encoder shapes; vgg16 reads --images-dir or --train-list/--val-list")
     if args.out is None:
@@ -132,9 +134,10 @@ def extract_image_files(args):
     check_writable_dir(args.out, "--out")  # before the long extraction, not after it
     splits = image_file_splits(args)
     check_pca_dim(args.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
-    encoder, info = vgg16_encoder(args)
+    with group.main_first():  # weights downloaded once, not by every rank at the same time
+        encoder, info = vgg16_encoder(args)
     write_feature_files(args.out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
-                        progress=not args.no_progress, grid=args.grid)
+                        progress=not args.no_progress, grid=args.grid, group=group)
 
 
 def vgg16_encoder(args):
@@ -170,7 +173,7 @@ def build_from_captions(args):
         f"{n}: {c}" for n, c in manifest["train_caption_length_histogram"].items()))
 
 
-def extract_shapes(args):
+def extract_shapes(args, group):
     if args.data_dir is None:
         raise UserError("--encoder shapes needs --data-dir, the shapes dataset folder")
     if args.images_dir or args.train_list or args.val_list or args.vgg16_weights:
@@ -190,8 +193,8 @@ def extract_shapes(args):
         splits = shapes_splits(images_file, args.limit)
         check_pca_dim(args.pca_dim, len(splits["train"][0]), encoder.feature_dim)
         write_feature_files(out, encoder, splits, info, args.pca_dim, args.batch_size, args.device,
-                            progress=not args.no_progress, grid=args.grid)
-    if out.resolve() != args.data_dir.resolve():
+                            progress=not args.no_progress, grid=args.grid, group=group)
+    if out.resolve() != args.data_dir.resolve() and group.is_main:
         # encoder.json names the shapes encoder: keep its weights beside it so new images can be encoded.
         weights = args.data_dir / ENCODER_WEIGHTS_FILE
         atomic_write(out / ENCODER_WEIGHTS_FILE, lambda tmp: shutil.copyfile(weights, tmp))
@@ -200,13 +203,19 @@ def extract_shapes(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.device = resolve_device(args.device)  # a bad --device fails before any slow step
-    if args.captions:
-        build_from_captions(args)
-    elif args.encoder == "vgg16":
-        extract_image_files(args)
-    else:
-        extract_shapes(args)
-    print(f"wrote features to {args.out or args.data_dir}")
+    # Under torchrun, each rank encodes its share of the batches and rank 0 writes (core.distributed).
+    with process_group(args.device.type) as group:
+        args.device = group.place(args.device)
+        if args.captions:
+            if group.distributed:
+                raise group.error("--captions builds a dataset on one process: run it with plain python")
+            build_from_captions(args)
+        elif args.encoder == "vgg16":
+            extract_image_files(args, group)
+        else:
+            extract_shapes(args, group)
+    if group.is_main:
+        print(f"wrote features to {args.out or args.data_dir}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python training.py --model rnn --num_samples 300       # the classic overfitting sanity check
     python training.py --model transformer --resume        # continue runs/transformer/last.pt
     python training.py --model lstm --objective scst       # self-critical CIDEr-D training from runs/lstm/best.npz
+    torchrun --nproc_per_node 2 training.py --model lstm   # 2 processes, each half of every minibatch
 """
 import argparse
 
@@ -23,6 +24,7 @@ ARCHITECTURE = {"wordvec_dim": (cli.positive_int, "word embedding width"),
                 "att_penalty": (cli.non_negative_float, "att_lstm doubly stochastic attention penalty lambda (0: off)"),
                 "num_layers": (cli.positive_int, "transformer decoder layers"),
                 "num_heads": (cli.positive_int, "transformer attention heads"),
+                "dropout": (cli.non_negative_float, "transformer dropout probability, in [0, 1)"),
                 "memory": (str, "transformer: what it cross-attends over, pooled (one vector) or grid (the image's "
                                 "cells; the default on data with grid features)")}
 
@@ -93,6 +95,8 @@ def main(argv=None):
 
     args = parse_args(argv)
     summary = run_training(settings_from_args(args))
+    if not summary["main"]:
+        return 0  # under torchrun, rank 0 reports for the group
     name, sign = summary["metric"].name, summary["metric"].sign
     print(f"trained {args.model} for {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}: "
           f"final train {name} {sign * summary['final_train_loss']:.4f}, best val {name} "

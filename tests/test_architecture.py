@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("training", "inference", "features_extraction", "results")
 # Floors, lowest first: a module may import from its own floor or below, never above.
 FLOORS = [
-    ("core", "core.errors", "core.fileio", "core.devices", "core.cli", "core.checkpoint", "core.plotting"),
+    ("core", "core.errors", "core.fileio", "core.devices", "core.distributed", "core.cli", "core.checkpoint",
+     "core.plotting"),
     ("core.data", "core.shapes_world", "core.coco_utils"),
     ("core.packing", "core.dropout", "core.rnn_layers", "core.att_layers", "core.att_lstm_layers",
      "core.transformer_layers", "core.optim", "core.decoding", "core.features"),

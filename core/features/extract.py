@@ -25,6 +25,7 @@ from core.data.grid import as_grid_rows, write_grid_h5
 from core.data.layout import ENCODER_INFO_FILE, PCA_FILE, SPLITS, features_file, grid_file, urls_file
 from core.data.store import read_features_h5, save_features_h5, write_features_h5
 from core.devices import pick_device
+from core.distributed import SINGLE
 from core.features.pca import fit_pca, save_pca
 from core.fileio import atomic_write_text, staged_files
 
@@ -38,7 +39,7 @@ BATCH_SIZE = 64  # images per forward pass, unless told otherwise
 
 
 def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="features", out=None, progress=True,
-                     grid_out=None):
+                     grid_out=None, group=SINGLE):
     """Run ``encoder`` over all images in batches (no gradients, eval mode).
 
     Inputs:
@@ -51,6 +52,9 @@ def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="
       ``store.write_features_h5``) filled in place, so huge feature sets never sit in memory.
     - grid_out: optional writable array of shape (M, R, C) (e.g. a dataset from ``grid.write_grid_h5``),
       filled with the grid features as stored (float16, ``grid.as_grid_rows``) by the same forward passes.
+    - group: a ``core.distributed.Group``; its ranks take the batches in turn (the single-process batches, so the
+      features are the same) and rank 0 gathers and stores them: only rank 0 fills ``out`` and ``grid_out``,
+      the others pass None (with_grid: whether to compute the grid) and get None back.
 
     Returns:
     - features: float32 array of shape (M, F), or ``out`` when given.
@@ -60,34 +64,48 @@ def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="
     device = resolve_device(device)
     encoder.to(device).eval()
     M, F = len(images), encoder.feature_dim
-    if out is None:
+    if out is None and group.is_main:
         out = np.empty((M, F), dtype=np.float32)
-    elif tuple(out.shape) != (M, F):
+    elif out is not None and tuple(out.shape) != (M, F):
         raise ValueError(f"out must have shape {(M, F)}, got {tuple(out.shape)}")
     if grid_out is not None and tuple(grid_out.shape) != (M, *encoder.grid_shape):
         raise ValueError(f"grid_out must have shape {(M, *encoder.grid_shape)}, got {tuple(grid_out.shape)}")
-    starts = range(0, M, batch_size)
+    starts = list(range(0, M, batch_size))
+    rounds = range(0, len(starts), group.world_size)  # a round: each rank one batch
+    mine = [starts[i + group.rank] if i + group.rank < len(starts) else None for i in rounds]
+
+    def read(k):
+        return reader.submit(images.__getitem__, slice(mine[k], mine[k] + batch_size)) \
+            if k < len(mine) and mine[k] is not None else None
+
+    with_grid = group.broadcast(grid_out is not None)
     with ThreadPoolExecutor(max_workers=1) as reader, torch.no_grad():
-        pending = reader.submit(images.__getitem__, slice(0, batch_size)) if M else None
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
-            batch = np.asarray(pending.result())
-            next_start = start + batch_size
-            if next_start < M:
-                pending = reader.submit(images.__getitem__, slice(next_start, next_start + batch_size))
-            if batch.dtype != np.uint8 or batch.ndim != 4:
-                raise ValueError(f"images must be uint8 of shape (B, H, W, C), got {batch.dtype} {batch.shape}")
-            x = encoder.preprocess(batch).to(device, non_blocking=True)  # (B, 3, S, S)
-            if grid_out is None:
-                features = encoder(x)  # (B, F)
-            else:
-                features, grid = encoder.forward_with_grid(x)  # (B, F), (B, R, C)
-                grid_out[start:start + len(batch)] = as_grid_rows(grid.float().cpu().numpy())
-            out[start:start + len(batch)] = features.float().cpu().numpy()
-    return out
+        pending = read(0)
+        for k in tqdm(range(len(mine)), desc=desc, unit="batch", disable=not progress):
+            encoded = None if pending is None else _encode(encoder, np.asarray(pending.result()), device, with_grid)
+            pending = read(k + 1)
+            for start, batch_out in group.gather((mine[k], encoded)) or []:  # rank 0 stores every rank's
+                if batch_out is not None:
+                    features, grid = batch_out
+                    out[start:start + len(features)] = features
+                    if grid is not None:
+                        grid_out[start:start + len(grid)] = grid
+    return out if group.is_main else None
+
+
+def _encode(encoder, batch, device, with_grid):
+    """(features (B, F) float32, grid (B, R, C) as stored or None) of a batch of uint8 images (B, H, W, 3)."""
+    if batch.dtype != np.uint8 or batch.ndim != 4:
+        raise ValueError(f"images must be uint8 of shape (B, H, W, C), got {batch.dtype} {batch.shape}")
+    x = encoder.preprocess(batch).to(device, non_blocking=True)  # (B, 3, S, S)
+    if not with_grid:
+        return encoder(x).float().cpu().numpy(), None  # (B, F)
+    features, grid = encoder.forward_with_grid(x)  # (B, F), (B, R, C)
+    return features.float().cpu().numpy(), as_grid_rows(grid.float().cpu().numpy())
 
 
 def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device=None, progress=True,
-                        grid=False):
+                        grid=False, group=SINGLE):
     """Extract and write every feature file of the dataset layout for the given splits (train and val, and a
     held-out test split when the dataset has one).
 
@@ -105,15 +123,22 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_s
     Writes ``{split}2014_vgg16_fc7.h5`` (M, F), ``{split}2014_vgg16_fc7_pca.h5`` (M, K),
     ``{split}2014_urls.txt``, ``pca.npz`` and ``encoder.json``, all or none of them: they are written into a
     staging folder and move into ``out_dir`` together (an interrupted run leaves the previous files).
+
+    In a ``group`` (``core.distributed.Group``) every rank encodes its share of the batches and rank 0 writes
+    the files, with the PCA fitted on the train features as they are stored: the files are a single process's.
     """
+    if not group.is_main:
+        for split, (images, _) in splits.items():
+            extract_features(encoder, images, batch_size=batch_size, device=device, progress=False, group=group)
+        return
     with staged_files(out_dir) as staging:
-        _write_into(staging, encoder, splits, encoder_info, pca_dim, batch_size, device, progress, grid)
+        _write_into(staging, encoder, splits, encoder_info, pca_dim, batch_size, device, progress, grid, group)
         if not grid:
             for split in splits:
                 (Path(out_dir) / grid_file(split)).unlink(missing_ok=True)
 
 
-def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device, progress, grid):
+def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, device, progress, grid, group):
     missing = set(SPLITS) - set(splits)
     if missing:
         raise ValueError(f"splits lacks {sorted(missing)}")
@@ -122,7 +147,7 @@ def _write_into(out_dir, encoder, splits, encoder_info, pca_dim, batch_size, dev
         if len(urls) != len(images):
             raise ValueError(f"{split}: {len(images)} images but {len(urls)} urls")
         _extract_split(out_dir, split, encoder, images, grid, batch_size=batch_size, device=device,
-                       desc=f"{split} features", progress=progress)
+                       desc=f"{split} features", progress=progress, group=group)
         atomic_write_text(out_dir / urls_file(split), "".join(f"{url}\n" for url in urls))
     with read_features_h5(out_dir / features_file("train", False)) as train_features:
         pca = fit_pca(train_features, dim=pca_dim, desc="PCA fit (train)", progress=progress)

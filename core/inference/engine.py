@@ -17,6 +17,7 @@ from core.data.grid import model_inputs
 from core.data.loader import load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
+from core.distributed import process_group
 from core.errors import UserError
 from core.fileio import atomic_write_text, writable_dir, writable_file
 from core.inference.attention import greedy_with_attention, save_attention_map
@@ -54,7 +55,20 @@ SHOWN_IMAGES = 8  # per split, when --num_samples is not given
 
 
 def run_inference(settings):
-    """Run as ``settings`` say; returns the JSON-able record also written to ``settings.output``."""
+    """Run as ``settings`` say; returns the JSON-able record also written to ``settings.output``.
+
+    Under torchrun (``core.distributed``), ``--evaluate`` shards the images over the ranks: rank 0 scores, writes
+    and returns the record, the other ranks return None.
+    """
+    device = model_kind(settings.model).device(settings.device)
+    with process_group(getattr(device, "type", device)) as group:
+        if group.distributed and not settings.evaluate:
+            raise group.error("only --evaluate runs on several processes: show galleries or caption --image with "
+                              "plain python")
+        return _run_inference(settings, group)
+
+
+def _run_inference(settings, group):
     seed_everything(settings.seed)
     kind = model_kind(settings.model)
     default = default_run_dir(settings.model) / checkpoint_file("best", kind.checkpoint_suffix)
@@ -66,7 +80,7 @@ def run_inference(settings):
         if path:
             writable_file(path, flag)  # before any work, not after it
     out_dir = None if settings.evaluate else writable_dir(settings.out or checkpoint.parent, "--out")
-    device = kind.device(settings.device)
+    device = group.place(kind.device(settings.device))
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
     config = kind.model_class.Config(**meta["model_config"])
     check_max_length(model, settings.max_length)
@@ -81,7 +95,9 @@ def run_inference(settings):
                             config.reads_grid)
         _check_compatible(meta, config, data, checkpoint)
         if settings.evaluate:
-            record = _evaluate(model, config, data, splits[0], settings, rng)
+            record = _evaluate(model, config, data, splits[0], settings, rng, group)
+            if record is None:
+                return None  # rank 0 reports for the group
         else:
             source = ImageSource(data_dir, images_dir=settings.images_dir, fetch_urls=settings.fetch_urls)
             record = {split: _show_split(model, config, data, split, settings, out_dir, source, rng)
@@ -164,9 +180,11 @@ def _attention_maps(model, config, features, images, names, settings, out_dir):
     return paths
 
 
-def _evaluate(model, config, data, split, settings, rng):
+def _evaluate(model, config, data, split, settings, rng, group):
     result = evaluate_split(model, data, split, settings.max_length, settings.decode, limit=settings.num_samples,
-                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None)
+                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None, group=group)
+    if result is None:
+        return None
     print(f"{split}: {result['num_images']} images decoded in {result['decode_seconds']:.1f} s")
     if settings.coco_results:
         urls_path = Path(data["base_dir"]) / urls_file(split)

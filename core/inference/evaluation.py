@@ -13,6 +13,7 @@ import numpy as np
 from core.data.layout import SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
 from core.decoding import DecodeConfig, decode
+from core.distributed import SINGLE
 from core.errors import UserError
 from core.grounding import grounding_metrics
 from core.inference.attention import correctness_of
@@ -31,6 +32,15 @@ def caption_features(model, features, max_length, decode_config=None, batch_size
         ids = decode(model, batch, max_length, config=decode_config, rng=rng)  # (B, max_length)
         captions.extend(decode_captions(ids, model.idx_to_word))
     return captions
+
+
+def caption_shards(group, model, features, images, max_length, decode_config=None, rng=None):
+    """Captions of ``images`` (rows of ``features``), each rank of ``group`` decoding its shard: the list, in the
+    images' order, on rank 0; None on the other ranks. Sampling (a temperature) draws per rank."""
+    mine = group.shard(images)
+    captions = caption_features(model, features[mine], max_length, decode_config, rng=rng) if len(mine) else []
+    gathered = group.gather(captions)
+    return None if gathered is None else [caption for part in gathered for caption in part]
 
 
 def split_images(data, split):
@@ -58,11 +68,15 @@ def load_scenes(data_dir, split, with_image_size=False):
     return (scenes, size) if with_image_size else scenes
 
 
-def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None):
+def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None,
+                   group=SINGLE):
     """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
 
     ``attention_cells``: R, for a model that attends over R grid cells: on the shapes world its greedy
     captions' attention correctness is measured too (``core.inference.attention``).
+
+    ``group`` (a ``core.distributed.Group``): each rank captions its shard of the images, and rank 0 alone scores
+    all of them; the other ranks return None.
 
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
     grounding (None off the shapes world), relation_probe (``core.relation_probe``'s forced-relation accuracy and
@@ -73,8 +87,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     if limit is not None:
         images = images[:limit]
     start = time.perf_counter()
-    features = data[f"{split}_features"][images]  # (M, D)
-    captions = caption_features(model, features, max_length, decode_config, rng=rng)
+    captions = caption_shards(group, model, data[f"{split}_features"], images, max_length, decode_config, rng)
+    if captions is None:
+        return None  # this rank's captions went to rank 0
     seconds = time.perf_counter() - start
     predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
     result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)

@@ -13,6 +13,7 @@ import numpy as np
 
 from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.devices import parse_device, pick_device
+from core.distributed import SINGLE
 from core.errors import UserError
 from core.model.att_lstm import CaptioningAttLSTM
 from core.model.rnn_model import CaptioningRNN
@@ -85,11 +86,12 @@ class ModelKind:
             return self.model_class(word_to_idx, config).to(device)
         return self.model_class(word_to_idx, config, seed=seed)
 
-    def updater(self, model, optim_config, device):
-        """What takes a training step of ``model``: the same interface for both frameworks."""
+    def updater(self, model, optim_config, device, group=SINGLE):
+        """What takes a training step of ``model``: the same interface for both frameworks; ``group`` the
+        ``core.distributed.Group`` it trains in."""
         if self.framework == "torch":
-            return TorchUpdater(model, optim_config, device)
-        return NumpyUpdater(model, optim_config)
+            return TorchUpdater(model, optim_config, device, group)
+        return NumpyUpdater(model, optim_config, group)
 
     def load_params(self, model, params, path):
         """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""

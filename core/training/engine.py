@@ -21,6 +21,7 @@ from core.data.grid import has_grid_files, model_inputs
 from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, PROTOCOLS, SPLITS, checkpoint_file, default_run_dir
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
+from core.distributed import fingerprint, process_group
 from core.errors import UserError
 from core.fileio import FolderLock, atomic_write_text, writable_dir
 from core.model.registry import input_shape, load_model, model_kind
@@ -69,15 +70,23 @@ def run_training(settings, data=None):
     kind.make_config(settings.model_config)  # bad options fail before any data is read
     scst = _scst_config(settings)
     device = kind.device(settings.device)
-    out_dir = _out_dir(settings, kind)
-    with FolderLock(out_dir, "--out"):
-        return _train(settings, kind, scst, device, out_dir, data)
+    # Under torchrun, one process of a group (core.distributed); rank 0 decides the folder and holds its lock.
+    with process_group(getattr(device, "type", device)) as group:
+        device = group.place(device)
+        if settings.batch_size % group.world_size:
+            raise group.error(f"--batch-size {settings.batch_size} (the global minibatch) does not divide among "
+                              f"{group.world_size} processes: pass a multiple of {group.world_size}")
+        out_dir = group.main_decides(lambda: _out_dir(settings, kind))
+        with group.main_holds(FolderLock(out_dir, "--out")):
+            return _train(settings, kind, scst, device, out_dir, data, group)
 
 
-def _train(settings, kind, scst, device, out_dir, data):
+def _train(settings, kind, scst, device, out_dir, data, group):
     """The run itself, holding the lock on ``out_dir``."""
-    data_dir = data["base_dir"] if data is not None else \
-        resolve_data_dir(settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.splits)
+    settings = replace(settings, progress=settings.progress and group.is_main)
+    with group.main_first():  # a dataset made on first use is made once
+        data_dir = data["base_dir"] if data is not None else resolve_data_dir(
+            settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.splits)
     if scst is None:
         has_grid = "train_grid" in data if data is not None else has_grid_files(data_dir, SPLITS)
         model_config = kind.make_config(settings.model_config, has_grid=has_grid)
@@ -95,21 +104,30 @@ def _train(settings, kind, scst, device, out_dir, data):
         model_config = model_config.for_data(data["train_features"])
         kind.check_size(model_config, len(data["idx_to_word"]))
         model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
-        updater = kind.updater(model, optim_config, device)
+        updater = kind.updater(model, optim_config, device, group)
     else:
         _check_initial_model(settings, model, model_config, data)
         data = image_rows(data)
-        df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx, model.null_idx)
-        updater = SCSTUpdater(kind.updater(model, optim_config, device), scst, df)
+        with group.main_first():  # rank 0 writes the cache the others read
+            df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx,
+                                             model.null_idx)
+        updater = SCSTUpdater(kind.updater(model, optim_config, device, group), scst, df)
     solver_config = _solver_config(settings, kind, data["train_captions"].shape[0])
-    record = _record(settings, model, solver_config, optim_config, data, device)
+    record = dict(_record(settings, model, solver_config, optim_config, data, device),
+                  world_size=group.world_size, backend=group.backend)
+    group.check_same(lambda: {**{f"settings.{key}": value for key, value in asdict(settings).items()},
+                              "data": fingerprint({f"{split}_{part}": data[f"{split}_{part}"] for split in SPLITS
+                                                   for part in ("captions", "image_idxs", "features")}),
+                              "vocabulary": list(data["idx_to_word"]), "model config": model.config()})
     meta = dict(record, idx_to_word=list(data["idx_to_word"]), title=_title(settings, data))
-    solver = Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix)
-    if settings.resume:
+    solver = Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix, group)
+    # A group torchelastic restarted (--max-restarts) goes on from the last checkpoint, as --resume does.
+    if settings.resume or group.main_decides(lambda: group.restart_count > 0 and solver.last_path.is_file()):
         if not solver.last_path.is_file():
             raise UserError(f"--resume: no checkpoint {solver.last_path} to resume from; drop --resume to start afresh")
         solver.resume()
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(record, indent=1))
+    if group.is_main:
+        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(record, indent=1))
     start = time.perf_counter()
     try:
         history = solver.train()
@@ -125,7 +143,8 @@ def _train(settings, kind, scst, device, out_dir, data):
     return {"out_dir": str(out_dir), "best": str(solver.best_path), "last": str(solver.last_path),
             "seconds": time.perf_counter() - start, "best_val_loss": solver.best_val_loss,
             "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
-            "steps": solver.step, "device": str(device), "model": model, "metric": updater.metric}
+            "steps": solver.step, "device": str(device), "model": model, "metric": updater.metric,
+            "main": group.is_main}
 
 
 def _scst_config(settings):

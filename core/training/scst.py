@@ -160,7 +160,10 @@ class SCSTUpdater:
         """CIDEr-D of decoded captions (C, L) against ``references[caption_image[c]]``; shape (C,)."""
         return self.cider.score(caption_words(captions, self.start_idx, self.null_idx), caption_image, references)
 
-    def train_step(self, features, refs, lr, rng):
+    def loss_units(self, refs):
+        return len(refs)  # the surrogate and the reward are means over images
+
+    def train_step(self, features, refs, lr, rng, share=1.0):
         N, K = len(features), self.config.samples
         references = image_references(refs, self.start_idx, self.null_idx)
         repeated = np.repeat(np.asarray(features), K, axis=0)  # (N*K, D): each image once per sample
@@ -172,8 +175,8 @@ class SCSTUpdater:
             greedy = self.rewards(greedy_decode(decoder, features, self.config.max_length), np.arange(N), references)
         weights = advantages(rewards, greedy).reshape(N * K)  # (N*K,)
         captions = np.concatenate([np.full((N * K, 1), self.start_idx), samples], axis=1)  # (N*K, 1 + L)
-        loss = self.base.train_step(repeated, captions, lr, weights=weights)
-        return loss if not np.isfinite(loss) else -float(rewards.mean())
+        loss = self.base.train_step(repeated, captions, lr, weights=weights, share=share)
+        return loss if not np.isfinite(loss) else -self.base.group.sum(float(rewards.mean()) * share)
 
     def eval_loss(self, features, refs):
         captions = greedy_decode(self.base.decoder(), features, self.config.max_length)

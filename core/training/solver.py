@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from core.checkpoint import FORMAT_VERSION, load_training_state, params_problem, save_training_state
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
+from core.distributed import SINGLE
 from core.fileio import atomic_write_text
 from core.errors import UserError
 from core.plotting import plot_loss
@@ -54,10 +55,15 @@ class Solver:
     Writes into ``out_dir``: ``last<suffix>`` (resumable, every epoch and on Ctrl-C), ``best<suffix>`` (lowest
     validation loss), ``history.json`` and ``loss.png``. ``meta`` (model type, config, vocabulary, data
     settings) is stored in every checkpoint beside the run's position and history.
+
+    In a process group (``group``, a ``core.distributed.Group``) every rank steps through the same global
+    minibatches, computes on its shard of each, and validates on its shard of each validation batch; rank 0 alone
+    writes files.
     """
 
-    def __init__(self, updater, data, config, optim_config, out_dir, meta, suffix):
+    def __init__(self, updater, data, config, optim_config, out_dir, meta, suffix, group=SINGLE):
         self.updater, self.data, self.config, self.optim_config = updater, data, config, optim_config
+        self.group = group
         self.out_dir, self.meta, self.suffix = Path(out_dir), meta, suffix
         self.num_train = data["train_captions"].shape[0]
         self.iterations_per_epoch = math.ceil(self.num_train / config.batch_size)
@@ -135,10 +141,10 @@ class Solver:
         for it in bar:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
             lr = learning_rate(self.optim_config, self.step, self.total_steps)
-            features, captions = self._batch("train", idx)
-            rng = np.random.default_rng([self.config.seed, 3, self.step])  # a resumed run draws the same
+            features, captions, share = self._shard("train", idx)
+            rng = np.random.default_rng(self.group.stream(self.config.seed, 3, self.step))  # a resume draws the same
             with np.errstate(all="ignore"):  # a diverging step is reported below, in one line
-                loss = self.updater.train_step(features, captions, lr, rng)
+                loss = self.updater.train_step(features, captions, lr, rng, share)
             if not math.isfinite(loss):
                 raise self._diverged(f"the training loss became {loss} at epoch {epoch + 1}, step {self.step + 1}",
                                      features)
@@ -194,12 +200,26 @@ class Solver:
 
     def validation_loss(self):
         """Mean loss over the fixed validation subset, batch by batch (weighted by batch size)."""
-        total, count = 0.0, 0
+        total = 0.0
         for start in range(0, len(self.val_idx), self.config.batch_size):
             idx = self.val_idx[start:start + self.config.batch_size]
-            total += self.updater.eval_loss(*self._batch("val", idx)) * len(idx)
-            count += len(idx)
-        return total / count
+            if len(self.group.shard(idx)):
+                features, captions, share = self._shard("val", idx)
+                total += self.updater.eval_loss(features, captions) * share * len(idx)
+        return self.group.sum(total) / len(self.val_idx)
+
+    def _shard(self, split, idx):
+        """This rank's part of the minibatch ``idx``: (features, captions, share), ``share`` its part of the
+        loss's units. A rank left without rows (a last minibatch smaller than the group) computes on one row with
+        share 0, as every rank takes part in the step's all-reduce."""
+        if not self.group.distributed:
+            return (*self._batch(split, idx), 1.0)
+        local = self.group.shard(idx)
+        features, captions = self._batch(split, local if len(local) else idx[:1])
+        if not len(local):
+            return features, captions, 0.0
+        units = self.updater.loss_units
+        return features, captions, units(captions) / units(self.data[f"{split}_captions"][idx])
 
     def _batch(self, split, idx):
         captions = self.data[f"{split}_captions"][idx]
@@ -207,6 +227,8 @@ class Solver:
         return features, captions
 
     def _save(self, path):
+        if not self.group.is_main:
+            return
         best = None if math.isinf(self.best_val_loss) else self.best_val_loss  # JSON has no infinity
         run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
                "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
@@ -217,6 +239,8 @@ class Solver:
                 self._saved_at, self.last_saved_step = time.perf_counter(), self.step
 
     def _write_history(self):
+        if not self.group.is_main:
+            return
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
         atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(history, indent=1))
         # Redrawing costs up to seconds: at most every PLOT_SECONDS during a run, always at its end.

@@ -2,11 +2,14 @@
 
 ``NumpyUpdater`` drives the numpy models: ``loss -> (loss, grads)``, clipping by global norm, an update rule from
 ``core.optim``. ``TorchUpdater`` drives the Transformer: autograd, AdamW, clipping, mixed precision on CUDA.
-``train_step`` also takes per-caption ``weights`` (N,) (self-critical training's advantages); ``rng`` (an
+In a process group (``core.distributed.Group``) each rank's minibatch is its shard of the global one and
+``share`` its part of the loss's ``loss_units``: the gradients summed over ranks with those weights are the
+single-process gradients, and every rank takes the same step. ``train_step`` also takes per-caption ``weights`` (N,) (self-critical training's advantages); ``rng`` (an
 ``np.random.Generator`` the solver draws from ``(seed, step)``) serves updaters that sample, such as
 ``core.training.scst.SCSTUpdater``, which wraps one of these two. Both expose the same methods, so ``core.training.solver.Solver`` never asks which one it holds:
 
-    loss = updater.train_step(features, captions, lr, rng)  # features (N, D), captions (N, T): numpy
+    loss = updater.train_step(features, captions, lr, rng, share)  # features (N, D), captions (N, T): numpy
+    units = updater.loss_units(captions)                    # what the loss averages over (captions, words)
     loss = updater.eval_loss(features, captions)
     model = updater.decoder()                               # the model ready to decode (eval mode)
     state = updater.state(); updater.load_state(state)      # parameters + optimizer state, for checkpoints
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import optim
+from core.distributed import SINGLE
 
 
 @dataclass(frozen=True)
@@ -58,17 +62,23 @@ def _weighted(weights):
 class NumpyUpdater:
     """Updates a numpy model (``params`` dict, ``loss -> (loss, grads)``) with a rule from ``core.optim``."""
 
-    def __init__(self, model, config):
+    def __init__(self, model, config, group=SINGLE):
         if config.update_rule not in optim.UPDATE_RULES:
             raise ValueError(f"unknown update rule {config.update_rule!r}: use one of {sorted(optim.UPDATE_RULES)}")
         self.model, self.config = model, config
         self.rule = optim.UPDATE_RULES[config.update_rule]
         self.optim_state = {name: {} for name in model.params}
+        self.group = group
 
     metric = LOSS
 
-    def train_step(self, features, captions, lr, rng=None, weights=None):
+    def loss_units(self, captions):
+        return len(captions)  # the loss is per caption
+
+    def train_step(self, features, captions, lr, rng=None, share=1.0, weights=None):
         loss, grads = self.model.loss(features, captions, **_weighted(weights))
+        if self.group.distributed:  # the loss rides along, so every rank sees the same finite or not
+            loss, grads = self.group.reduce_gradients(loss, grads, share)
         if not np.isfinite(loss):
             return float(loss)
         if self.config.grad_clip > 0:
@@ -102,10 +112,12 @@ class NumpyUpdater:
 class TorchUpdater:
     """Updates a torch model with AdamW, clipping by global norm, bf16/fp16 autocast on CUDA."""
 
-    def __init__(self, model, config, device):
+    def __init__(self, model, config, device, group=SINGLE):
         import torch
 
-        self.torch, self.model, self.config, self.device = torch, model, config, device
+        self.torch, self.model, self.config, self.device, self.group = torch, model, config, device, group
+        # What a training step's loss goes through: the model's loss, in DistributedDataParallel in a group.
+        self.trainer = group.data_parallel_loss(model, device) if group.distributed else model.loss
         # The model says which of its parameters decay (nanoGPT's configure_optimizers).
         self.optimizer = model.configure_optimizers(config.weight_decay, config.lr, tuple(config.betas))
         self.amp_dtype = None
@@ -122,19 +134,32 @@ class TorchUpdater:
         captions = torch.as_tensor(np.asarray(captions, dtype=np.int64), device=self.device)
         return features, captions
 
-    def _loss(self, features, captions, weights=None):
+    def _loss(self, features, captions, weights=None, through=None):
         options = {} if weights is None else {"weights": self.torch.as_tensor(weights, device=self.device)}
         with self.torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model.loss(*self._tensors(features, captions), **options)
+            return (through or self.model.loss)(*self._tensors(features, captions), **options)
 
     metric = LOSS
 
-    def train_step(self, features, captions, lr, rng=None, weights=None):
+    def loss_units(self, captions):
+        return max(1, int(np.count_nonzero(np.asarray(captions)[:, 1:] != self.model.null_idx)))  # per word
+
+    def train_step(self, features, captions, lr, rng=None, share=1.0, weights=None):
         self.model.train(self.dropout)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self._loss(features, captions, weights)
-        if not self.torch.isfinite(loss):
+        if self.group.distributed and rng is not None:  # dropout masks drawn per rank and step: exact resume
+            self.torch.manual_seed(int(rng.integers(2 ** 63)))
+        loss = self._loss(features, captions, weights, self.trainer)
+        reduced = None
+        if self.group.distributed:
+            # The reduced loss decides for every rank alike; DDP averages gradients, so each rank's loss counts
+            # share * world_size.
+            reduced = self.group.sum(float(loss.detach()) * share)
+            if not np.isfinite(reduced):
+                return reduced
+            loss = loss * (share * self.group.world_size)
+        elif not self.torch.isfinite(loss):
             return float(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -143,7 +168,7 @@ class TorchUpdater:
             self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach())
+        return float(loss.detach()) if reduced is None else reduced
 
     def eval_loss(self, features, captions):
         self.model.eval()
