@@ -1,0 +1,144 @@
+"""Scaling on one machine: training steps per second of 2 processes x 1 thread (torchrun, gloo) against
+1 process x 2 threads, same global minibatch, and the share of a distributed step spent communicating.
+
+Run: python -m benchmarks.bench_distributed [--models lstm transformer] [--batch-size 128] [--steps 20] [--rounds 3]
+
+Each model runs at its default size on shapes-sized inputs (512-d features, captions of 17 tokens, the default
+dataset's 1,004 words), with synthetic captions. The two set-ups are launched as fresh processes in turns, a
+round each, and the median over the rounds is reported. Communication share: the numpy models' all-reduce of
+the flat gradient buffer timed directly (its copy in and out included), over the step; the Transformer's, whose
+all-reduce DDP overlaps with its backward pass, as 1 - (step under ``no_sync``) / (step).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import print_rows, report_blas
+from core.data.layout import SPECIAL_TOKENS
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB, FEATURES, TOKENS = 1004, 512, 17
+SMALL = {"numpy": {"wordvec_dim": 16, "hidden_dim": 16}, "torch": {"wordvec_dim": 16, "num_heads": 2, "num_layers": 1}}
+
+
+class TimedGroup:
+    """A core.distributed.Group whose gradient all-reduces are timed."""
+
+    def __init__(self, group):
+        self.group, self.seconds = group, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.group, name)
+
+    def reduce_gradients(self, *args):
+        start = time.perf_counter()
+        try:
+            return self.group.reduce_gradients(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def synthetic_batch(batch_size, seed=0):
+    """Features (N, 512) and captions (N, 17): <START>, 8-15 random words, <END>, <NULL> padding."""
+    rng = np.random.default_rng(seed)
+    captions = np.zeros((batch_size, TOKENS), dtype=np.int32)
+    for row, length in zip(captions, rng.integers(8, 16, batch_size)):
+        row[0], row[1:length + 1], row[length + 1] = 1, rng.integers(4, VOCAB, length), 2
+    return rng.standard_normal((batch_size, FEATURES)).astype(np.float32), captions
+
+
+def worker(args):
+    """One set-up's steps, in this process (of a torchrun group or alone); rank 0 prints a JSON line."""
+    import torch
+
+    from core.distributed import process_group
+    from core.model.registry import model_kind
+
+    kind = model_kind(args.model)
+    features, captions = synthetic_batch(args.batch_size)
+    words = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(len(SPECIAL_TOKENS), VOCAB))]
+    word_to_idx = {word: i for i, word in enumerate(words)}
+    with process_group() as group:
+        config = kind.make_config(SMALL[kind.framework] if args.small else {})
+        model = kind.build(word_to_idx, config.for_data(features), device=torch.device("cpu"))
+        updater = kind.updater(model, kind.optim, torch.device("cpu"), group)
+        timed = TimedGroup(group)
+        if group.distributed and kind.framework == "numpy":
+            updater.group = timed
+        mine = group.shard(np.arange(args.batch_size))
+        share = updater.loss_units(captions[mine]) / updater.loss_units(captions)
+        rng = np.random.default_rng(0)
+
+        def steps(count):
+            group.barrier()
+            start = time.perf_counter()
+            for _ in range(count):
+                updater.train_step(features[mine], captions[mine], 1e-4, rng, share)
+            group.barrier()
+            return time.perf_counter() - start
+
+        steps(2)  # warm-up
+        timed.seconds = 0.0
+        seconds = steps(args.steps)
+        comm = timed.seconds / seconds if kind.framework == "numpy" else 0.0
+        if group.distributed and kind.framework == "torch":
+            with updater.trainer.no_sync():
+                comm = max(0.0, 1 - steps(args.steps) / seconds)
+        if group.is_main:
+            print(json.dumps({"steps_per_second": args.steps / seconds, "communication": comm}), flush=True)
+
+
+def launch(model, processes, args):
+    """Steps/s and communication share of one set-up: a fresh torchrun group, or one process with 2 threads."""
+    flags = ["-m", "benchmarks.bench_distributed", "--worker", "--model", model, "--batch-size",
+             str(args.batch_size), "--steps", str(args.steps), *(["--small"] if args.small else [])]
+    if processes == 1:
+        command, threads = [sys.executable, *flags], str(args.threads)
+    else:
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        command, threads = [torchrun, "--standalone", "--nproc_per_node", str(processes), *flags], "1"
+    env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=["lstm", "transformer"])
+    p.add_argument("--batch-size", type=int, default=128, help="the global minibatch, N")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per launch")
+    p.add_argument("--rounds", type=int, default=3, help="launches of each set-up, in turns")
+    p.add_argument("--threads", type=int, default=2, help="threads of the single process")
+    p.add_argument("--small", action="store_true", help="tiny models: a check that the benchmark runs")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    report_blas()
+    rng = np.random.default_rng(0)
+    for model in args.models:
+        results = {1: [], 2: []}
+        for _ in range(args.rounds):
+            for processes in rng.permutation([1, 2]):
+                results[int(processes)].append(launch(model, int(processes), args))
+        one = float(np.median([r["steps_per_second"] for r in results[1]]))
+        two = float(np.median([r["steps_per_second"] for r in results[2]]))
+        comm = float(np.median([r["communication"] for r in results[2]]))
+        print_rows(f"{model}: global batch {args.batch_size}, {args.steps} steps a launch, median of {args.rounds}", [
+            (f"1 process x {args.threads} threads", f"{one:.2f} steps/s"),
+            ("2 processes x 1 thread (gloo)", f"{two:.2f} steps/s"),
+            ("speed-up (2 processes / 1)", f"{two / one:.2f}x"),
+            ("communication share of a 2-process step", f"{100 * comm:.1f}%")])
+
+
+if __name__ == "__main__":
+    main()
