@@ -68,14 +68,21 @@ def save_attention_map(image, ids, weights, model, path, title):
 def correctness_of(model, features, images, captions_text, scenes, max_length, num_cells, image_size,
                    batch_size=500):
     """Attention correctness (``core.attention_correctness``) of greedy captions of ``images`` (their rows in
-    ``features``), with the uniform-attention baseline; ``captions_text`` maps image row -> greedy caption."""
-    attentions = {}
+    ``features``), with the uniform-attention baseline; ``captions_text`` maps image row -> greedy caption.
+
+    Each word's weights over the cells are renormalised to sum to 1: the Transformer's global position, which
+    has no place in the image, takes the rest, and ``cell_share`` reports how much the cells got on average.
+    """
+    attentions, shares = {}, []
     for start in range(0, len(images), batch_size):
         rows = images[start:start + batch_size]
         ids, weights = greedy_with_attention(model, features[rows], max_length, num_cells)
         for row, row_ids, row_weights in zip(rows.tolist(), ids, weights):
             length = len(words_of(row_ids, model.idx_to_word, model.end_idx))
-            attentions[row] = row_weights[:length]
+            mass = row_weights[:length].sum(axis=1, keepdims=True)  # (length, 1)
+            shares.append(mass.ravel())
+            attentions[row] = row_weights[:length] / np.maximum(mass, 1e-12)
     predictions = {row: captions_text[row] for row in attentions}
-    return attention_correctness(predictions, attentions, {row: scenes[row] for row in attentions},
-                                 image_size=image_size)
+    result = attention_correctness(predictions, attentions, {row: scenes[row] for row in attentions},
+                                   image_size=image_size)
+    return dict(result, cell_share=float(np.concatenate(shares).mean()) if shares else float("nan"))
