@@ -185,7 +185,7 @@ def test_decode_step_matches_the_training_forward():
 @pytest.mark.parametrize("gate", [True, False])
 def test_config_is_json_able_and_counts_its_parameters(gate):
     model = CaptioningAttLSTM(make_vocab(2), **SMALL, gate=gate)
-    assert model.config() == {**SMALL, "gate": gate, "att_penalty": 1.0, "dtype": "float32", "feature_scale": 1.0}
+    assert model.config() == {**SMALL, "gate": gate, "att_penalty": 0.0, "dtype": "float32", "feature_scale": 1.0}
     again = CaptioningAttLSTM(model.word_to_idx, **model.config())
     assert all(np.array_equal(again.params[k], v) for k, v in model.params.items())
     assert AttLSTMConfig(**SMALL, gate=gate).num_parameters(6) == sum(p.size for p in model.params.values())
