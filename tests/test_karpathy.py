@@ -17,8 +17,9 @@ import training
 from core.data.grid import write_grid_h5
 from core.data.loader import load_coco_data
 from core.data.row_view import RowView
-from tests.karpathy_helpers import EXPECTED, LEFT_OUT, PLAN, coco_name, karpathy_content, write_coco_style, \
-    write_karpathy_json
+from core.errors import UserError
+from tests.karpathy_helpers import EXPECTED, LEFT_OUT, NUM_TRAIN, NUM_VAL, PLAN, coco_name, karpathy_content, \
+    write_coco_style, write_karpathy_json
 from tests.test_bad_inputs import assert_one_line_exit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +217,26 @@ def test_karpathy_splits_of_the_shapes_world_are_refused(coco_style, tmp_path, c
     argv = ["--model", "lstm", "--data-dir", str(shapes_like), "--out", str(tmp_path / "run"), "--splits",
             "karpathy", *SMALL]
     assert_one_line_exit(training.main, argv, capsys, "is the shapes world")
+
+
+def flickr_style(base):
+    """The COCO-style dataset with Flickr URLs (as the CS231n archive's lists are said to hold) and, beside them,
+    the archive's lists of COCO file names, one a row."""
+    shutil.copytree(write_coco_style(base / "source"), base / "data")
+    for split, count in (("train", NUM_TRAIN), ("val", NUM_VAL)):
+        (base / "data" / f"{split}2014_urls.txt").write_text(
+            "".join(f"http://farm1.staticflickr.com/{split}/{row}_{split}_z.jpg\n" for row in range(count)))
+    return base / "data"
+
+
+def test_image_names_come_from_the_archives_name_lists_when_the_urls_are_flickrs(tmp_path, capsys):
+    data_dir = flickr_style(tmp_path)
+    with pytest.raises(UserError, match="only 0 of the"):  # Flickr URLs name no COCO file
+        load_coco_data(data_dir, splits=("test",), protocol="karpathy")
+    for split, count in (("train", NUM_TRAIN), ("val", NUM_VAL)):
+        (data_dir / f"{split}2014_images.txt").write_text("".join(f"{coco_name(split, row)}\n" for row in range(count)))
+    data = load_coco_data(data_dir, splits=("train", "val", "test"), protocol="karpathy")
+    assert list(data["test_urls"]) == [f"http://farm1.staticflickr.com/val/{row}_val_z.jpg" for row in (4, 5, 6)]
+    (data_dir / "val2014_images.txt").write_text(coco_name("val", 0) + "\n")
+    with pytest.raises(UserError, match="val2014_images.txt has 1 lines"):
+        load_coco_data(data_dir, splits=("test",), protocol="karpathy")

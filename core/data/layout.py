@@ -77,6 +77,11 @@ def urls_file(split):
     return f"{split}2014_urls.txt"
 
 
+def image_names_file(split):
+    """The file name of a split's list of image file names, one a row (the CS231n archive's, where present)."""
+    return f"{split}2014_images.txt"
+
+
 def captions_key(split):
     """The captions file's dataset of a split's caption rows."""
     return f"{split}_captions"

@@ -15,7 +15,7 @@ import numpy as np
 from core.data.grid import REBUILD_HINT, open_grid
 from core.data.karpathy import assign_rows, karpathy_split, read_karpathy_json, sources_of
 from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, KARPATHY_FILE, PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, \
-    START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, image_idxs_key, urls_file
+    START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, image_idxs_key, image_names_file, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.errors import UserError
@@ -127,6 +127,21 @@ def _read_urls(base_dir, split):
         raise UserError(f"cannot read URL list {path} ({err}); re-download or rebuild the dataset") from err
 
 
+def _row_image_names(base_dir, split):
+    """Each row's image file name, and the file it came from: ``{split}2014_images.txt`` where the data has one
+    (a list of COCO file names, one a row), else the URL list, whose lines end in the names when they are COCO's
+    own URLs (a list of Flickr URLs matches nothing, and the Karpathy mapping says so)."""
+    path = base_dir / image_names_file(split)
+    if not path.is_file():
+        return _read_urls(base_dir, split), base_dir / urls_file(split)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    urls = _read_urls(base_dir, split)
+    if len(lines) != len(urls):
+        raise UserError(f"{path} has {len(lines)} lines but {base_dir / urls_file(split)} has {len(urls)}: one image "
+                        "file name a row is needed; delete it or re-download the dataset")
+    return np.array(lines, dtype=str), path
+
+
 def _check_split(data, base_dir, split, pca_features):
     """Cross-file consistency of one split: image indices, feature rows and URL lines agree."""
     features_path = base_dir / features_file(split, pca_features)
@@ -232,9 +247,10 @@ def _karpathy_data(base_dir, splits, pca_features, grid):
                         "--splits karpathy (Karpathy's splits are COCO's)")
     json_path = base_dir / KARPATHY_FILE
     split_of = read_karpathy_json(json_path)
-    urls = {split: _read_urls(base_dir, split) for split in SPLITS}
-    urls_paths = {split: base_dir / urls_file(split) for split in SPLITS}
-    assignment, left_out = assign_rows(split_of, urls, json_path, urls_paths)
+    names, names_paths = {}, {}
+    for split in SPLITS:
+        names[split], names_paths[split] = _row_image_names(base_dir, split)
+    assignment, left_out = assign_rows(split_of, names, json_path, names_paths)
     source = _layout_data(base_dir, sources_of(assignment, splits), pca_features, grid)
     data = {"word_to_idx": source["word_to_idx"], "idx_to_word": source["idx_to_word"]}
     for split in splits:
