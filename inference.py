@@ -3,6 +3,7 @@
     python inference.py --model lstm                          # 8 train + 8 val images, galleries in runs/lstm
     python inference.py --model transformer --evaluate --beam-size 3 --output val.json
     python inference.py --model lstm --image my_scene.png     # encoded with the dataset's own encoder + PCA
+    python inference.py --model att_lstm --evaluate --split test  # + attention maps, attention correctness
 """
 import argparse
 
