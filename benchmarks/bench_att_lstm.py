@@ -12,15 +12,14 @@ Reports, measured in the same run with the same thread count:
 """
 import argparse
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows, report_blas
+from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads, interleaved_times, matmul_peak_probe, \
+    pin_blas_threads, print_rows, report_blas
 from core.data.layout import SPECIAL_TOKENS
 from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
 from core.packing import Packing
@@ -188,22 +187,13 @@ def run_benchmark(cfg, repeats, threads):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=9,
-                        help="rounds of timed runs, each measurement once per round (the median is shown)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads for numpy's BLAS and for torch (default: all CPU cores)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be at least 1")
-    return args
+    add_rounds_and_threads(parser, repeats=9)
+    return check_rounds_and_threads(parser, parser.parse_args(argv))
 
 
 def main():
     args = parse_args()
-    # OpenBLAS fixes its thread count when numpy is imported, so another count needs a fresh interpreter.
-    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
-        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_att_lstm", *sys.argv[1:]], env)
+    pin_blas_threads("benchmarks.bench_att_lstm", args.threads)
     report_blas()
     run_benchmark(BenchConfig(), args.repeats, args.threads)
 

@@ -13,8 +13,6 @@ Reports, measured in the same run with the same thread count:
   it and the step is the elementwise work (gate nonlinearities, softmax), which numpy runs on one core.
 """
 import argparse
-import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from benchmarks.harness import interleaved_times, matmul_peak_probe, print_rows, report_blas
+from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads, interleaved_times, matmul_peak_probe, \
+    pin_blas_threads, print_rows, report_blas
 from core.data.layout import NULL, SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
 from core.packing import Packing
@@ -174,22 +173,13 @@ def run_benchmark(cell, repeats, threads):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="recurrent cell to time")
-    parser.add_argument("--repeats", type=int, default=15,
-                        help="rounds of timed runs, each measurement once per round (the median is shown)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads for numpy's BLAS and for torch (default: all CPU cores)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be at least 1")
-    return args
+    add_rounds_and_threads(parser, repeats=15)
+    return check_rounds_and_threads(parser, parser.parse_args(argv))
 
 
 def main():
     args = parse_args()
-    # OpenBLAS fixes its thread count when numpy is imported, so another count needs a fresh interpreter.
-    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
-        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.bench_rnn", *sys.argv[1:]], env)
+    pin_blas_threads("benchmarks.bench_rnn", args.threads)
     report_blas()
     run_benchmark(args.cell, args.repeats, args.threads)
 

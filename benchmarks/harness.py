@@ -4,6 +4,7 @@ numpy runs.
 Benchmarks report ratios against a reference measured in the same run, never absolute targets.
 """
 import os
+import sys
 import time
 
 import numpy as np
@@ -106,3 +107,25 @@ def _numpy_blas():
         return f"{info['internal_api']} {info['version']}{kernel}, {info['num_threads']} threads"
     built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     return f"{built['name']} {built.get('version', '')} as built (kernel and threads unknown: install threadpoolctl)"
+
+
+def add_rounds_and_threads(parser, repeats):
+    """The flags every step benchmark takes: --repeats rounds (default ``repeats``) and --threads."""
+    parser.add_argument("--repeats", type=int, default=repeats,
+                        help="rounds of timed runs, each measurement once per round (the median is shown)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for numpy's BLAS and for torch (default: all CPU cores)")
+
+
+def check_rounds_and_threads(parser, args):
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
+    return args
+
+
+def pin_blas_threads(module, threads):
+    """Run ``python -m module`` again with OPENBLAS_NUM_THREADS=threads unless already so: OpenBLAS fixes its
+    thread count when numpy is imported, so another count needs a fresh interpreter (returns only when set)."""
+    if os.environ.get("OPENBLAS_NUM_THREADS") != str(threads):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+        os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
