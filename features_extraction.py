@@ -21,16 +21,16 @@ from pathlib import Path
 
 import h5py
 
-from core.cli import ArgumentParser, add_no_progress, add_seed, defaults_of, positive_int, run
+from core.runtime.cli import ArgumentParser, add_no_progress, add_seed, defaults_of, positive_int, run
 from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, UNK, images_key
-from core.distributed import process_group
+from core.runtime.distributed import process_group
 from core.datasets.own_data import MAX_WORDS, OwnDataConfig, build_own_dataset, parse_source
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info
 from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
 from core.features.preprocess import ImageFolder, list_images, read_image_list
 from core.features.vgg16 import VGG16, VGG16_FILE
-from core.fileio import atomic_write, check_writable_dir
+from core.runtime.fileio import atomic_write, check_writable_dir
 
 
 def build_parser():
@@ -203,7 +203,7 @@ def extract_shapes(args, group):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.device = resolve_device(args.device)  # a bad --device fails before any slow step
-    # Under torchrun, each rank encodes its share of the batches and rank 0 writes (core.distributed).
+    # Under torchrun, each rank encodes its share of the batches and rank 0 writes (core.runtime.distributed).
     with process_group(args.device.type) as group:
         args.device = group.place(args.device)
         if args.captions:

@@ -7,7 +7,7 @@
 """
 import argparse
 
-from core import cli
+from core.runtime import cli
 from core.data.layout import END, HELD_OUT_SPLIT, PROTOCOLS, SPLITS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig

@@ -6,10 +6,10 @@
 import argparse
 from pathlib import Path
 
-from core import cli
+from core.runtime import cli
 from core.data.layout import RESULTS_TABLE
 from core.model.registry import MODEL_TYPES
-from core.results_table import ResultsSettings
+from core.results.study import ResultsSettings
 from core.training.scst import BASELINES
 
 DEFAULTS = cli.defaults_of(ResultsSettings)
@@ -41,7 +41,7 @@ def settings_from_args(args):
 
 
 def main(argv=None):
-    from core.results_table import run_results
+    from core.results.study import run_results
 
     settings = settings_from_args(parse_args(argv))
     run_results(settings)

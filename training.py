@@ -8,7 +8,7 @@
 """
 import argparse
 
-from core import cli
+from core.runtime import cli
 from core.data.layout import PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
@@ -104,7 +104,7 @@ def main(argv=None):
     print(f"outputs in {summary['out_dir']}: best checkpoint {summary['best']}, loss plot, history, config")
     if args.show:
         from core.data.layout import LOSS_PLOT
-        from core.plotting import show_png
+        from core.runtime.plotting import show_png
 
         show_png(f"{summary['out_dir']}/{LOSS_PLOT}")
     return 0

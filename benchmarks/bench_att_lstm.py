@@ -22,7 +22,7 @@ from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads,
     pin_blas_threads, print_rows, report_blas
 from core.data.layout import SPECIAL_TOKENS
 from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
-from core.packing import Packing
+from core.layers.packing import Packing
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ def step_matmuls(cfg, sizes, scored, gate=True):
 
 
 def torch_att_lstm(x, a, pa, h0, c0, weights, lengths):
-    """The attention LSTM of core.att_layers in torch autograd: rows sorted longest first, step t runs the first
+    """The attention LSTM of core.layers.att_lstm in torch autograd: rows sorted longest first, step t runs the first
     n_t of them; the word part of the input projection is one product before the loop.
 
     Inputs: tensors x (N, T, W), a (N, R, D), pa (N, R, A), h0 and c0 (N, H), lengths (N,) int64; weights, a dict
-    of tensors with core.att_layers' keys (the gate runs when it holds W_beta).
+    of tensors with core.layers.att_lstm' keys (the gate runs when it holds W_beta).
     Returns: h (N, T, H) and alpha (N, T, R), zero past each row's length.
     """
     N, T, W = x.shape

@@ -11,8 +11,8 @@ import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
 from benchmarks.harness import interleaved_medians, print_rows, report_blas
-from core.cider import CiderD, DocumentFrequency
-from core.cli import ArgumentParser, positive_int, run
+from core.evaluation.cider import CiderD, DocumentFrequency
+from core.runtime.cli import ArgumentParser, positive_int, run
 
 WORDS = 1000  # a COCO-like vocabulary of frequent words
 

@@ -28,7 +28,7 @@ SMALL = {"numpy": {"wordvec_dim": 16, "hidden_dim": 16}, "torch": {"wordvec_dim"
 
 
 class TimedGroup:
-    """A core.distributed.Group whose gradient all-reduces are timed."""
+    """A core.runtime.distributed.Group whose gradient all-reduces are timed."""
 
     def __init__(self, group):
         self.group, self.seconds = group, 0.0
@@ -57,8 +57,9 @@ def worker(args):
     """One set-up's steps, in this process (of a torchrun group or alone); rank 0 prints a JSON line."""
     import torch
 
-    from core.distributed import process_group
+    from core.runtime.distributed import process_group
     from core.model.registry import model_kind
+    from core.training.recipes import recipe
 
     kind = model_kind(args.model)
     features, captions = synthetic_batch(args.batch_size)
@@ -67,7 +68,7 @@ def worker(args):
     with process_group() as group:
         config = kind.make_config(SMALL[kind.framework] if args.small else {})
         model = kind.build(word_to_idx, config.for_data(features), device=torch.device("cpu"))
-        updater = kind.updater(model, kind.optim, torch.device("cpu"), group)
+        updater = recipe(kind).make_updater(model, recipe(kind).optim, torch.device("cpu"), group)
         timed = TimedGroup(group)
         if group.distributed and kind.framework == "numpy":
             updater.group = timed

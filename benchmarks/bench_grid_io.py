@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import print_rows
-from core.cli import ArgumentParser, positive_float, positive_int, run
+from core.runtime.cli import ArgumentParser, positive_float, positive_int, run
 from core.data.grid import GRID_DTYPE, open_grid, write_grid_h5
 from core.data.layout import grid_file
 

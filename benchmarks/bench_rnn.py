@@ -5,7 +5,7 @@ Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 15] [--threads 2]
 Reports, measured in the same run with the same thread count:
 - the numpy step (CaptioningRNN.loss) and the same step in torch (nn.LSTM/nn.RNN + nn.Linear + cross-entropy,
   autograd), and their ratio torch/numpy (>= 1: numpy at least as fast). CaptioningRNN computes only the
-  steps each caption runs (core.packing); torch is timed both on the plain padded batch and on a
+  steps each caption runs (core.layers.packing); torch is timed both on the plain padded batch and on a
   PackedSequence, which skips the same steps;
 - the step's FLOP count (its matmuls) over the numpy step time, as FLOP/s and as a fraction of numpy's
   (n, n) @ (n, n) matmul throughput, timed in the same rounds (median; the fastest round too);
@@ -24,7 +24,7 @@ from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads,
     pin_blas_threads, print_rows, report_blas
 from core.data.layout import NULL, SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
-from core.packing import Packing
+from core.layers.packing import Packing
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def step_matmuls(cfg, gates, sizes, scored):
     """(m, k, n) of every matmul of one training step, forward then backward; G = gates * H.
 
     ``sizes`` (T,) holds n_t, the captions still running at step t, and P = sum(sizes): the recurrent
-    cell computes only those positions (core.packing). ``scored`` is the number M of positions with a
+    cell computes only those positions (core.layers.packing). ``scored`` is the number M of positions with a
     target word: CaptioningRNN scores words only there (M <= P; here M = P).
 
     FLOPs = sum of 2 m k n =  2 N I H                      (features -> h0)

@@ -12,12 +12,13 @@ import time
 import numpy as np
 
 from benchmarks.harness import print_rows, report_blas
-from core.cli import ArgumentParser, positive_int, run
+from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
-from core.cider import DocumentFrequency
+from core.evaluation.cider import DocumentFrequency
 from core.training.scst import SCSTConfig, SCSTUpdater, image_references
-from core.training.updaters import NumpyUpdater, OptimConfig
+from core.training.optim import NumpyUpdater
+from core.training.recipes import OptimConfig
 
 
 class TimedRewards(SCSTUpdater):

@@ -8,7 +8,7 @@ Run as ``python -m benchmarks.bench_transformer [--device cpu|cuda] [--repeats R
    built-in ``torch.nn.TransformerDecoderLayer`` (batch_first, post-norm, same dropout probability,
    torch's dropout kernel), ours with hand-written attention, ours with fused attention, and ours without
    attention at all (its time is the floor under any attention code). Ours draw dropout masks 16 bits at
-   a time (``core.dropout``). Ratios are built-in time / this time: above 1.0 is faster.
+   a time (``core.layers.dropout``). Ratios are built-in time / this time: above 1.0 is faster.
 2. The attention cores softmax(QK^T/sqrt(Dh))V of one step, hand-written against torch's fused kernel:
    the only part the ``fused`` flag changes, hence the most it can gain.
 3. Greedy decoding of N images to 30 words with the key/value cache against full-prefix recomputation
@@ -23,12 +23,12 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmarks.harness import interleaved_medians, print_rows, report_blas, time_call
-from core.cli import ArgumentParser, positive_int, run
+from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
-from core.dropout import Dropout, relu_dropout
-from core.errors import UserError
+from core.layers.dropout import Dropout, relu_dropout
+from core.runtime.errors import UserError
 from core.model.transformer import CaptioningTransformer
-from core.transformer_layers import scaled_dot_product
+from core.layers.attention import scaled_dot_product
 
 BATCH, LENGTH, INPUT_DIM, VOCAB_WORDS = 128, 16, 512, 1000
 MODEL = dict(input_dim=INPUT_DIM, wordvec_dim=256, num_heads=2, num_layers=2, dim_feedforward=2048,

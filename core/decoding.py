@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 
 @dataclass(frozen=True)

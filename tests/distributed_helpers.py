@@ -22,7 +22,7 @@ def main(argv):
     elif fault == "seed" and mine:
         flags = [*flags, "--seed", "1"]
     import training
-    from core import cli
+    from core.runtime import cli
 
     cli.run(lambda: training.main(flags))
 

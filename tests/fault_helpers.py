@@ -13,10 +13,11 @@ import sys
 
 def kill_at_step(n):
     """Make the N-th ``train_step`` call of this process (any updater) SIGKILL the process instead."""
-    from core.training import updaters
+    from core.training.optim import NumpyUpdater
+    from core.training.torch_optim import TorchUpdater
 
     calls = [0]
-    for cls in (updaters.NumpyUpdater, updaters.TorchUpdater):
+    for cls in (NumpyUpdater, TorchUpdater):
         real = cls.train_step
 
         def train_step(self, *args, _real=real):
@@ -31,7 +32,7 @@ def kill_at_step(n):
 def main(argv):
     kill_at_step(int(argv[0]))
     import training
-    from core import cli
+    from core.runtime import cli
 
     cli.run(lambda: training.main(argv[1:]))
 

@@ -1,5 +1,7 @@
-"""The arrangement of the code, checked: imports never climb the floors, one module spells the on-disk layout,
-nothing outside the registry branches on a model kind, and the scripts' flags default to their dataclasses."""
+"""The arrangement of the code, checked: imports never climb the floors and packages form no cycle, every package
+says what it holds, core's top level holds only the classic modules, ``decoding`` and packages, one module spells
+the on-disk layout, nothing outside the registry branches on a model kind, and the scripts' flags default to their
+dataclasses."""
 import ast
 from pathlib import Path
 
@@ -9,24 +11,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("training", "inference", "features_extraction", "results")
 # Floors, lowest first: a module may import from its own floor or below, never above.
 FLOORS = [
-    ("core", "core.errors", "core.fileio", "core.devices", "core.distributed", "core.cli", "core.checkpoint",
-     "core.plotting"),
-    ("core.data", "core.shapes_world", "core.coco_utils"),
-    ("core.packing", "core.dropout", "core.rnn_layers", "core.att_layers", "core.att_lstm_layers",
-     "core.transformer_layers", "core.optim", "core.decoding", "core.features"),
-    ("core.model", "core.model.rnn_model", "core.model.transformer", "core.datasets", "core.training.updaters",
-     "core.metrics", "core.cider", "core.grounding", "core.relation_probe", "core.attention_correctness",
-     "core.attention_maps", "core.baselines"),
-    ("core.model.registry",),
-    ("core.training", "core.inference"),
-    ("core.results_table",),
+    ("core", "core.runtime"),
+    ("core.data", "core.shapes_world", "core.coco_utils", "core.image_utils"),
+    ("core.layers", "core.rnn_layers", "core.transformer_layers", "core.decoding", "core.features"),
+    ("core.model", "core.datasets", "core.evaluation"),
+    ("core.training", "core.optim", "core.captioning_solver", "core.captioning_solver_transformer"),
+    ("core.inference",),
+    ("core.results",),
     SCRIPTS + ("benchmarks",),
 ]
+# core's top level: the classic import paths (the seed's layout and CS231n assignment 3) and the decoding module.
+CLASSIC_MODULES = {"rnn_layers", "transformer_layers", "coco_utils", "optim", "image_utils", "captioning_solver",
+                   "captioning_solver_transformer"}
 LAYOUT_NAMES = ("coco2014_", "_vgg16_fc7", "2014_urls", "pca.npz", "encoder.json", "encoder.pt", "shapes_images",
                 "shapes_scenes", "manifest.json", "history.json", "config.json", "loss.png", "gallery_", "results.json",
                 "results.md", "2014_grid",
                 "<NULL>", "<START>", "<END>", "<UNK>")
-KIND_NAMES = ("rnn", "lstm", "transformer")
+KIND_NAMES = ("rnn", "lstm", "att_lstm", "transformer")
 
 
 def floor_of(module):
@@ -72,6 +73,63 @@ def test_imports_never_climb_the_floors():
     assert upward == []
 
 
+def package_of(module):
+    """The unit the cycle check works on: a sub-package or top-level module of core, a script, or benchmarks."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "core" and len(parts) > 1 else parts[0]
+
+
+def package_graph():
+    """Edges package -> the packages its modules import (project modules only, self-edges left out)."""
+    known = {module_name(path) for path in project_files()}
+    graph = {}
+    for path in project_files():
+        source = package_of(module_name(path))
+        for target, _ in imported_modules(ast.parse(path.read_text())):
+            if target in known and package_of(target) != source:
+                graph.setdefault(source, set()).add(package_of(target))
+    return graph
+
+
+def cycles_of(graph):
+    """Every package from which an import path leads back to itself, with one such path."""
+    found = []
+    for start in sorted(graph):
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    found.append(" -> ".join(path + [start]))
+                    stack.clear()
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_no_package_imports_one_that_imports_it():
+    assert cycles_of(package_graph()) == []
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    graph = package_graph()
+    graph.setdefault("core.runtime", set()).add("core.training")  # runtime -> training -> ... -> runtime
+    assert any(cycle.startswith("core.runtime -> core.training") for cycle in cycles_of(graph))
+
+
+def test_every_package_says_what_it_holds():
+    silent = [str(init.relative_to(ROOT)) for init in sorted((ROOT / "core").rglob("__init__.py"))
+              if ast.get_docstring(ast.parse(init.read_text())) is None]
+    assert silent == []
+
+
+def test_core_top_level_holds_only_classic_modules_decoding_and_packages():
+    loose = {path.stem for path in (ROOT / "core").glob("*.py")} - CLASSIC_MODULES - {"__init__", "decoding"}
+    assert loose == set()
+
+
 def code_strings(tree):
     """The string constants of a module that are not docstrings."""
     docstrings = set()
@@ -111,7 +169,7 @@ def test_nothing_outside_the_registry_branches_on_a_model_kind():
 @pytest.mark.parametrize("script, settings_class, argv", [
     ("training", "core.training.engine.TrainSettings", ["--model", "lstm"]),
     ("inference", "core.inference.engine.InferenceSettings", ["--model", "lstm"]),
-    ("results", "core.results_table.ResultsSettings", []),
+    ("results", "core.results.study.ResultsSettings", []),
 ])
 def test_flag_defaults_are_the_settings_defaults(script, settings_class, argv):
     import importlib

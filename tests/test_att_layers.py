@@ -1,12 +1,12 @@
-"""core.att_layers and core.att_lstm_layers: numeric gradient checks of every backward, the packed sequence against
+"""core.layers.att_lstm and core.layers.att_lstm: numeric gradient checks of every backward, the packed sequence against
 the step loop and against torch autograd, and what soft attention must do (weights summing to 1, cells as a set)."""
 import numpy as np
 import pytest
 import torch
 
 from benchmarks.bench_att_lstm import torch_att_lstm
-from core import att_layers as AL
-from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
+from core.layers import att_lstm as AL
+from core.layers.att_lstm import att_lstm_backward, att_lstm_forward
 from tests.gradcheck import numeric_gradient, rel_error
 
 N, T, W, R, C, A, H = 3, 4, 3, 5, 4, 6, 5

@@ -1,10 +1,10 @@
-"""Tests for core.attention_correctness: per-word scores on hand-made scenes, and cell masks against the renderer."""
+"""Tests for core.evaluation.attention_correctness: per-word scores on hand-made scenes, and cell masks against the renderer."""
 import math
 
 import numpy as np
 import pytest
 
-from core.attention_correctness import attention_correctness, scene_cell_masks, word_correctness
+from core.evaluation.attention_correctness import attention_correctness, scene_cell_masks, word_correctness
 from core.shapes_world.render import PALETTE, render_scene, sample_scene
 
 SIDE, CELLS = 8, 64

@@ -1,10 +1,10 @@
-"""Tests for core.attention_maps: bilinear upsampling of the cell grid and the per-word attention figure."""
+"""Tests for core.inference.attention_maps: bilinear upsampling of the cell grid and the per-word attention figure."""
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from core.attention_maps import DIM_FLOOR, PANEL_INCHES, plot_attention, upsample_attention
+from core.inference.attention_maps import DIM_FLOOR, PANEL_INCHES, plot_attention, upsample_attention
 
 WHITE = np.full((64, 64, 3), 255, dtype=np.uint8)
 ORANGE = (200, 120, 40)  # a colour that neither the figure's frame nor its text use

@@ -9,7 +9,7 @@ import inference
 import training
 from core.data.loader import load_coco_data
 from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
-from core.inference.attention import greedy_with_attention
+from core.evaluation.attention import greedy_with_attention
 from core.model.registry import load_model, model_kind
 from core.training.engine import TrainSettings, run_training
 from tests.conftest import write_tiny_cs231n

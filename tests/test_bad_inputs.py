@@ -1,7 +1,7 @@
 """Bad input, table-driven: every case exits with code 2 and one line on stderr naming the flag or file, and
 leaves every earlier output (a trained run, its dataset) byte for byte as it was.
 
-The cases run in-process through ``core.cli.run``, the exit path the scripts use; an exception that is not a
+The cases run in-process through ``core.runtime.cli.run``, the exit path the scripts use; an exception that is not a
 clean error escapes to pytest and fails the case. ``test_scripts.py`` runs a few of them as real processes.
 """
 import hashlib
@@ -16,9 +16,9 @@ import features_extraction
 import inference
 import results
 import training
-from core import cli
+from core.runtime import cli
 from core.datasets import coco, shapes_build
-from core.fileio import LOCK_FILE, FolderLock
+from core.runtime.fileio import LOCK_FILE, FolderLock
 from tests.conftest import write_tiny_cs231n
 
 SMALL = {"lstm": ["--hidden-dim", "8", "--wordvec-dim", "8"],
@@ -372,7 +372,7 @@ def test_a_dry_run_never_replaces_a_trained_run(world, capsys):
                                                                      components=np.eye(2, 4),
                                                                      explained_variance=np.ones(2)), "NaN")])
 def test_a_truncated_or_nan_pca_file_is_one_line(tmp_path, damage, fragment):
-    from core.errors import UserError
+    from core.runtime.errors import UserError
     from core.features.pca import fit_pca, load_pca, save_pca
 
     path = tmp_path / "pca.npz"

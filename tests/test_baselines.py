@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from core.baselines import (caption_similarity_matrix, consensus_index, nearest_neighbour_captions,
+from core.evaluation.baselines import (caption_similarity_matrix, consensus_index, nearest_neighbour_captions,
                             nearest_neighbours)
 
 
@@ -134,7 +134,7 @@ def test_consensus_ties_do_not_depend_on_the_string_hash_seed():
     import sys
     from pathlib import Path
 
-    code = ("import json, sys; from core.baselines import consensus_index; "
+    code = ("import json, sys; from core.evaluation.baselines import consensus_index; "
             "print(json.dumps([consensus_index(p) for p in json.loads(sys.argv[1])]))")
     picks = set()
     for seed in range(1, 9):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.datasets.caption_sources import CaptionRecord, read_caption_file, tokenize_caption
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 # Five captions of three images, in file order: (image, caption).
 CAPTIONS = [("a.jpg", "A dog, running on the beach!"), ("a.jpg", "The dog's ball is RED."),

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import (FORMAT_VERSION, load_numpy_checkpoint, load_torch_checkpoint, save_numpy_checkpoint,
+from core.runtime.checkpoint import (FORMAT_VERSION, load_numpy_checkpoint, load_torch_checkpoint, save_numpy_checkpoint,
                              save_torch_checkpoint)
-from core.fileio import atomic_write
-from core.errors import UserError
+from core.runtime.fileio import atomic_write
+from core.runtime.errors import UserError
 
 META = {"format_version": FORMAT_VERSION, "model_type": "lstm", "idx_to_word": ["<NULL>", "<START>", "<END>"],
         "rng": {"state": 2 ** 100 + 7}}

@@ -1,11 +1,11 @@
-"""core.cider: CIDEr-D equal to pycocoevalcap's Cider (the COCO evaluation's), and its document frequencies."""
+"""core.evaluation.cider: CIDEr-D equal to pycocoevalcap's Cider (the COCO evaluation's), and its document frequencies."""
 from collections import Counter
 
 import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
 
-from core.cider import CiderD, DocumentFrequency
+from core.evaluation.cider import CiderD, DocumentFrequency
 
 HAND_MADE = {  # images with different numbers of references, repeated words, empty and short captions
     "one ref": (["a red circle left of a blue star"], "a red circle left of a star"),

@@ -6,9 +6,9 @@ import pytest
 
 import inference
 import training
-from core.errors import UserError
-from core.inference.evaluation import coco_results
-from core.metrics import java_available
+from core.runtime.errors import UserError
+from core.evaluation.loop import coco_results
+from core.evaluation.metrics import java_available
 
 
 def test_image_ids_come_from_the_file_names():

@@ -8,7 +8,7 @@ import pytest
 
 from core.coco_utils import (LazyFeatures, build_vocab, decode_captions, encode_captions, load_coco_data,
                              save_captions_h5, save_vocab_json)
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 WORDS = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "blue", "circle", "star", "left", "of"]
 NUM_IMAGES = {"train": 6, "val": 4}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from core.decoding import DecodeConfig, beam_search, decode, greedy_decode, sample_decode, top_k_indices
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 NULL, START, END = 0, 1, 2
 

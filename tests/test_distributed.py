@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_training_state
-from core.distributed import Group
-from core.errors import UserError
-from core.fileio import FolderLock
+from core.runtime.checkpoint import load_training_state
+from core.runtime.distributed import Group
+from core.runtime.errors import UserError
+from core.runtime.fileio import FolderLock
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from tests.test_faults import FAST, assert_same_params
 from tests.test_scripts import assert_clean_error

@@ -15,7 +15,7 @@ import pytest
 
 from core.datasets.coco import install_coco_captioning
 from core.data.download import download, safe_extract_zip
-from core.errors import UserError
+from core.runtime.errors import UserError
 from tests.test_coco_utils import write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,8 @@
-"""core.dropout: the drop rate, exact expectation, gradients (float64 gradcheck), and the fused ReLU."""
+"""core.layers.dropout: the drop rate, exact expectation, gradients (float64 gradcheck), and the fused ReLU."""
 import pytest
 import torch
 
-from core.dropout import Dropout, drop_mask, drop_probability, dropout, relu_dropout
+from core.layers.dropout import Dropout, drop_mask, drop_probability, dropout, relu_dropout
 
 
 def test_drop_probability_is_p_on_a_2_16_grid():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_training_state
+from core.runtime.checkpoint import load_training_state
 from tests.test_scripts import assert_clean_error
 from tests.test_solver import StopAt
 
@@ -325,16 +325,16 @@ def small_solver(data, out_dir, epochs=2, save_every=0):
     ``save_every`` steps (0: only after 10 minutes, never here)."""
     from core.model.registry import model_kind
     from core.training.solver import Solver, SolverConfig
-    from core.training.updaters import OptimConfig
+    from core.training.recipes import OptimConfig, recipe
 
     kind = model_kind("rnn")
     config = kind.make_config({"wordvec_dim": 8, "hidden_dim": 8}).for_data(data["train_features"])
     model = kind.build(data["word_to_idx"], config, seed=0, device=torch.device("cpu"))
     optim_config = OptimConfig(lr=1e-2)
-    updater = kind.updater(model, optim_config, torch.device("cpu"))
+    updater = recipe(kind).make_updater(model, optim_config, torch.device("cpu"))
     meta = {"model_type": "rnn", "model_config": model.config(), "idx_to_word": data["idx_to_word"]}
     solver_config = SolverConfig(epochs=epochs, batch_size=8, seed=3, progress=False, save_every=save_every)
-    return Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix)
+    return Solver(updater, data, solver_config, out_dir, meta, kind.checkpoint_suffix)
 
 
 class SigintAfter(StopAt):
@@ -356,7 +356,7 @@ def tiny_data(tiny_dataset):
 
 @pytest.mark.parametrize("when", ["before the writer", "inside the file"])
 def test_second_ctrl_c_during_a_checkpoint_write_waits_for_it(when, tiny_data, tmp_path, monkeypatch):
-    import core.checkpoint
+    import core.runtime.checkpoint
     import core.training.solver
 
     solver = small_solver(tiny_data, tmp_path)
@@ -379,7 +379,7 @@ def test_second_ctrl_c_during_a_checkpoint_write_waits_for_it(when, tiny_data, t
             real_savez(file, **arrays)
             writes.append(Path(file.name))
 
-        monkeypatch.setattr(core.checkpoint.np, "savez", savez)
+        monkeypatch.setattr(core.runtime.checkpoint.np, "savez", savez)
     handler = signal.getsignal(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features import vgg16 as vgg16_module
 from core.features.encoders import load_encoder, read_encoder_info
 from core.features.extract import extract_features, resolve_device, write_feature_files

@@ -12,7 +12,7 @@ import torch
 from tests.test_features import random_vgg16_state_dict
 
 import features_extraction
-from core.cli import run
+from core.runtime.cli import run
 from core.features.encoders import load_encoder
 from core.features.extract import extract_features
 from core.features.pca import load_pca

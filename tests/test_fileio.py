@@ -1,12 +1,12 @@
-"""core.fileio: atomic writes clear what dead writers left, and refuse unwritable places in one line."""
+"""core.runtime.fileio: atomic writes clear what dead writers left, and refuse unwritable places in one line."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from core.errors import UserError
-from core.fileio import FolderLock, atomic_write_text, check_writable_dir, remove_left_by_dead, writable_file
+from core.runtime.errors import UserError
+from core.runtime.fileio import FolderLock, atomic_write_text, check_writable_dir, remove_left_by_dead, writable_file
 
 
 def dead_pid():

@@ -9,7 +9,8 @@ from core.decoding import beam_search, greedy_decode
 from core.model.transformer import CaptioningTransformer
 from core.model.transformer_config import TransformerConfig
 from core.model.transformer_inputs import measure_grid
-from core.transformer_layers import MultiHeadAttention, TransformerDecoderLayer
+from core.layers.attention import MultiHeadAttention
+from core.layers.transformer import TransformerDecoderLayer
 from tests.test_transformer_layers import copy_attention
 from tests.test_transformer_model import decode_all, random_captions, vocabulary
 

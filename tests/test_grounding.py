@@ -1,10 +1,10 @@
-"""Tests for core.grounding: the caption parser and the scene-grounded metrics."""
+"""Tests for core.evaluation.grounding: the caption parser and the scene-grounded metrics."""
 import math
 
 import pytest
 
-from core.errors import UserError
-from core.grounding import Mention, Relation, grounding_metrics, parse_caption
+from core.runtime.errors import UserError
+from core.evaluation.grounding import Mention, Relation, grounding_metrics, parse_caption
 
 
 def obj(colour, shape, x, y, size="small"):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from core.data.images import read_image_file
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 
 def grey_row(values):

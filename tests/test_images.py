@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.data.images import ImageSource, fetch_image
 
 URL = "http://images.cocodataset.org/val2014/COCO_val2014_000000000042.jpg"

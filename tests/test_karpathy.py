@@ -17,7 +17,7 @@ import training
 from core.data.grid import write_grid_h5
 from core.data.loader import load_coco_data
 from core.data.row_view import RowView
-from core.errors import UserError
+from core.runtime.errors import UserError
 from tests.karpathy_helpers import EXPECTED, LEFT_OUT, NUM_TRAIN, NUM_VAL, PLAN, coco_name, karpathy_content, \
     write_coco_style, write_karpathy_json
 from tests.test_bad_inputs import assert_one_line_exit
@@ -118,7 +118,7 @@ def test_row_view_indexes_like_an_array():
 
 
 def test_training_and_evaluating_on_karpathy_test(coco_style, tmp_path, monkeypatch):
-    monkeypatch.setattr("core.metrics.java_available", lambda: False)  # no METEOR JVM: seconds saved
+    monkeypatch.setattr("core.evaluation.metrics.java_available", lambda: False)  # no METEOR JVM: seconds saved
     out = tmp_path / "run"
     assert training.main(["--model", "lstm", "--data-dir", str(coco_style), "--out", str(out), "--dry-run",
                           "--splits", "karpathy", *SMALL]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.datasets.karpathy_install import install_karpathy_splits
-from core.errors import UserError
+from core.runtime.errors import UserError
 from tests.karpathy_helpers import karpathy_content
 from tests.test_download import coco_zip_bytes, server  # noqa: F401 (server is a fixture)
 

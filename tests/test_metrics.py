@@ -5,8 +5,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from core import metrics as metrics_module
-from core.metrics import compute_metrics, java_available, normalise_caption
+from core.evaluation import metrics as metrics_module
+from core.evaluation.metrics import compute_metrics, java_available, normalise_caption
 
 # Raw captions as a caller may pass them (decoded with special tokens, mixed case, extra spaces) ...
 PREDICTIONS = {

@@ -13,7 +13,7 @@ from tests.test_features import random_vgg16_state_dict
 import features_extraction
 import inference
 import training
-from core.cli import run
+from core.runtime.cli import run
 from core.data.loader import load_coco_data
 from core.data.vocab import decode_captions
 

@@ -1,8 +1,8 @@
-"""core.packing: the packed layout of a batch of sequences of different lengths."""
+"""core.layers.packing: the packed layout of a batch of sequences of different lengths."""
 import numpy as np
 import pytest
 
-from core.packing import Packing
+from core.layers.packing import Packing
 
 
 def test_layout_of_a_small_batch():

@@ -1,10 +1,10 @@
-"""Tests for core.plotting: loss curves, caption galleries, atomic PNG writes."""
+"""Tests for core.runtime.plotting: loss curves, caption galleries, atomic PNG writes."""
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from core.plotting import plot_loss, save_figure, save_gallery, smooth, use_log_scale
+from core.runtime.plotting import plot_loss, save_figure, save_gallery, smooth, use_log_scale
 
 
 def history(train, epoch_train, epoch_val, per_epoch):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.decoding import greedy_decode, prefixed_greedy_decode
-from core.relation_probe import forced_relation_accuracy, relation_prefix, wilson_interval
+from core.evaluation.relation_probe import forced_relation_accuracy, relation_prefix, wilson_interval
 
 WORDS = ["<NULL>", "<START>", "<END>", "a", "red", "blue", "circle", "star", "left", "of", "above", "and"]
 W = {w: i for i, w in enumerate(WORDS)}

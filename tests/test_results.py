@@ -6,7 +6,7 @@ import numpy as np
 from core.coco_utils import load_coco_data
 from core.decoding import DecodeConfig
 from core.model.registry import model_kind
-from core.results_table import ResultsSettings, _decode_seconds, run_results
+from core.results.study import ResultsSettings, _decode_seconds, run_results
 from tests.test_attention_models import TINY_WORLD
 
 
@@ -16,7 +16,7 @@ def test_decode_seconds_times_every_decoding(tiny_dataset, monkeypatch):
     config = kind.make_config({"hidden_dim": 8, "wordvec_dim": 4}).for_data(data["val_features"])
     model = kind.build(data["word_to_idx"], config)
     calls = []
-    monkeypatch.setattr("core.results_table.caption_features",
+    monkeypatch.setattr("core.results.study.caption_features",
                         lambda model, features, max_length, config: calls.append((len(features), config)))
     decodings = {"greedy": DecodeConfig(), "beam 2": DecodeConfig(beam_size=2)}
     seconds = _decode_seconds(model, data, "val", 5, decodings, repeats=3)

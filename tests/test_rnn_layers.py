@@ -1,11 +1,11 @@
-"""core.rnn_layers: numeric gradient checks of every backward, torch autograd cross-checks, dtype handling."""
+"""core.layers.rnn: numeric gradient checks of every backward, torch autograd cross-checks, dtype handling."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from core import rnn_layers as L
+from core.layers import rnn as L
 from tests.gradcheck import numeric_gradient, rel_error
 
 N, T, D, H, V = 3, 5, 4, 6, 7
@@ -88,43 +88,6 @@ def test_lstm_step_backward(rng):
 def test_lstm_backward(rng):
     inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 4)}
     check_backward(L.lstm_forward, L.lstm_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
-
-
-def test_word_embedding_backward(rng):
-    words = rng.integers(0, V, size=(N, T))
-    words[0, :3] = 2  # a repeated word: its gradient must accumulate
-    inputs = {"x": words, "W": rng.standard_normal((V, D))}
-    check_backward(L.word_embedding_forward, L.word_embedding_backward, inputs, {"W": 0})
-
-
-def test_temporal_affine_backward(rng):
-    inputs = {"x": rng.standard_normal((N, T, D)), "w": rng.standard_normal((D, V)), "b": rng.standard_normal(V)}
-    check_backward(L.temporal_affine_forward, L.temporal_affine_backward, inputs, {"x": 0, "w": 1, "b": 2})
-
-
-def test_temporal_softmax_loss_gradient(rng):
-    x = rng.standard_normal((N, T, V))
-    y = rng.integers(0, V, size=(N, T))
-    mask = rng.random((N, T)) > 0.3
-    loss, dx = L.temporal_softmax_loss(x, y, mask)
-    error = rel_error(dx, numeric_gradient(lambda: L.temporal_softmax_loss(x, y, mask)[0], x))
-    assert error < 1e-7
-    assert np.all(dx[~mask] == 0)
-
-
-def test_temporal_softmax_loss_matches_torch_and_is_stable(rng):
-    x = rng.standard_normal((N, T, V)) * 3
-    x[0, 0, 1] = 1e4  # exp would overflow without the max shift
-    y = rng.integers(0, V, size=(N, T))
-    mask = rng.random((N, T)) > 0.3
-    loss, dx = L.temporal_softmax_loss(x, y, mask)
-    xt = torch.tensor(x, requires_grad=True)
-    keep = torch.tensor(mask)
-    ref = F.cross_entropy(xt[keep], torch.tensor(y)[keep], reduction="sum") / N
-    ref.backward()
-    assert np.isfinite(loss)
-    assert abs(loss - ref.item()) < 1e-10
-    assert np.max(np.abs(dx - xt.grad.numpy())) < 1e-10
 
 
 def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh, lengths):

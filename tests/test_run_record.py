@@ -2,7 +2,7 @@
 import json
 
 import training
-from core.checkpoint import load_training_state
+from core.runtime.checkpoint import load_training_state
 
 FAST = ["--hidden-dim", "8", "--wordvec-dim", "8", "--no-progress", "--dry-run"]
 

@@ -26,7 +26,7 @@ def test_feature_scale_is_the_typical_entry_size():
 @pytest.mark.parametrize("model", ["rnn", "lstm", "transformer"])
 def test_train_resume_infer_evaluate(model, tiny_dataset, tmp_path, monkeypatch):
     if model != "lstm":  # METEOR starts a JVM (seconds); one model checks it, the others skip it
-        monkeypatch.setattr("core.metrics.java_available", lambda: False)
+        monkeypatch.setattr("core.evaluation.metrics.java_available", lambda: False)
     out = tmp_path / "run"
     common = ["--model", model, "--data-dir", str(tiny_dataset), "--out", str(out), "--batch-size", "8",
               "--no-progress", *FAST[model]]
@@ -136,7 +136,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tiny_dataset, tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert "--resume" in stderr, (stdout, stderr, sorted(p.name for p in out.iterdir()))
-    from core.checkpoint import load_training_state
+    from core.runtime.checkpoint import load_training_state
 
     step = load_training_state(out / "last.npz")[0]["run"]["step"]
     assert step >= 6
@@ -149,7 +149,8 @@ def test_caption_your_own_image_on_a_shapes_dataset(tmp_path):
     import imageio.v3 as iio
     import numpy as np
 
-    from core.datasets.shapes import ShapesConfig, build_shapes_dataset, render_scene, sample_scenes
+    from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
+    from core.shapes_world.render import render_scene, sample_scenes
 
     data_dir = build_shapes_dataset(tmp_path / "shapes", ShapesConfig(num_train=64, num_val=16, num_test=4,
                                                                       encoder_epochs=1, pca_dim=16, probe_epochs=2,

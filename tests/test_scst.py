@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_training_state
-from core.cider import CiderD, DocumentFrequency
+from core.runtime.checkpoint import load_training_state
+from core.evaluation.cider import CiderD, DocumentFrequency
 from core.coco_utils import load_coco_data
 from core.decoding import sample_decode
 from core.model.rnn_model import CaptioningRNN

@@ -9,15 +9,14 @@ import torch
 
 from core.coco_utils import decode_captions, load_coco_data
 from core.datasets import shapes_build
-from core.datasets.shapes import (
-    ShapesConfig, build_shapes_dataset, ensure_shapes_dataset, render_scene, sample_scenes, scene_captions,
-    vertical_relation,
-)
+from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset, ensure_shapes_dataset
+from core.shapes_world.captions import scene_captions, vertical_relation
+from core.shapes_world.render import render_scene, sample_scenes
 from core.shapes_world.render import PALETTE
 from core.shapes_world.spec import (
     COLOURS, COUNT_WORDS, GENERIC_NOUNS, MAX_CAPTION_WORDS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
 )
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features.encoders import load_encoder
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, load_shapes_encoder
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, pretrain_encoder, scene_labels
@@ -313,7 +312,7 @@ def test_command_line_build_and_bad_flag(tmp_path, capsys):
 
 
 def test_the_held_out_test_split_is_built_apart(built):
-    from core.inference.evaluation import load_scenes
+    from core.evaluation.loop import load_scenes
 
     data = load_coco_data(built["a"], splits=("test",))
     assert data["test_features"].shape == (8, 16) and data["test_captions"].shape == (40, 17)

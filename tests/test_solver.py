@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_training_state
+from core.runtime.checkpoint import load_training_state
 from core.coco_utils import load_coco_data
 from core.model.registry import model_kind
 from core.training.solver import Solver, SolverConfig, TrainingDiverged
-from core.training.updaters import OptimConfig
+from core.training.recipes import OptimConfig, recipe
 
 SMALL = {"rnn": {"wordvec_dim": 8, "hidden_dim": 16}, "lstm": {"wordvec_dim": 8, "hidden_dim": 16},
          "transformer": {"wordvec_dim": 16, "num_heads": 2, "num_layers": 1, "dim_feedforward": 32}}
@@ -22,10 +22,10 @@ def make_solver(model_type, data, out_dir, epochs=3):
     config = kind.make_config(SMALL[model_type]).for_data(data["train_features"])
     model = kind.build(data["word_to_idx"], config, seed=0, device=torch.device("cpu"))
     optim_config = OptimConfig(lr=1e-2, warmup_steps=2)
-    updater = kind.updater(model, optim_config, torch.device("cpu"))
+    updater = recipe(kind).make_updater(model, optim_config, torch.device("cpu"))
     meta = {"model_type": model_type, "model_config": model.config(), "idx_to_word": data["idx_to_word"]}
     config = SolverConfig(epochs=epochs, batch_size=10, seed=3, progress=False)
-    return Solver(updater, data, config, optim_config, out_dir, meta, kind.checkpoint_suffix)
+    return Solver(updater, data, config, out_dir, meta, kind.checkpoint_suffix)
 
 
 class StopAt:
@@ -113,7 +113,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_dataset, tmp_path):
 
 
 def test_resume_refuses_another_model(tiny_dataset, tmp_path):
-    from core.errors import UserError
+    from core.runtime.errors import UserError
 
     data = load_coco_data(tiny_dataset)
     make_solver("rnn", data, tmp_path, epochs=1).train()

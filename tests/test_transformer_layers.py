@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.model.transformer_inputs import PositionalEncoding
-from core.transformer_layers import MultiHeadAttention, TransformerDecoderLayer
+from core.layers.attention import MultiHeadAttention
+from core.layers.transformer import PositionalEncoding, TransformerDecoderLayer
 
 
 def copy_attention(ours, theirs):

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60

@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 
 from core.data.layout import GRID_KEY, grid_file
-from core.errors import UserError
-from core.fileio import atomic_write
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 
 GRID_DTYPE = np.float16
 REBUILD_HINT = ("re-extract with features_extraction.py (without --no-grid), or rebuild the shapes dataset "

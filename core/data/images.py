@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.layout import HELD_OUT_SPLIT, SHAPES_IMAGES_FILE, SPLITS, images_key
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
 # Modes whose conversion to RGB Pillow gets right (alpha is dropped). The premultiplied ones (La, RGBa)

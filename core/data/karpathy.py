@@ -19,7 +19,7 @@ import numpy as np
 
 from core.data.layout import HELD_OUT_SPLIT, KARPATHY_IMAGE_DIRS, KARPATHY_SPLITS, SPLITS
 from core.data.row_view import RowView
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 FETCH_HINT = "fetch it with bash core/datasets/get_datasets.sh --karpathy"
 # Which of the JSON's splits make each split this project trains, selects and reports on.

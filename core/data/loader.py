@@ -18,8 +18,8 @@ from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, KARPATHY_FILE, 
     START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, image_idxs_key, image_names_file, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
-from core.errors import UserError
-from core.fileio import atomic_write, atomic_write_text
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write, atomic_write_text
 
 GET_DATASETS_HINT = "run `bash core/datasets/get_datasets.sh` or use the default shapes dataset"
 
@@ -261,12 +261,6 @@ def _karpathy_data(base_dir, splits, pca_features, grid):
         print(f"--splits karpathy: {left_out} images of the CS231n URL lists are in none of the splits of "
               f"{json_path}; left out")
     return data
-
-
-def feature_width(data):
-    """D, the width of the features of the splits in ``data`` (a ``load_coco_data`` dict)."""
-    split = next(split for split in (*SPLITS, HELD_OUT_SPLIT) if f"{split}_features" in data)
-    return data[f"{split}_features"].shape[1]
 
 
 def save_captions_h5(path, arrays):

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 
 from core.data.layout import FEATURES_KEY
-from core.errors import UserError
-from core.fileio import atomic_write
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 
 
 def save_features_h5(path, features):

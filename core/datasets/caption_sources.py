@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 SPLIT_NAMES = ("train", "val", "test")  # what a SPLIT=FILE argument or a CSV split cell may say
 KARPATHY_SPLITS = ("train", "restval", "val", "test")

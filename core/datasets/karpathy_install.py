@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 from core.data.download import check_source, download, safe_extract_zip
 from core.data.karpathy import read_karpathy_json
 from core.data.layout import KARPATHY_ARCHIVE, KARPATHY_FILE
-from core.errors import UserError
-from core.fileio import remove_left_by_dead
+from core.runtime.errors import UserError
+from core.runtime.fileio import remove_left_by_dead
 
 KARPATHY_URL = "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
 STAGING_PREFIX = ".karpathy.install."

@@ -20,10 +20,10 @@ from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, HELD_OUT_SPLIT, MANI
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.datasets.caption_sources import read_caption_file, tokenize_caption
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features.extract import BATCH_SIZE, write_feature_files
 from core.features.preprocess import ImageFolder
-from core.fileio import build_folder
+from core.runtime.fileio import build_folder
 
 BUILDER = "own_data"
 MAX_WORDS = CAPTION_LENGTH - 2  # what a caption row holds between <START> and <END>

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from core.data.layout import COCO_ARCHIVE_TOP, HELD_OUT_SPLIT, PROTOCOLS, default_data_dir
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 DATASETS = ("shapes", "coco")
 

@@ -25,8 +25,8 @@ from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, HELD_O
     image_idxs_key, images_key
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
-from core.errors import UserError
-from core.fileio import build_folder
+from core.runtime.errors import UserError
+from core.runtime.fileio import build_folder
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
@@ -244,7 +244,7 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
 
 
 def _parse_args(argv=None):
-    from core.cli import ArgumentParser, positive_int
+    from core.runtime.cli import ArgumentParser, positive_int
     defaults = ShapesConfig()
     parser = ArgumentParser(description="Build the generated shapes captioning dataset (CS231n layout).")
     parser.add_argument("--out", type=Path, default=default_data_dir("shapes"),
@@ -280,5 +280,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from core.cli import run
+    from core.runtime.cli import run
     run(main)

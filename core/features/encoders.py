@@ -11,7 +11,7 @@ import numpy as np
 
 from core.data.grid import GRID_DTYPE
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, PCA_FILE
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features.extract import extract_features, resolve_device
 from core.features.pca import load_pca
 from core.features.preprocess import ImageFolder

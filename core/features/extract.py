@@ -24,10 +24,10 @@ from tqdm import tqdm
 from core.data.grid import as_grid_rows, write_grid_h5
 from core.data.layout import ENCODER_INFO_FILE, PCA_FILE, SPLITS, features_file, grid_file, urls_file
 from core.data.store import read_features_h5, save_features_h5, write_features_h5
-from core.devices import pick_device
-from core.distributed import SINGLE
+from core.runtime.devices import pick_device
+from core.runtime.distributed import SINGLE
 from core.features.pca import fit_pca, save_pca
-from core.fileio import atomic_write_text, staged_files
+from core.runtime.fileio import atomic_write_text, staged_files
 
 
 def resolve_device(device=None):
@@ -52,7 +52,7 @@ def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="
       ``store.write_features_h5``) filled in place, so huge feature sets never sit in memory.
     - grid_out: optional writable array of shape (M, R, C) (e.g. a dataset from ``grid.write_grid_h5``),
       filled with the grid features as stored (float16, ``grid.as_grid_rows``) by the same forward passes.
-    - group: a ``core.distributed.Group``; its ranks take the batches in turn (the single-process batches, so the
+    - group: a ``core.runtime.distributed.Group``; its ranks take the batches in turn (the single-process batches, so the
       features are the same) and rank 0 gathers and stores them: only rank 0 fills ``out`` and ``grid_out``,
       the others pass None (with_grid: whether to compute the grid) and get None back.
 
@@ -124,7 +124,7 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_s
     ``{split}2014_urls.txt``, ``pca.npz`` and ``encoder.json``, all or none of them: they are written into a
     staging folder and move into ``out_dir`` together (an interrupted run leaves the previous files).
 
-    In a ``group`` (``core.distributed.Group``) every rank encodes its share of the batches and rank 0 writes
+    In a ``group`` (``core.runtime.distributed.Group``) every rank encodes its share of the batches and rank 0 writes
     the files, with the PCA fitted on the train features as they are stored: the files are a single process's.
     """
     if not group.is_main:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import UserError
-from core.fileio import atomic_write
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 
 DEFAULT_CHUNK = 4096
 

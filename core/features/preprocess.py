@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data.images import read_image_file
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 # Heads: name -> (slots J, classes K). Object slots are the objects in left-to-right order; "vertical"
 # has one slot per object pair (0, 1), (0, 2), (1, 2): neither / above / below, as captions say them.

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from core.data.download import download
-from core.errors import UserError
+from core.runtime.errors import UserError
 from core.features.preprocess import center_crop, resize_shorter_side, to_rgb
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"

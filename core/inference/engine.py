@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli import seed_everything
+from core.runtime.cli import seed_everything
 from core.data.images import ImageSource
 from core.data.layout import MAX_DECODE_LENGTH, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
     gallery_file, urls_file
@@ -17,13 +17,14 @@ from core.data.grid import model_inputs
 from core.data.loader import load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
-from core.distributed import process_group
-from core.errors import UserError
-from core.fileio import atomic_write_text, writable_dir, writable_file
-from core.inference.attention import greedy_with_attention, save_attention_map
-from core.inference.evaluation import caption_features, coco_results, evaluate_split, split_images
+from core.runtime.distributed import process_group
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write_text, writable_dir, writable_file
+from core.evaluation.attention import greedy_with_attention
+from core.inference.attention_maps import save_attention_map
+from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
 from core.model.registry import input_shape, load_model, model_kind
-from core.plotting import save_gallery
+from core.runtime.plotting import save_gallery
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ SHOWN_IMAGES = 8  # per split, when --num_samples is not given
 def run_inference(settings):
     """Run as ``settings`` say; returns the JSON-able record also written to ``settings.output``.
 
-    Under torchrun (``core.distributed``), ``--evaluate`` shards the images over the ranks: rank 0 scores, writes
+    Under torchrun (``core.runtime.distributed``), ``--evaluate`` shards the images over the ranks: rank 0 scores, writes
     and returns the record, the other ranks return None.
     """
     device = model_kind(settings.model).device(settings.device)

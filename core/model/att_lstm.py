@@ -10,17 +10,15 @@ Dimension legend: N images, R cells, C cell channels (input_dim), D = C + 2 chan
 A attention width, W word vector width, H hidden width, V vocabulary size, T caption length.
 """
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
-from core import att_layers, rnn_layers
-from core.att_lstm_layers import att_lstm_backward, att_lstm_forward
-from core.data.layout import END, NULL, START
-from core.data.vocab import index_to_word
-from core.decoding import greedy_decode
-from core.model.rnn_model import check_captions, check_weights, feature_scale, run_lengths
+from core.layers.affine import word_embedding_backward, word_embedding_forward, word_loss
+from core.layers.att_lstm import (att_lstm_backward, att_lstm_forward, att_lstm_step_forward,
+                                  doubly_stochastic_penalty, weight_keys)
+from core.model.captioner import NumpyCaptioner, check_numpy_config, check_weights, feature_scale, run_lengths
 
 POSITION_CHANNELS = 2  # each cell's centre (x, y)
 
@@ -43,18 +41,11 @@ class AttLSTMConfig:
     feature_scale: float = 1.0  # cells are divided by it before the position channels are appended
 
     def __post_init__(self):
-        if not np.issubdtype(np.dtype(self.dtype), np.floating):
-            raise ValueError(f"dtype must be a floating type, got {self.dtype}")
-        if not (np.isfinite(self.feature_scale) and self.feature_scale > 0):
-            raise ValueError(f"feature_scale must be a positive number, got {self.feature_scale!r}")
+        check_numpy_config(self, ("input_dim", "num_cells", "wordvec_dim", "hidden_dim", "att_dim"))
         if isinstance(self.att_penalty, bool) or not (np.isfinite(self.att_penalty) and self.att_penalty >= 0):
             raise ValueError(f"att_penalty must be a number >= 0 (0 switches it off), got {self.att_penalty!r}")
         if not isinstance(self.gate, (bool, np.bool_)):
             raise ValueError(f"gate must be True or False, got {self.gate!r}")
-        for name in ("input_dim", "num_cells", "wordvec_dim", "hidden_dim", "att_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if math.isqrt(self.num_cells) ** 2 != self.num_cells:
             raise ValueError(f"num_cells must be a square number (a side x side grid), got {self.num_cells}")
 
@@ -86,25 +77,6 @@ def cell_positions(num_cells):
     return np.stack([x.ravel(), y.ravel()], axis=1)
 
 
-def word_loss(h, targets, weights, W_vocab, b_vocab):
-    """The next words' cross-entropy, each word weighted, summed and divided by N; words of weight 0 are not
-    scored at all. Training weights the words by 1 (0 for <NULL> targets); a policy gradient by its advantages.
-
-    Inputs: h of shape (N, T, H); targets of shape (N, T), word indices; weights of shape (N, T);
-    W_vocab of shape (H, V); b_vocab of shape (V,).
-    Returns: loss, a float; dh of shape (N, T, H), dW_vocab (H, V), db_vocab (V,).
-    """
-    keep = weights != 0  # (N, T)
-    # The M kept positions go through the temporal layers as one sequence, (1, M, H).
-    scores, cache = rnn_layers.temporal_affine_forward(h[keep][None], W_vocab, b_vocab)
-    loss, dscores = rnn_layers.temporal_softmax_loss(scores, targets[keep][None], weights[keep][None])
-    N = h.shape[0]
-    dh_kept, dW_vocab, db_vocab = rnn_layers.temporal_affine_backward(dscores / N, cache)
-    dh = np.zeros_like(h)
-    dh[keep] = dh_kept[0]
-    return loss / N, dh, dW_vocab, db_vocab
-
-
 class AttDecodeState(NamedTuple):
     """Decoding state of N rows: h, c (N, H); grid (N, R, D), the cells with positions; projected (N, R, A),
     grid @ W_att + b_att; alpha (N, R), where the last step looked (zeros before the first step)."""
@@ -115,7 +87,7 @@ class AttDecodeState(NamedTuple):
     alpha: np.ndarray
 
 
-class CaptioningAttLSTM:
+class CaptioningAttLSTM(NumpyCaptioner):
     """A captioning LSTM that attends over a grid of image cells at every word (soft attention).
 
     Parameters (``params``): W_h0 (D, H), b_h0 (H,) give h0 = tanh(mean cell @ W_h0 + b_h0), in the range of
@@ -123,10 +95,10 @@ class CaptioningAttLSTM:
     W_att (D, A), b_att (A,) project the cells once per batch; W_att_h (H, A), w_att (A,) score them against
     h_{t-1}; W_beta (H, 1), b_beta (1,) gate the context (with ``gate``); W_embed (V, W) embeds words;
     Wx (W + D, 4H), Wh (H, 4H), b (4H,) are the LSTM on [word, gated context]; W_vocab (H, V), b_vocab (V,)
-    score the next word. See core.att_layers for the equations.
+    score the next word. See core.layers.att_lstm for the equations.
 
     The loss is the summed cross-entropy of the caption words over N plus ``att_penalty`` times the doubly
-    stochastic penalty (core.att_layers.doubly_stochastic_penalty). With R cells and T < R steps that penalty
+    stochastic penalty (core.layers.att_lstm.doubly_stochastic_penalty). With R cells and T < R steps that penalty
     cannot fall below att_penalty * (R - T)^2 / R per image: the loss has that floor; only its gradient matters.
     """
 
@@ -141,13 +113,7 @@ class CaptioningAttLSTM:
           (``dtype`` may be a numpy type).
         - seed: seed of the initial weights.
         """
-        if "dtype" in options:
-            options["dtype"] = np.dtype(options["dtype"]).name
-        self._config = replace(config or AttLSTMConfig(), **options)
-        self.word_to_idx = dict(word_to_idx)
-        self.idx_to_word = index_to_word(self.word_to_idx)
-        self.null_idx, self.start_idx, self.end_idx = (self.word_to_idx[t] for t in (NULL, START, END))
-        self.dtype = np.dtype(self._config.dtype)
+        self._configure(word_to_idx, config, options)
         self.positions = cell_positions(self._config.num_cells).astype(self.dtype)  # (R, 2)
         self.params = self._init_params(np.random.default_rng(seed))
 
@@ -169,10 +135,6 @@ class CaptioningAttLSTM:
             params["b_beta"] = np.zeros(1)
         return {name: value.astype(self.dtype) for name, value in params.items()}
 
-    def config(self):
-        """The JSON-able AttLSTMConfig of this model (the seed only set the initial weights)."""
-        return asdict(self._config)
-
     def _grid(self, features):
         """The cells divided by ``feature_scale`` with their positions appended, (N, R, D), in the model dtype;
         ValueError unless features are floating point of shape (N, R, C)."""
@@ -187,9 +149,6 @@ class CaptioningAttLSTM:
         positions = np.broadcast_to(self.positions, (len(cells), R, POSITION_CHANNELS))  # (R, 2) -> (N, R, 2)
         return np.concatenate([cells, positions], axis=2)  # (N, R, C) and (N, R, 2) -> (N, R, D)
 
-    def _check_captions(self, captions, N):
-        return check_captions(captions, N, len(self.idx_to_word))
-
     def _start(self, grid):
         """h0 and c0 of shape (N, H) from the mean cell, and that mean, of shape (N, D)."""
         p = self.params
@@ -198,8 +157,8 @@ class CaptioningAttLSTM:
         return h0, mean @ p["W_c0"] + p["b_c0"], mean
 
     def _recurrent_weights(self):
-        """The dict of weights core.att_layers' functions take."""
-        return {key: self.params[key] for key in att_layers.weight_keys(self.params)}
+        """The dict of weights core.layers.att_lstm' functions take."""
+        return {key: self.params[key] for key in weight_keys(self.params)}
 
     def loss(self, features, captions, weights=None):
         """Training loss and gradients for a minibatch (teacher forcing).
@@ -222,7 +181,7 @@ class CaptioningAttLSTM:
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         h0, c0, mean = self._start(grid)
         projected = grid @ p["W_att"] + p["b_att"]  # (N, R, D) @ (D, A) -> (N, R, A)
-        words, embed_cache = rnn_layers.word_embedding_forward(captions_in, p["W_embed"])
+        words, embed_cache = word_embedding_forward(captions_in, p["W_embed"])
         keep = captions_out != self.null_idx  # (N, T); steps past a caption's last target are not computed
         h, alpha, cache = att_lstm_forward(words, grid, projected, h0, c0, self._recurrent_weights(),
                                            lengths=run_lengths(keep))
@@ -231,15 +190,15 @@ class CaptioningAttLSTM:
         if weights is not None:
             word_weights *= check_weights(weights, grid.shape[0])[:, None]
         loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights,
-                                                                 p["W_vocab"], p["b_vocab"])
+                                                                 p["W_vocab"], p["b_vocab"], keep)
         dalpha = np.zeros_like(alpha)
         if self._config.att_penalty and weights is None:
-            penalty, dalpha = att_layers.doubly_stochastic_penalty(alpha, self._config.att_penalty)
+            penalty, dalpha = doubly_stochastic_penalty(alpha, self._config.att_penalty)
             loss += penalty
 
         dwords, _, dprojected, dh0, dc0, recurrent_grads = att_lstm_backward(dh, dalpha, cache)
         grads.update(recurrent_grads)
-        grads["W_embed"] = rnn_layers.word_embedding_backward(dwords, embed_cache)
+        grads["W_embed"] = word_embedding_backward(dwords, embed_cache)
         D, A = grid.shape[2], dprojected.shape[2]
         # The grid is data: W_att's gradient is needed, the cells' (another (N*R, A) @ (A, D)) is not.
         grads["W_att"] = grid.reshape(-1, D).T @ dprojected.reshape(-1, A)  # (D, N*R) @ (N*R, A) -> (D, A)
@@ -264,12 +223,9 @@ class CaptioningAttLSTM:
         (also ``attention(state)``) holds where this step looked, of shape (N, R).
         """
         p = self.params
-        h, c, alpha, _ = att_layers.att_lstm_step_forward(p["W_embed"][tokens], state.h, state.c, state.grid,
-                                                          state.projected, self._recurrent_weights())
-        scores = h @ p["W_vocab"] + p["b_vocab"]  # (N, H) @ (H, V) -> (N, V)
-        scores -= scores.max(axis=1, keepdims=True)
-        scores -= np.log(np.exp(scores).sum(axis=1, keepdims=True))
-        return scores, state._replace(h=h, c=c, alpha=alpha)
+        h, c, alpha, _ = att_lstm_step_forward(p["W_embed"][tokens], state.h, state.c, state.grid,
+                                               state.projected, self._recurrent_weights())
+        return self._word_log_probs(h), state._replace(h=h, c=c, alpha=alpha)
 
     def reorder_state(self, state, index):
         """The state with row i taken from old row index[i]; index of shape (M,)."""
@@ -279,7 +235,3 @@ class CaptioningAttLSTM:
         """Where the state's last step looked: alpha of shape (N, R), summing to 1 over the cells (zeros before the
         first step)."""
         return state.alpha
-
-    def sample(self, features, max_length=30):
-        """Greedy captions for features of shape (N, R, C): int array of shape (N, max_length), see greedy_decode."""
-        return greedy_decode(self, features, max_length)

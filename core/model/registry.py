@@ -1,9 +1,9 @@
-"""The model kinds, by name: the one place that knows which kinds exist and how each is built, trained and stored.
+"""The model kinds, by name: the one place that knows which kinds exist, how each is built, loaded and stored.
 
-A kind is one ``ModelKind`` entry: its model class (whose ``Config`` dataclass holds the architecture defaults), the
-framework it runs on (numpy: hand-written backward passes, ``core.optim`` rules, ``.npz`` checkpoints; torch:
-autograd, AdamW, ``.pt`` checkpoints) and its training defaults. Adding a kind is one entry in ``MODEL_KINDS``;
-nothing else in the project branches on a kind's name or framework.
+A kind is one ``ModelKind`` entry: its model class (whose ``Config`` dataclass holds the architecture defaults) and
+the framework it runs on (numpy: hand-written backward passes, ``.npz`` checkpoints; torch: autograd, ``.pt``
+checkpoints). How a kind trains (epochs, optimizer, updater) is its recipe in ``core.training.recipes``. Adding a
+kind is one entry here plus its recipe; nothing else in the project branches on a kind's name.
 """
 import os
 from dataclasses import dataclass, field, fields
@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
-from core.devices import parse_device, pick_device
-from core.distributed import SINGLE
-from core.errors import UserError
+from core.runtime.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
+from core.runtime.devices import parse_device, pick_device
+from core.runtime.errors import UserError
 from core.model.att_lstm import CaptioningAttLSTM
 from core.model.rnn_model import CaptioningRNN
 from core.model.transformer import CaptioningTransformer
-from core.training.updaters import NumpyUpdater, OptimConfig, TorchUpdater
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,6 @@ class ModelKind:
     name: str
     model_class: type  # CaptioningRNN, CaptioningAttLSTM or CaptioningTransformer; ``Config`` holds the defaults
     framework: str  # "numpy" or "torch"
-    epochs: int  # training epochs on the default dataset (runs on few captions last longer)
-    optim: OptimConfig  # the optimizer settings it trains well with
     config: dict = field(default_factory=dict)  # this kind's own values of ``model_class.Config`` fields
     # Config values a new run takes, unless set, when its data has grid features (the Transformer's grid memory).
     with_grid: dict = field(default_factory=dict)
@@ -86,13 +82,6 @@ class ModelKind:
             return self.model_class(word_to_idx, config).to(device)
         return self.model_class(word_to_idx, config, seed=seed)
 
-    def updater(self, model, optim_config, device, group=SINGLE):
-        """What takes a training step of ``model``: the same interface for both frameworks; ``group`` the
-        ``core.distributed.Group`` it trains in."""
-        if self.framework == "torch":
-            return TorchUpdater(model, optim_config, device, group)
-        return NumpyUpdater(model, optim_config, group)
-
     def load_params(self, model, params, path):
         """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""
         expected = model.state_dict() if self.framework == "torch" else model.params
@@ -107,13 +96,11 @@ class ModelKind:
             model.params[name] = value.astype(model.params[name].dtype, copy=False)
 
 
-_NUMPY_OPTIM = OptimConfig(lr=2e-3)
 MODEL_KINDS = {kind.name: kind for kind in (
-    ModelKind("rnn", CaptioningRNN, "numpy", epochs=6, optim=_NUMPY_OPTIM, config={"cell_type": "rnn"}),
-    ModelKind("lstm", CaptioningRNN, "numpy", epochs=5, optim=_NUMPY_OPTIM, config={"cell_type": "lstm"}),
-    ModelKind("att_lstm", CaptioningAttLSTM, "numpy", epochs=5, optim=_NUMPY_OPTIM),
-    ModelKind("transformer", CaptioningTransformer, "torch", epochs=6,
-              optim=OptimConfig(weight_decay=0.01, warmup_steps=100, grad_clip=1.0), with_grid={"memory": "grid"}),
+    ModelKind("rnn", CaptioningRNN, "numpy", config={"cell_type": "rnn"}),
+    ModelKind("lstm", CaptioningRNN, "numpy", config={"cell_type": "lstm"}),
+    ModelKind("att_lstm", CaptioningAttLSTM, "numpy"),
+    ModelKind("transformer", CaptioningTransformer, "torch", with_grid={"memory": "grid"}),
 )}
 MODEL_TYPES = tuple(MODEL_KINDS)
 

@@ -3,14 +3,13 @@
 Dimension legend: N images, I image feature width (input_dim), W word vector width (wordvec_dim),
 H hidden width, V vocabulary size, T caption length (with <START> and <END>).
 """
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core import rnn_layers as layers
-from core.data.layout import END, NULL, START
-from core.data.vocab import index_to_word
-from core.decoding import greedy_decode
+from core.layers import rnn as layers
+from core.layers.affine import word_embedding_backward, word_embedding_forward, word_loss
+from core.model.captioner import NumpyCaptioner, check_numpy_config, check_weights, feature_scale, run_lengths
 
 CELLS = {
     "rnn": (layers.rnn_forward, layers.rnn_backward, 1),
@@ -32,14 +31,7 @@ class RNNConfig:
     def __post_init__(self):
         if self.cell_type not in CELLS:
             raise ValueError(f"cell_type must be one of {sorted(CELLS)}, got {self.cell_type!r}")
-        if not np.issubdtype(np.dtype(self.dtype), np.floating):
-            raise ValueError(f"dtype must be a floating type, got {self.dtype}")
-        if not (np.isfinite(self.feature_scale) and self.feature_scale > 0):
-            raise ValueError(f"feature_scale must be a positive number, got {self.feature_scale!r}")
-        for name in ("input_dim", "wordvec_dim", "hidden_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_numpy_config(self, ("input_dim", "wordvec_dim", "hidden_dim"))
 
     reads_grid = False  # pooled features of shape (N, I)
 
@@ -55,42 +47,7 @@ class RNNConfig:
         return replace(self, input_dim=int(features.shape[1]), feature_scale=feature_scale(features))
 
 
-def feature_scale(features, rows=4096):
-    """The typical norm of a feature row over sqrt(width), from the first ``rows`` rows (any (M, D)
-    array or LazyFeatures): dividing by it gives rows of norm about sqrt(D), entries of unit scale."""
-    sample = np.asarray(features[:rows], dtype=np.float64)
-    scale = float(np.linalg.norm(sample, axis=1).mean() / np.sqrt(sample.shape[1]))
-    return scale if np.isfinite(scale) and scale > 0 else 1.0
-
-
-def check_captions(captions, N, vocab_size):
-    """Captions as an array; ValueError unless integers of shape (N, T) with T >= 2 and indices below vocab_size."""
-    captions = np.asarray(captions)
-    if not np.issubdtype(captions.dtype, np.integer):
-        raise ValueError(f"captions must be integer word indices, got dtype {captions.dtype}")
-    if captions.ndim != 2 or captions.shape[0] != N or captions.shape[1] < 2:
-        raise ValueError(f"captions must have shape ({N}, T) with T >= 2 to match the features, "
-                         f"got {captions.shape}")
-    if captions.size and (captions.min() < 0 or captions.max() >= vocab_size):
-        raise ValueError(f"captions hold word indices outside [0, {vocab_size})")
-    return captions
-
-
-def check_weights(weights, N):
-    """Per-caption weights as float64 of shape (N,); ValueError unless finite and of that shape."""
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (N,) or not np.all(np.isfinite(weights)):
-        raise ValueError(f"weights must be {N} finite numbers, one per caption, got shape {weights.shape}")
-    return weights
-
-
-def run_lengths(keep):
-    """Steps each row must run, of shape (N,): one past its last True in ``keep`` (N, T), 0 for none."""
-    T = keep.shape[1]
-    return np.where(keep.any(axis=1), T - np.argmax(keep[:, ::-1], axis=1), 0)
-
-
-class CaptioningRNN:
+class CaptioningRNN(NumpyCaptioner):
     """A captioning language model conditioned on image features through its initial hidden state.
 
     Parameters (``params``): W_proj (I, H), b_proj (H,) map features to h0; W_embed (V, W) embeds words;
@@ -113,16 +70,10 @@ class CaptioningRNN:
           (``dtype`` may be a numpy type).
         - seed: seed of the initial weights.
         """
-        if "dtype" in options:
-            options["dtype"] = np.dtype(options["dtype"]).name
-        self._config = replace(config or RNNConfig(), **options)
-        self.word_to_idx = dict(word_to_idx)
-        self.idx_to_word = index_to_word(self.word_to_idx)
-        self.null_idx, self.start_idx, self.end_idx = (self.word_to_idx[t] for t in (NULL, START, END))
+        self._configure(word_to_idx, config, options)
         self.cell_type = self._config.cell_type
         self.input_dim, self.wordvec_dim = self._config.input_dim, self._config.wordvec_dim
         self.hidden_dim = self._config.hidden_dim
-        self.dtype = np.dtype(self._config.dtype)
         self.feature_scale = float(self._config.feature_scale)
         self.params = self._init_params(np.random.default_rng(seed))
 
@@ -139,10 +90,6 @@ class CaptioningRNN:
             params["b"][H:2 * H] = 1.0  # forget gates start mostly open: h0's image signal survives early steps
         return {name: value.astype(self.dtype) for name, value in params.items()}
 
-    def config(self):
-        """The JSON-able RNNConfig of this model (the seed only set the initial weights)."""
-        return asdict(self._config)
-
     def _check_features(self, features):
         """Features divided by ``feature_scale``, in the model dtype; ValueError unless of shape (N, input_dim)
         and floating point."""
@@ -152,9 +99,6 @@ class CaptioningRNN:
         if not np.issubdtype(features.dtype, np.floating):
             raise ValueError(f"features must be floating point, got dtype {features.dtype}")
         return (features / self.feature_scale).astype(self.dtype, copy=False)
-
-    def _check_captions(self, captions, N):
-        return check_captions(captions, N, len(self.idx_to_word))
 
     def loss(self, features, captions, weights=None):
         """Training loss and gradients for a minibatch (teacher forcing).
@@ -177,28 +121,19 @@ class CaptioningRNN:
         forward, backward, _ = CELLS[self.cell_type]
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         h0 = features @ p["W_proj"] + p["b_proj"]  # (N, I) @ (I, H) -> (N, H)
-        words, embed_cache = layers.word_embedding_forward(captions_in, p["W_embed"])
-        # Steps past a caption's last target cannot change the loss, so the cell does not compute them.
-        # Words are scored only where there is a target: <NULL> padding (a third of the steps on typical
-        # data) would cost vocabulary matmuls and a softmax only to be masked out. The M kept steps go
-        # through the temporal layers as one sequence, (1, M, H); the loss is then rescaled to per caption.
+        words, embed_cache = word_embedding_forward(captions_in, p["W_embed"])
+        # Steps past a caption's last target cannot change the loss, so the cell does not compute them, and
+        # <NULL> targets (a third of the steps on typical data) are not scored.
         keep = captions_out != self.null_idx  # (N, T)
         h, cell_cache = forward(words, h0, p["Wx"], p["Wh"], p["b"], lengths=run_lengths(keep))
-        scores, vocab_cache = layers.temporal_affine_forward(h[keep][None], p["W_vocab"], p["b_vocab"])
-        N = features.shape[0]
         word_weights = np.ones(keep.shape)  # (N, T): a caption's weight on each of its words
         if weights is not None:
-            word_weights *= check_weights(weights, N)[:, None]
-        loss, dscores = layers.temporal_softmax_loss(scores, captions_out[keep][None], word_weights[keep][None])
-        loss /= N
-        dscores /= N
-
+            word_weights *= check_weights(weights, features.shape[0])[:, None]
         grads = {}
-        dh_kept, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, vocab_cache)
-        dh = np.zeros_like(h)
-        dh[keep] = dh_kept[0]
+        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights, p["W_vocab"],
+                                                                 p["b_vocab"], keep)
         dwords, dh0, grads["Wx"], grads["Wh"], grads["b"] = backward(dh, cell_cache)
-        grads["W_embed"] = layers.word_embedding_backward(dwords, embed_cache)
+        grads["W_embed"] = word_embedding_backward(dwords, embed_cache)
         grads["W_proj"] = features.T @ dh0  # (I, N) @ (N, H) -> (I, H)
         grads["b_proj"] = dh0.sum(axis=0)
         return loss, grads
@@ -222,16 +157,9 @@ class CaptioningRNN:
             h, c, _ = layers.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])
         else:
             h, _ = layers.rnn_step_forward(x, h, p["Wx"], p["Wh"], p["b"])
-        scores = h @ p["W_vocab"] + p["b_vocab"]  # (N, H) @ (H, V) -> (N, V)
-        scores -= scores.max(axis=1, keepdims=True)
-        scores -= np.log(np.exp(scores).sum(axis=1, keepdims=True))
-        return scores, (h, c)
+        return self._word_log_probs(h), (h, c)
 
     def reorder_state(self, state, index):
         """The state with row i taken from old row index[i]; index of shape (M,)."""
         h, c = state
         return h[index], c[index]
-
-    def sample(self, features, max_length=30):
-        """Greedy captions for features of shape (N, I): int array of shape (N, max_length), see greedy_decode."""
-        return greedy_decode(self, features, max_length)

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.layout import END, NULL, START
-from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
+from core.layers.attention import LayerCache
+from core.layers.transformer import PositionalEncoding, TransformerDecoderLayer
+from core.model.captioner import set_vocabulary
 from core.model.transformer_config import TransformerConfig
-from core.model.transformer_inputs import GridMemory, PositionalEncoding
-from core.transformer_layers import LayerCache, TransformerDecoderLayer
+from core.model.transformer_inputs import GridMemory
 
 
 def caption_loss(scores, captions_out, null_idx):
@@ -100,9 +100,7 @@ class CaptioningTransformer(nn.Module):
         """
         super().__init__()
         self._config = config = replace(config or TransformerConfig(), **options)
-        self.word_to_idx = dict(word_to_idx)
-        self.idx_to_word = index_to_word(self.word_to_idx)
-        self.null_idx, self.start_idx, self.end_idx = (self.word_to_idx[t] for t in (NULL, START, END))
+        set_vocabulary(self, word_to_idx)
         self.input_dim = config.input_dim
         self.max_length = config.max_length
         vocab_size = len(word_to_idx)

@@ -2,6 +2,7 @@
 import math
 from dataclasses import dataclass, replace
 
+from core.model.captioner import check_positive_ints
 from core.model.transformer_inputs import grid_side, measure_grid
 
 MEMORIES = ("pooled", "grid")
@@ -31,11 +32,8 @@ class TransformerConfig:
     feature_scale: float = 1.0  # grid cells are divided by it before their projection; unused by "pooled"
 
     def __post_init__(self):
-        for name in ("input_dim", "wordvec_dim", "num_heads", "num_layers", "max_length", "dim_feedforward",
-                     "num_cells"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("input_dim", "wordvec_dim", "num_heads", "num_layers", "max_length",
+                                   "dim_feedforward", "num_cells"))
         if self.wordvec_dim % self.num_heads:
             raise ValueError(f"wordvec_dim {self.wordvec_dim} is not divisible by num_heads {self.num_heads}")
         if not 0 <= self.dropout < 1:

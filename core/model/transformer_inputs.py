@@ -1,6 +1,6 @@
-"""What the Transformer decoder reads besides its layers: the caption's positional encoding and the image memory.
+"""The image memory the Transformer decoder's cross-attention attends over.
 
-The image memory is what the decoder's cross-attention attends over. With ``memory="pooled"`` it is one position,
+With ``memory="pooled"`` it is one position,
 the projected feature vector (``CaptioningTransformer`` builds it itself). With ``memory="grid"`` it is a map's
 cells plus one global position, built by ``GridMemory`` here.
 
@@ -17,50 +17,6 @@ import math
 import numpy as np
 import torch
 from torch import nn
-
-from core.dropout import Dropout
-
-
-class PositionalEncoding(nn.Module):
-    """Adds the sinusoidal encoding of Vaswani et al. to a sequence of embeddings, then dropout.
-
-    Even channels 2i hold sin(p / 10000^(2i/E)), odd channels 2i+1 hold cos(p / 10000^(2i/E)).
-    """
-
-    def __init__(self, embed_dim, dropout=0.1, max_len=5000):
-        """
-        Inputs:
-        - embed_dim: E, the width of the embeddings (even).
-        - dropout: probability of zeroing an element after adding the encoding.
-        - max_len: the most positions ever encoded.
-        """
-        super().__init__()
-        if embed_dim % 2 != 0:
-            raise ValueError(f"PositionalEncoding needs an even embed_dim, got {embed_dim}")
-        self.dropout = Dropout(dropout)
-        positions = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
-        inv_freq = torch.exp(torch.arange(0, embed_dim, 2, dtype=torch.float32)
-                             * (-math.log(10000.0) / embed_dim))  # (E/2,)
-        angles = positions * inv_freq  # (max_len, 1) * (E/2,) -> (max_len, E/2)
-        pe = torch.zeros(1, max_len, embed_dim)
-        pe[0, :, 0::2] = torch.sin(angles)
-        pe[0, :, 1::2] = torch.cos(angles)
-        # Not persistent: the table is a pure function of the constructor arguments.
-        self.register_buffer("pe", pe, persistent=False)
-
-    def forward(self, x, offset=0):
-        """
-        Inputs:
-        - x: embeddings of shape (N, T, E), standing at positions offset .. offset + T - 1.
-        - offset: int, the position of x[:, 0]; incremental decoding passes the step index.
-
-        Returns:
-        - output of shape (N, T, E).
-        """
-        T = x.shape[1]
-        if offset < 0 or offset + T > self.pe.shape[1]:
-            raise ValueError(f"positions {offset}..{offset + T - 1} exceed max_len={self.pe.shape[1]}")
-        return self.dropout(x + self.pe[:, offset:offset + T])  # (N, T, E) + (1, T, E)
 
 
 

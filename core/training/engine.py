@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import load_training_state
-from core.cli import seed_everything
+from core.runtime.checkpoint import load_training_state
+from core.runtime.cli import seed_everything
 from core.data.grid import has_grid_files, model_inputs
 from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, PROTOCOLS, SPLITS, checkpoint_file, default_run_dir
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
-from core.distributed import fingerprint, process_group
-from core.errors import UserError
-from core.fileio import FolderLock, atomic_write_text, writable_dir
+from core.runtime.distributed import fingerprint, process_group
+from core.runtime.errors import UserError
+from core.runtime.fileio import FolderLock, atomic_write_text, writable_dir
 from core.model.registry import input_shape, load_model, model_kind
+from core.training.recipes import recipe
 from core.training.scst import SCSTConfig, SCSTUpdater, image_rows, training_document_frequency
 from core.training.solver import Solver, SolverConfig
 
@@ -70,7 +71,7 @@ def run_training(settings, data=None):
     kind.make_config(settings.model_config)  # bad options fail before any data is read
     scst = _scst_config(settings)
     device = kind.device(settings.device)
-    # Under torchrun, one process of a group (core.distributed); rank 0 decides the folder and holds its lock.
+    # Under torchrun, one process of a group (core.runtime.distributed); rank 0 decides the folder and holds its lock.
     with process_group(getattr(device, "type", device)) as group:
         device = group.place(device)
         if settings.batch_size % group.world_size:
@@ -82,37 +83,56 @@ def run_training(settings, data=None):
 
 
 def _train(settings, kind, scst, device, out_dir, data, group):
-    """The run itself, holding the lock on ``out_dir``."""
+    """The run itself, holding the lock on ``out_dir``: the objective's setup, then the one shared tail."""
     settings = replace(settings, progress=settings.progress and group.is_main)
     with group.main_first():  # a dataset made on first use is made once
         data_dir = data["base_dir"] if data is not None else resolve_data_dir(
             settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.splits)
     if scst is None:
-        has_grid = "train_grid" in data if data is not None else has_grid_files(data_dir, SPLITS)
-        model_config = kind.make_config(settings.model_config, has_grid=has_grid)
+        model, updater, data = _cross_entropy_setup(settings, kind, device, data_dir, data, group)
     else:
-        model = _initial_model(settings, kind, device, out_dir)
-        model_config = kind.model_class.Config(**model.config())
+        model, updater, data = _self_critical_setup(settings, kind, scst, device, out_dir, data_dir, data, group)
+    return _solve(settings, kind, model, updater, data, device, out_dir, group)
+
+
+def _cross_entropy_setup(settings, kind, device, data_dir, data, group):
+    """A fresh model of the run's architecture, fitted to the data; its updater; the data it reads."""
+    has_grid = "train_grid" in data if data is not None else has_grid_files(data_dir, SPLITS)
+    model_config = kind.make_config(settings.model_config, has_grid=has_grid)
+    data = _model_data(settings, data_dir, data, model_config.reads_grid)
+    model_config = model_config.for_data(data["train_features"])
+    kind.check_size(model_config, len(data["idx_to_word"]))
+    model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
+    return model, recipe(kind).make_updater(model, _optim_config(settings, kind), device, group), data
+
+
+def _self_critical_setup(settings, kind, scst, device, out_dir, data_dir, data, group):
+    """The cross-entropy model to fine-tune; its self-critical updater; the data as rows of images with all their
+    reference captions."""
+    model = _initial_model(settings, kind, device, out_dir)
+    model_config = kind.model_class.Config(**model.config())
+    data = _model_data(settings, data_dir, data, model_config.reads_grid)
+    _check_initial_model(settings, model, model_config, data)
+    data = image_rows(data)
+    with group.main_first():  # rank 0 writes the cache the others read
+        df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx, model.null_idx)
+    base = recipe(kind).make_updater(model, _optim_config(settings, kind), device, group)
+    return model, SCSTUpdater(base, scst, df), data
+
+
+def _model_data(settings, data_dir, data, reads_grid):
+    """The dataset as the model reads it (pooled or grid features), loaded unless given; shuffled for --shuffle-features."""
     if data is None:
-        data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed,
-                              grid=model_config.reads_grid, protocol=settings.splits)
-    data = model_inputs(data, model_config.reads_grid)
-    if settings.shuffle_features:
-        data = _blind(data, settings.seed)
-    optim_config = _optim_config(settings, kind)
-    if scst is None:
-        model_config = model_config.for_data(data["train_features"])
-        kind.check_size(model_config, len(data["idx_to_word"]))
-        model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
-        updater = kind.updater(model, optim_config, device, group)
-    else:
-        _check_initial_model(settings, model, model_config, data)
-        data = image_rows(data)
-        with group.main_first():  # rank 0 writes the cache the others read
-            df = training_document_frequency(data["base_dir"], data["train_captions"], model.start_idx,
-                                             model.null_idx)
-        updater = SCSTUpdater(kind.updater(model, optim_config, device, group), scst, df)
+        data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed, grid=reads_grid,
+                              protocol=settings.splits)
+    data = model_inputs(data, reads_grid)
+    return _blind(data, settings.seed) if settings.shuffle_features else data
+
+
+def _solve(settings, kind, model, updater, data, device, out_dir, group):
+    """The shared tail: the run's record, the solver (resumed when asked), training, the best parameters."""
     solver_config = _solver_config(settings, kind, data["train_captions"].shape[0])
+    optim_config = updater.optim_config
     record = dict(_record(settings, model, solver_config, optim_config, data, device),
                   world_size=group.world_size, backend=group.backend)
     group.check_same(lambda: {**{f"settings.{key}": value for key, value in asdict(settings).items()},
@@ -120,7 +140,7 @@ def _train(settings, kind, scst, device, out_dir, data, group):
                                                    for part in ("captions", "image_idxs", "features")}),
                               "vocabulary": list(data["idx_to_word"]), "model config": model.config()})
     meta = dict(record, idx_to_word=list(data["idx_to_word"]), title=_title(settings, data))
-    solver = Solver(updater, data, solver_config, optim_config, out_dir, meta, kind.checkpoint_suffix, group)
+    solver = Solver(updater, data, solver_config, out_dir, meta, kind.checkpoint_suffix, group)
     # A group torchelastic restarted (--max-restarts) goes on from the last checkpoint, as --resume does.
     if settings.resume or group.main_decides(lambda: group.restart_count > 0 and solver.last_path.is_file()):
         if not solver.last_path.is_file():
@@ -198,15 +218,16 @@ def _check_initial_model(settings, model, config, data):
 def _optim_config(settings, kind):
     """The model kind's optimizer settings; self-critical runs start at a tenth of its rate, without warm-up
     (fine-tuning a trained model: the rate of cross-entropy training from scratch undoes it), unless --lr."""
+    optim = recipe(kind).optim
     if settings.objective == "xe":
-        return kind.optim if settings.lr is None else replace(kind.optim, lr=settings.lr)
-    return replace(kind.optim, lr=settings.lr or kind.optim.lr * SCST_LR_SCALE, warmup_steps=0)
+        return optim if settings.lr is None else replace(optim, lr=settings.lr)
+    return replace(optim, lr=settings.lr or optim.lr * SCST_LR_SCALE, warmup_steps=0)
 
 
 def _solver_config(settings, kind, num_rows):
     """The loop's settings; ``num_rows`` captions (images, in self-critical runs) make an epoch."""
     iterations = math.ceil(num_rows / settings.batch_size)
-    epochs = settings.epochs or max(kind.epochs, math.ceil(settings.min_steps / iterations))
+    epochs = settings.epochs or max(recipe(kind).epochs, math.ceil(settings.min_steps / iterations))
     return SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
                         max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
                         save_every=settings.save_every)

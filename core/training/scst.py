@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cider import CiderD, DocumentFrequency
+from core.evaluation.cider import CiderD, DocumentFrequency
 from core.data.layout import MAX_DECODE_LENGTH, NULL, TRAIN_DF_FILE
-from core.errors import UserError
-from core.fileio import atomic_write
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 from core.decoding import greedy_decode, sample_decode
-from core.training.updaters import Metric
+from core.training.solver import Metric
 
 BASELINES = ("mean", "greedy")
 REWARD = Metric("CIDEr-D", sign=-1.0)  # the solver minimises -reward; it shows and plots the reward
@@ -151,6 +151,7 @@ class SCSTUpdater:
 
     def __init__(self, base, config, document_frequency):
         self.base, self.config = base, config
+        self.optim_config = base.optim_config  # the solver's learning-rate schedule
         self.model = base.model
         self.cider = CiderD(document_frequency=document_frequency)
         self.start_idx, self.null_idx = self.model.start_idx, self.model.null_idx

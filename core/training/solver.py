@@ -1,7 +1,8 @@
 """The one training loop for every model: epochs, minibatches, validation, best model, checkpoints, resume.
 
-The model-specific part (how a step computes gradients and updates) lives in an updater from
-``core.training.updaters``. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
+The model-specific part (how a step computes gradients and updates) lives in an updater:
+``core.training.optim.NumpyUpdater`` (hand-written backward, CS231n rules) or ``core.training.torch_optim.TorchUpdater``
+(autograd, AdamW), wrapped by ``core.training.scst.SCSTUpdater`` for self-critical training. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
 updater's full state plus the position in the run, so an interrupted and resumed run takes exactly the
 steps an uninterrupted one takes.
 """
@@ -16,16 +17,33 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.checkpoint import FORMAT_VERSION, load_training_state, params_problem, save_training_state
+from core.runtime.checkpoint import FORMAT_VERSION, load_training_state, params_problem, save_training_state
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
-from core.distributed import SINGLE
-from core.fileio import atomic_write_text
-from core.errors import UserError
-from core.plotting import plot_loss
-from core.training.updaters import learning_rate
-
+from core.runtime.distributed import SINGLE
+from core.runtime.fileio import atomic_write_text
+from core.runtime.errors import UserError
+from core.runtime.plotting import plot_loss
 
 PLOT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What an updater's "loss" is, for people: its name and the sign that turns it into that quantity."""
+    name: str
+    sign: float = 1.0
+
+
+LOSS = Metric("loss")
+
+
+def learning_rate(config, step, total_steps):
+    """The learning rate at a global step of an ``OptimConfig``'s schedule: linear warm-up, then cosine decay to
+    ``min_lr_ratio * lr`` at the last step."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * warmup * decay
 
 
 @dataclass(frozen=True)
@@ -56,13 +74,13 @@ class Solver:
     validation loss), ``history.json`` and ``loss.png``. ``meta`` (model type, config, vocabulary, data
     settings) is stored in every checkpoint beside the run's position and history.
 
-    In a process group (``group``, a ``core.distributed.Group``) every rank steps through the same global
+    In a process group (``group``, a ``core.runtime.distributed.Group``) every rank steps through the same global
     minibatches, computes on its shard of each, and validates on its shard of each validation batch; rank 0 alone
     writes files.
     """
 
-    def __init__(self, updater, data, config, optim_config, out_dir, meta, suffix, group=SINGLE):
-        self.updater, self.data, self.config, self.optim_config = updater, data, config, optim_config
+    def __init__(self, updater, data, config, out_dir, meta, suffix, group=SINGLE):
+        self.updater, self.data, self.config = updater, data, config
         self.group = group
         self.out_dir, self.meta, self.suffix = Path(out_dir), meta, suffix
         self.num_train = data["train_captions"].shape[0]
@@ -119,6 +137,9 @@ class Solver:
 
     def train(self):
         """Run to the configured end; returns the history dict. Ctrl-C saves ``last`` and raises KeyboardInterrupt."""
+        # The road of one step: training.py -> core.training.engine.run_training builds this solver ->
+        # train -> _train_epoch -> updater.train_step (core.training.optim.NumpyUpdater: model.loss, then an
+        # update rule such as optim.adam on every parameter; or core.training.torch_optim.TorchUpdater).
         previous = _install_sigint(self._stop, self._saving)
         try:
             while self.step < self.total_steps:
@@ -140,7 +161,7 @@ class Solver:
         start = time.perf_counter()
         for it in bar:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
-            lr = learning_rate(self.optim_config, self.step, self.total_steps)
+            lr = learning_rate(self.updater.optim_config, self.step, self.total_steps)
             features, captions, share = self._shard("train", idx)
             rng = np.random.default_rng(self.group.stream(self.config.seed, 3, self.step))  # a resume draws the same
             with np.errstate(all="ignore"):  # a diverging step is reported below, in one line

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -13,12 +13,12 @@ import numpy as np
 from core.data.layout import SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
 from core.decoding import DecodeConfig, decode
-from core.distributed import SINGLE
-from core.errors import UserError
-from core.grounding import grounding_metrics
-from core.inference.attention import correctness_of
-from core.metrics import compute_metrics
-from core.relation_probe import forced_relation_accuracy, wilson_interval
+from core.runtime.distributed import SINGLE
+from core.runtime.errors import UserError
+from core.evaluation.grounding import grounding_metrics
+from core.evaluation.attention import correctness_of
+from core.evaluation.metrics import compute_metrics
+from core.evaluation.relation_probe import forced_relation_accuracy, wilson_interval
 
 
 def caption_features(model, features, max_length, decode_config=None, batch_size=500, rng=None):
@@ -73,13 +73,13 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
 
     ``attention_cells``: R, for a model that attends over R grid cells: on the shapes world its greedy
-    captions' attention correctness is measured too (``core.inference.attention``).
+    captions' attention correctness is measured too (``core.evaluation.attention``).
 
-    ``group`` (a ``core.distributed.Group``): each rank captions its shard of the images, and rank 0 alone scores
+    ``group`` (a ``core.runtime.distributed.Group``): each rank captions its shard of the images, and rank 0 alone scores
     all of them; the other ranks return None.
 
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
-    grounding (None off the shapes world), relation_probe (``core.relation_probe``'s forced-relation accuracy and
+    grounding (None off the shapes world), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
     the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
     or None), decode_seconds and num_images.
     """

@@ -1,5 +1,5 @@
 """Choosing the torch device from a ``--device`` flag (numpy models always run on the CPU)."""
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 
 def pick_device(name="auto"):

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from core.fileio import atomic_write
+from core.runtime.fileio import atomic_write
 
 GALLERY_KEYS = frozenset({"image", "generated", "references", "label"})
 # history key -> (legend label, colour, marker) of the per-epoch curves.

@@ -1,7 +1,7 @@
 """Attention correctness on the shapes world: how much of a word's attention falls on the object it names.
 
 After Liu et al. 2017 ("Attention Correctness in Neural Image Captioning"), made exact by the known scenes:
-- A caption is read with ``core.grounding.parse_caption``. Each noun phrase whose colour and shape match
+- A caption is read with ``core.evaluation.grounding.parse_caption``. Each noun phrase whose colour and shape match
   some object of the scene is scored at its shape noun (``circle`` in ``a red circle``; ``things`` in
   ``two red things``). Phrases naming neither colour nor shape (``three shapes``) say nothing about which
   object is meant and are skipped, as are phrases matching no object (hallucinations).
@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from core.grounding import NOUNS, Mention, parse_caption
+from core.evaluation.grounding import NOUNS, Mention, parse_caption
 from core.shapes_world import render
 
 # Row sums further than this from 1 mean the alphas are not attention distributions.
@@ -68,7 +68,7 @@ def scene_cell_masks(scene, side, image_size=64):
 
     Inputs:
     - scene: dict with ``objects``, each ``{"shape", "colour", "x", "y", "r", "angle", ...}`` as written by
-      ``core.shapes_world.render`` and read by ``core.inference.evaluation.load_scenes``.
+      ``core.shapes_world.render`` and read by ``core.evaluation.loop.load_scenes``.
     - side: int, cells per side of the attention grid (8 for the shapes encoder, 14 for VGG16).
     - image_size: int S, the side in pixels the scene was rendered at (shapes_scenes.json's image_size).
     """
@@ -151,7 +151,7 @@ def attention_correctness(predictions, attentions, scenes, image_size=64, includ
     """Attention correctness of many captions, averaged over every scored word.
 
     Inputs:
-    - predictions: dict id -> caption (str), as ``core.inference.evaluation`` keeps them.
+    - predictions: dict id -> caption (str), as ``core.evaluation.loop`` keeps them.
     - attentions: dict id -> alphas of shape (L, R) for that caption (see ``word_correctness``).
     - scenes: dict id -> scene (``load_scenes``); every id of ``predictions`` must be in both dicts.
     - image_size, include_attributes: as for ``word_correctness``.

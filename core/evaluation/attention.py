@@ -1,5 +1,5 @@
-"""Where attention models look: greedy captions with each word's attention over the grid cells, their maps (PNG
-figures) and, on the shapes world, their attention correctness.
+"""Where attention models look: greedy captions with each word's attention over the grid cells and, on the shapes
+world, their attention correctness (the maps are drawn by ``core.inference.attention_maps``).
 
 A model attends when its config reads grid features; after each ``decode_step`` its ``attention(state)`` gives
 the step's weights, cells first (R of them, row-major), then any extra slot (the Transformer's global position),
@@ -11,8 +11,7 @@ Dimension legend: N images, L most words decoded, R grid cells.
 """
 import numpy as np
 
-from core.attention_correctness import attention_correctness
-from core.attention_maps import plot_attention
+from core.evaluation.attention_correctness import attention_correctness
 from core.decoding import greedy_decode
 
 class AttentionRecorder:
@@ -59,15 +58,9 @@ def words_of(ids, idx_to_word, end_idx):
     return words
 
 
-def save_attention_map(image, ids, weights, model, path, title):
-    """Write the map of one caption: ids (L,) decoded words, weights (L, R) their attention."""
-    words = words_of(ids, model.idx_to_word, model.end_idx)
-    return plot_attention(image, words, weights[:len(words)], path, title=title, note=model.attention_note)
-
-
 def correctness_of(model, features, images, captions_text, scenes, max_length, num_cells, image_size,
                    batch_size=500):
-    """Attention correctness (``core.attention_correctness``) of greedy captions of ``images`` (their rows in
+    """Attention correctness (``core.evaluation.attention_correctness``) of greedy captions of ``images`` (their rows in
     ``features``), with the uniform-attention baseline; ``captions_text`` maps image row -> greedy caption.
 
     Each word's weights over the cells are renormalised to sum to 1: the Transformer's global position, which

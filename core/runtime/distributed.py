@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 RENDEZVOUS_TIMEOUT_ENV = "CAPTION_RENDEZVOUS_TIMEOUT"  # seconds a process waits to reach the rendezvous
 RENDEZVOUS_SECONDS = 60.0

@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = ".lock"

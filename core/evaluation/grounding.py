@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from core.shapes_world.spec import (
     COLOURS, COUNT_WORDS, GENERIC_NOUNS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
 )
-from core.errors import UserError
+from core.runtime.errors import UserError
 
 # Articles -> the number they imply. They are not count claims: "a red circle" stays true when the
 # scene holds two red circles, while "one red circle" does not.

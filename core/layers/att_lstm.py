@@ -1,20 +1,148 @@
-"""The attention LSTM of core.att_layers over a whole caption batch, fast.
+"""Numpy layers of soft ("Show, Attend and Tell", Xu et al. 2015) attention over a grid of image cells: one
+attention step, one attention-LSTM step, the same over a whole caption batch, and the doubly stochastic penalty.
 
-The equations of att_lstm_step_forward, computed the way core.rnn_layers.lstm_forward computes the plain LSTM:
-given ``lengths``, only the steps each row runs (core.packing: rows sorted longest first, step t is the first
-n_t rows); the word part of the input projection is one matmul for all steps before the loop; the three
-products of h_{t-1} (LSTM gates, attention, gate beta) are one matmul per step with the weights side by side,
-in both directions; the weight gradients and the cells' gradient are big matmuls after the backward loop, and
-the gradient of pa is summed over the steps before w_att multiplies it, once.
+The step functions are the readable reference and serve decoding. ``att_lstm_forward``/``att_lstm_backward``
+compute the same equations over a batch fast, the way core.layers.rnn.lstm_forward computes the plain LSTM: given
+``lengths``, only the steps each row runs (core.layers.packing); the word part of the input projection is one
+matmul for all steps before the loop; the three products of h_{t-1} (LSTM gates, attention, gate beta) are one
+matmul per step with the weights side by side, in both directions; the weight gradients and the cells' gradient
+are big matmuls after the backward loop, and the gradient of pa is summed over the steps before w_att multiplies
+it, once.
 
-Dimension legend: as in core.att_layers, plus P positions computed (the sum of the lengths) and K = 4H + A,
-plus 1 with the gate: the width of the recurrent product.
+Every ``*_forward`` returns ``(out, cache)`` and its ``*_backward`` takes the upstream gradient and that cache;
+the penalty, a loss, returns its value and gradient at once (like core.layers.rnn.temporal_softmax_loss).
+
+Dimension legend: N batch, T time steps, R grid cells, C cell channels, A attention width, H hidden width,
+W word vector width, P positions computed (the sum of the lengths), K = 4H + A (+ 1 with the gate) the width
+of the recurrent product. LSTM gates are stacked in the order i, f, o, g, as in core.layers.rnn.
+
+The equations, for cells a of shape (N, R, C) and the previous hidden state h_{t-1}:
+    pa = a @ W_att + b_att                          (N, R, A), once per batch (the caller's affine layer)
+    e_ti = w_att . tanh(pa_i + h_{t-1} @ W_att_h)   (N, R)
+    alpha_t = softmax over i of e_t                 (N, R), sums to 1 over the cells
+    z_t = sum_i alpha_ti a_i                        (N, C), the context
+    beta_t = sigmoid(h_{t-1} @ W_beta + b_beta)     (N, 1), the optional gate: one scalar per row
+    h_t, c_t = LSTM([x_t, beta_t z_t], h_{t-1}, c_{t-1})   with Wx of shape (W + C, 4H)
+
+The recurrent weights travel as one dict ``weights`` with the keys W_att_h (H, A), w_att (A,), Wx (W + C, 4H),
+Wh (H, 4H), b (4H,), and, for the gated model, W_beta (H, 1) and b_beta (1,); the gate runs exactly when
+``weights`` holds W_beta. Backward functions return the gradients as a dict with the same keys.
+Arrays keep the dtype of their inputs (float32 stays float32).
 """
 import numpy as np
 
-from core.att_layers import softmax_cells, softmax_cells_backward, weight_keys
-from core.packing import Packing
-from core.rnn_layers import lstm_gates_backward, lstm_gates_forward, sigmoid
+from core.layers.packing import Packing
+from core.layers.rnn import (lstm_gate_scale, lstm_gates_backward, lstm_gates_forward, lstm_step_backward,
+                             lstm_step_forward, recurrent_weight_gradient, sigmoid)
+
+RECURRENT_KEYS = ("W_att_h", "w_att", "Wx", "Wh", "b")
+GATE_KEYS = ("W_beta", "b_beta")
+
+
+def weight_keys(weights):
+    """The keys of ``weights`` that the attention LSTM uses: the gate's too when it holds W_beta."""
+    return RECURRENT_KEYS + (GATE_KEYS if "W_beta" in weights else ())
+
+
+def softmax_cells(e):
+    """Softmax over the last axis of scores e of shape (..., R); the max shift keeps exp from overflowing."""
+    alpha = np.exp(e - e.max(axis=-1, keepdims=True))
+    alpha /= alpha.sum(axis=-1, keepdims=True)
+    return alpha
+
+
+def softmax_cells_backward(dalpha, alpha):
+    """The scores' gradient, of shape (..., R), from the weights' gradient dalpha and the weights alpha."""
+    return alpha * (dalpha - np.sum(alpha * dalpha, axis=-1, keepdims=True))
+
+
+def attention_step_forward(a, pa, prev_h, W_att_h, w_att):
+    """Where one step looks: attention weights over the cells and the context they give.
+
+    Inputs: a of shape (N, R, C), the cells; pa of shape (N, R, A), their projection a @ W_att + b_att;
+    prev_h of shape (N, H); W_att_h of shape (H, A); w_att of shape (A,).
+    Returns: z of shape (N, C), the context; alpha of shape (N, R); cache for attention_step_backward.
+    """
+    u = np.tanh(pa + (prev_h @ W_att_h)[:, None, :])  # (N, H) @ (H, A) -> (N, A) -> (N, 1, A)
+    alpha = softmax_cells(u @ w_att)  # (N, R, A) @ (A,) -> (N, R)
+    z = (alpha[:, None, :] @ a)[:, 0]  # (N, 1, R) @ (N, R, C) -> (N, 1, C) -> (N, C)
+    return z, alpha, (a, prev_h, W_att_h, w_att, u, alpha)
+
+
+def attention_step_backward(dz, dalpha, cache):
+    """Backward of attention_step_forward.
+
+    Inputs: dz of shape (N, C); dalpha of shape (N, R), the weights' gradient from elsewhere (the penalty);
+    cache.
+    Returns: da of shape (N, R, C), dpa (N, R, A), dprev_h (N, H), dW_att_h (H, A), dw_att (A,).
+    """
+    a, prev_h, W_att_h, w_att, u, alpha = cache
+    dalpha = dalpha + (a @ dz[:, :, None])[:, :, 0]  # (N, R, C) @ (N, C, 1) -> (N, R, 1) -> (N, R)
+    de = softmax_cells_backward(dalpha, alpha)
+    da = alpha[:, :, None] * dz[:, None, :]  # (N, R, 1) * (N, 1, C) -> (N, R, C)
+    dpa = de[:, :, None] * w_att * (1 - u ** 2)  # (N, R, 1) * (A,) * (N, R, A) -> (N, R, A)
+    dhp = dpa.sum(axis=1)  # (N, R, A) -> (N, A)
+    A = w_att.shape[0]
+    dw_att = u.reshape(-1, A).T @ de.ravel()  # (A, N*R) @ (N*R,) -> (A,)
+    return da, dpa, dhp @ W_att_h.T, prev_h.T @ dhp, dw_att  # (N, A) @ (A, H); (H, N) @ (N, A)
+
+
+def att_lstm_step_forward(x, prev_h, prev_c, a, pa, weights):
+    """One step of the attention LSTM: attend, gate the context, run the LSTM on [x, gated context].
+
+    Inputs: x of shape (N, W), the word vectors; prev_h and prev_c of shape (N, H); a of shape (N, R, C);
+    pa of shape (N, R, A), a @ W_att + b_att; weights, the dict of the module docstring.
+    Returns: next_h and next_c of shape (N, H); alpha of shape (N, R), where this step looked;
+    cache for att_lstm_step_backward.
+    """
+    z, alpha, att_cache = attention_step_forward(a, pa, prev_h, weights["W_att_h"], weights["w_att"])
+    beta = None
+    if "W_beta" in weights:
+        beta = sigmoid(prev_h @ weights["W_beta"] + weights["b_beta"])  # (N, H) @ (H, 1) -> (N, 1)
+        z_in = beta * z
+    else:
+        z_in = z
+    x_in = np.concatenate([x, z_in], axis=1)  # (N, W) and (N, C) -> (N, W + C)
+    next_h, next_c, lstm_cache = lstm_step_forward(x_in, prev_h, prev_c, weights["Wx"], weights["Wh"],
+                                                   weights["b"])
+    return next_h, next_c, alpha, (att_cache, lstm_cache, prev_h, z, beta, weights, x.shape[1])
+
+
+def att_lstm_step_backward(dnext_h, dnext_c, dalpha, cache):
+    """Backward of att_lstm_step_forward.
+
+    Inputs: dnext_h and dnext_c of shape (N, H); dalpha of shape (N, R); cache.
+    Returns: dx of shape (N, W), dprev_h (N, H), dprev_c (N, H), da (N, R, C), dpa (N, R, A), and the dict of
+    the weights' gradients.
+    """
+    att_cache, lstm_cache, prev_h, z, beta, weights, W = cache
+    grads = {}
+    dx_in, dprev_h, dprev_c, grads["Wx"], grads["Wh"], grads["b"] = lstm_step_backward(dnext_h, dnext_c,
+                                                                                       lstm_cache)
+    dz = dx_in[:, W:]
+    if beta is not None:
+        dbeta = np.sum(dz * z, axis=1, keepdims=True) * beta * (1 - beta)  # through the sigmoid, (N, 1)
+        dz = dz * beta
+        grads["W_beta"] = prev_h.T @ dbeta  # (H, N) @ (N, 1) -> (H, 1)
+        grads["b_beta"] = dbeta.sum(axis=0)
+        dprev_h += dbeta @ weights["W_beta"].T  # (N, 1) @ (1, H) -> (N, H)
+    da, dpa, dprev_h_att, grads["W_att_h"], grads["w_att"] = attention_step_backward(dz, dalpha, att_cache)
+    return dx_in[:, :W], dprev_h + dprev_h_att, dprev_c, da, dpa, grads
+
+
+def doubly_stochastic_penalty(alpha, lam):
+    """The doubly stochastic penalty lam * sum over cells of (1 - sum over steps of alpha)^2, averaged over
+    the batch: it asks every cell to receive, over the caption, about one step's worth of attention.
+
+    Inputs: alpha of shape (N, T, R), zero at the steps a row does not run (as att_lstm_forward returns it), so
+    only the steps a row runs count; lam, a float >= 0.
+    Returns: penalty, a float; dalpha of shape (N, T, R), its gradient.
+    """
+    N = alpha.shape[0]
+    missing = 1 - alpha.sum(axis=1)  # (N, T, R) -> (N, R)
+    penalty = lam * float(np.sum(missing ** 2)) / N
+    dalpha = np.broadcast_to((-2 * lam / N) * missing[:, None, :], alpha.shape)  # (N, 1, R) -> (N, T, R)
+    return penalty, dalpha.astype(alpha.dtype)
 
 
 def _check_sequence(x, a, pa, h0, c0, weights):
@@ -31,13 +159,6 @@ def _check_sequence(x, a, pa, h0, c0, weights):
             raise ValueError(f"expected {name} of shape {expected[name]}, got {array.shape}")
 
 
-def _gate_scale(H, dtype):
-    """Column factors -1 (i, f, o) and -2 (g) that let lstm_gates_forward use one exp for all four gates."""
-    scale = np.full(4 * H, -1, dtype=dtype)
-    scale[3 * H:] = -2
-    return scale
-
-
 def _recurrent_weights(weights, gate_scale=1):
     """The weights h_{t-1} multiplies, side by side: Wh (gate columns times gate_scale), W_att_h, W_beta; (H, K)."""
     parts = [weights["Wh"] * gate_scale, weights["W_att_h"]] + ([weights["W_beta"]] if "W_beta" in weights else [])
@@ -48,8 +169,8 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     """The attention LSTM over a whole sequence.
 
     Inputs: x of shape (N, T, W), the word vectors; a of shape (N, R, C), the cells; pa of shape (N, R, A),
-    a @ W_att + b_att; h0 and c0 of shape (N, H); weights, the dict of core.att_layers;
-    lengths of shape (N,), optional: row n runs lengths[n] steps (see core.packing), default T.
+    a @ W_att + b_att; h0 and c0 of shape (N, H); weights, the dict of core.layers.att_lstm;
+    lengths of shape (N,), optional: row n runs lengths[n] steps (see core.layers.packing), default T.
     Returns: h of shape (N, T, H), the hidden state at every step, and alpha of shape (N, T, R), where each
     step looked (both zero past a row's length); cache for att_lstm_backward.
     """
@@ -57,7 +178,7 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     pack = Packing.of(lengths, *x.shape[:2])
     dtype = np.result_type(x, a, pa, h0, c0, *(weights[key] for key in weight_keys(weights)))
     W, (_, R, C), H = x.shape[2], a.shape, h0.shape[1]
-    scale = _gate_scale(H, dtype)
+    scale = lstm_gate_scale(H, dtype)
     x_packed = pack.pack(x)
     # scaled pre-activations, turned into the gate values i, f, o, g in place
     gates = x_packed @ (weights["Wx"][:W] * scale)  # (P, W) @ (W, 4H) -> (P, 4H)
@@ -172,10 +293,7 @@ def _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack):
     H, W = h0.shape[1], x_packed.shape[1]
     P, R, A = buffers["u"].shape
     dgates = drec[:, :4 * H]
-    first = pack.block(0)
-    # Step t multiplies W_rec by h_{t-1}: h0 for the first step, the layer's own outputs for the rest.
-    dW_rec = h0[:pack.sizes[0]].T @ drec[first]  # (H, n_0) @ (n_0, K) -> (H, K)
-    dW_rec += buffers["h"][pack.previous()].T @ drec[first.stop:]  # (H, P - n_0) @ (P - n_0, K) -> (H, K)
+    dW_rec = recurrent_weight_gradient(drec, h0, buffers["h"], pack)  # (H, K)
     z_in = buffers["z"] if buffers["beta"] is None else buffers["z"] * buffers["beta"]
     grads = {"Wh": dW_rec[:, :4 * H], "W_att_h": dW_rec[:, 4 * H:4 * H + A],
              "Wx": np.concatenate([x_packed.T @ dgates, z_in.T @ dgates]),  # (W, P), (C, P) @ (P, 4H) -> (W + C, 4H)

@@ -6,7 +6,7 @@ image's pixels (each weight placed at its cell's centre, held flat beyond the ou
 grid spans the whole image: VGG16's 14 x 14 grid lies over the image resized to 224 px, so over every
 image whatever its size. Each panel keeps the image at full brightness where the weight is at its
 caption-wide maximum and dims it towards a quarter where the weight is 0; one scale for all panels keeps
-diffuse and peaked attention apart. Figures are built as in ``core.plotting``: no pyplot, Agg, atomic PNG.
+diffuse and peaked attention apart. Figures are built as in ``core.runtime.plotting``: no pyplot, Agg, atomic PNG.
 
 Dimension legend: L generated words, R grid cells (side x side, row-major: r = y * side + x, y from the
 top), H and W image height and width in pixels.
@@ -17,7 +17,8 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 
-from core.plotting import save_figure
+from core.evaluation.attention import words_of
+from core.runtime.plotting import save_figure
 
 PANEL_INCHES = 1.9
 TITLE_POINTS = 10.0
@@ -132,3 +133,9 @@ def plot_attention(image, words, alphas, path, title=None, note=None, columns=6)
         fig.text(0.5, 1 - 0.08 / fig_h, "\n".join(head), ha="center", va="top", fontsize=TITLE_POINTS + 1)
     fig.text(0.02, (foot_h - 0.05) / fig_h, "\n".join(foot), va="top", fontsize=NOTE_POINTS, color="#404040")
     return save_figure(fig, path)
+
+
+def save_attention_map(image, ids, weights, model, path, title):
+    """Write the map of one caption: ids (L,) decoded words, weights (L, R) their attention."""
+    words = words_of(ids, model.idx_to_word, model.end_idx)
+    return plot_attention(image, words, weights[:len(words)], path, title=title, note=model.attention_note)

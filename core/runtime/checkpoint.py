@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.fileio import atomic_write
+from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 
 FORMAT_VERSION = 1
 NUMPY_SUFFIX = ".npz"

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.baselines import nearest_neighbour_captions
+from core.evaluation.baselines import nearest_neighbour_captions
 from core.data.grid import model_inputs
 from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, RESULTS_JSON, RESULTS_TABLE, SPLITS, checkpoint_file
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
-from core.fileio import atomic_write_text
-from core.inference.evaluation import caption_features, evaluate_split, score_predictions, split_images, summary_row
+from core.runtime.fileio import atomic_write_text
+from core.evaluation.loop import caption_features, evaluate_split, score_predictions, split_images, summary_row
 from core.model.registry import MODEL_TYPES, model_kind
 from core.training.engine import TrainSettings, run_training
 from core.training.scst import SCSTConfig
