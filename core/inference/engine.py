@@ -69,7 +69,22 @@ def run_inference(settings):
         return _run_inference(settings, group)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every mode works with: the settings, the model loaded from ``checkpoint`` with its config and record
+    (``meta``), the device, the decoding generator and the process group."""
+    settings: InferenceSettings
+    model: object
+    config: object
+    meta: dict
+    checkpoint: Path
+    device: object
+    rng: np.random.Generator
+    group: object
+
+
 def _run_inference(settings, group):
+    """Check the outputs, load the checkpoint, run the mode the settings ask for, write ``--output``."""
     seed_everything(settings.seed)
     kind = model_kind(settings.model)
     default = default_run_dir(settings.model) / checkpoint_file("best", kind.checkpoint_suffix)
@@ -80,36 +95,52 @@ def _run_inference(settings, group):
     for path, flag in ((settings.output, "--output"), (settings.coco_results, "--coco-results")):
         if path:
             writable_file(path, flag)  # before any work, not after it
-    out_dir = None if settings.evaluate else writable_dir(settings.out or checkpoint.parent, "--out")
     device = group.place(kind.device(settings.device))
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
     config = kind.model_class.Config(**meta["model_config"])
     check_max_length(model, settings.max_length)
-    rng = np.random.default_rng(settings.seed)
-    if settings.images:
-        record = _caption_own_images(model, config, meta, settings, out_dir, device, rng)
-    else:
-        splits = (settings.split or "val",) if settings.evaluate else ((settings.split,) if settings.split else SPLITS)
-        protocol = settings.splits or meta.get("settings", {}).get("splits", PROTOCOLS[0])
-        data_dir = _data_dir(settings, meta, protocol)
-        data = model_inputs(load_coco_data(data_dir, splits=splits, grid=config.reads_grid, protocol=protocol),
-                            config.reads_grid)
-        _check_compatible(meta, config, data, checkpoint)
-        if settings.evaluate:
-            record = _evaluate(model, config, data, splits[0], settings, rng, group)
-            if record is None:
-                return None  # rank 0 reports for the group
-        else:
-            source = ImageSource(data_dir, images_dir=settings.images_dir, fetch_urls=settings.fetch_urls)
-            record = {split: _show_split(model, config, data, split, settings, out_dir, source, rng)
-                      for split in splits}
-        record["protocol"] = protocol
+    run = _Run(settings, model, config, meta, checkpoint, device, np.random.default_rng(settings.seed), group)
+    mode = _own_images if settings.images else _evaluation if settings.evaluate else _galleries
+    record = mode(run)
+    if record is None:
+        return None  # under torchrun, rank 0 reports for the group
     record["checkpoint"] = str(checkpoint)
     record["decoding"] = {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
                           "temperature": settings.decode.temperature, "max_length": settings.max_length}
     if settings.output:
         atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
+
+
+def _split_data(run, splits):
+    """The splits' data as the model reads them, from the dataset the settings or the checkpoint name, checked
+    against the checkpoint; and the dataset's folder and protocol."""
+    protocol = run.settings.splits or run.meta.get("settings", {}).get("splits", PROTOCOLS[0])
+    data_dir = _data_dir(run.settings, run.meta, protocol)
+    data = model_inputs(load_coco_data(data_dir, splits=splits, grid=run.config.reads_grid, protocol=protocol),
+                        run.config.reads_grid)
+    _check_compatible(run.meta, run.config, data, run.checkpoint)
+    return data, data_dir, protocol
+
+
+def _evaluation(run):
+    """--evaluate: caption every image of one split (val by default) and score them; None on ranks other than 0."""
+    split = run.settings.split or "val"
+    data, _, protocol = _split_data(run, (split,))
+    record = _evaluate(run.model, run.config, data, split, run.settings, run.rng, run.group)
+    return None if record is None else dict(record, protocol=protocol)
+
+
+def _galleries(run):
+    """Caption a few images of each split (or of --split), print them and save galleries and attention maps."""
+    settings = run.settings
+    out_dir = writable_dir(settings.out or run.checkpoint.parent, "--out")
+    splits = (settings.split,) if settings.split else SPLITS
+    data, data_dir, protocol = _split_data(run, splits)
+    source = ImageSource(data_dir, images_dir=settings.images_dir, fetch_urls=settings.fetch_urls)
+    record = {split: _show_split(run.model, run.config, data, split, settings, out_dir, source, run.rng)
+              for split in splits}
+    return dict(record, protocol=protocol)
 
 
 def _data_dir(settings, meta, protocol=PROTOCOLS[0]):
@@ -200,10 +231,13 @@ def _evaluate(model, config, data, split, settings, rng, group):
     return result
 
 
-def _caption_own_images(model, config, meta, settings, out_dir, device, rng):
+def _own_images(run):
+    """--image: encode the user's image files with the dataset's encoder, caption them, save a gallery."""
     from core.features.encoders import encode_image_files
     from core.features.preprocess import read_image
 
+    model, config, meta, settings, device, rng = run.model, run.config, run.meta, run.settings, run.device, run.rng
+    out_dir = writable_dir(settings.out or run.checkpoint.parent, "--out")
     data_dir = _data_dir(settings, meta)
     encoded = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress,
                                  grid=config.reads_grid)
