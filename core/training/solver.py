@@ -8,7 +8,6 @@ steps an uninterrupted one takes.
 """
 import json
 import math
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
 from core.runtime.distributed import SINGLE
 from core.runtime.fileio import atomic_write_text
 from core.runtime.errors import UserError
+from core.runtime.interrupts import SaveGuard, stop_on_sigint
 from core.runtime.plotting import plot_loss
 
 PLOT_SECONDS = 30
@@ -97,7 +97,7 @@ class Solver:
         self.best_val_loss, self.best_epoch = math.inf, -1
         self.best_params = None  # the best parameters this process saw (a resumed run's earlier best is on disk)
         self._stop = threading.Event()
-        self._saving = _SaveGuard()
+        self._saving = SaveGuard()
         self._plotted_at = -math.inf
         self._saved_at = time.perf_counter()
         self.last_saved_step = None  # the step ``last`` holds, once this process wrote it
@@ -140,15 +140,12 @@ class Solver:
         # The road of one step: training.py -> core.training.engine.run_training builds this solver ->
         # train -> _train_epoch -> updater.train_step (core.training.optim.NumpyUpdater: model.loss, then an
         # update rule such as optim.adam on every parameter; or core.training.torch_optim.TorchUpdater).
-        previous = _install_sigint(self._stop, self._saving)
-        try:
+        with stop_on_sigint(self._stop, self._saving):
             while self.step < self.total_steps:
                 epoch, first = divmod(self.step, self.iterations_per_epoch)
                 if not self._train_epoch(epoch, first):
                     self._save(self.last_path)
                     raise KeyboardInterrupt
-        finally:
-            _restore_sigint(previous)
         return self.history
 
     def _train_epoch(self, epoch, first):
@@ -276,41 +273,3 @@ def _new_history(iterations_per_epoch, metric):
     (self-critical runs minimise minus the CIDEr-D reward)."""
     return {"train_loss": [], "epoch_train_loss": [], "epoch_val_loss": [], "epoch_seconds": [],
             "iterations_per_epoch": iterations_per_epoch, "metric": metric.name, "metric_sign": metric.sign}
-
-
-class _SaveGuard:
-    """Marks a checkpoint write in progress; a Ctrl-C during it is held until the write is complete."""
-
-    def __init__(self):
-        self.active, self.interrupted = False, False
-
-    def __enter__(self):
-        self.active = True
-
-    def __exit__(self, *exc_info):
-        self.active = False
-        if self.interrupted and exc_info[0] is None:
-            self.interrupted = False
-            raise KeyboardInterrupt
-
-
-def _install_sigint(stop, saving):
-    """Ctrl-C sets ``stop`` instead of raising mid-update; a second Ctrl-C interrupts at once, except during a
-    checkpoint write, which it lets finish first."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        if not stop.is_set():
-            stop.set()  # the first press, also during a write: stop after the step, saving last
-        elif saving.active:
-            saving.interrupted = True
-        else:
-            raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGINT, handler)
-
-
-def _restore_sigint(previous):
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
