@@ -1,11 +1,11 @@
 # Two commands cover the project: `make demo` (install, build the default dataset, train, caption) and
-# `make test` (install, run the test suite). Everything runs inside .venv, built from requirements.txt.
+# `make test` (install, run the test suite); `make lint` runs the linter configured in pyproject.toml. Everything runs inside .venv, built from requirements.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= lstm
 
-.PHONY: demo test results bench clean-venv
+.PHONY: demo test lint results bench clean-venv
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
 
 results: $(VENV)/.installed
 	$(BIN)/python results.py

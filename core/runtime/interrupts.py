@@ -1,0 +1,45 @@
+"""Ctrl-C during long work: a first press asks the work to stop at a safe point, a second interrupts at once
+except while a file is being written, which it lets finish."""
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class SaveGuard:
+    """Marks a checkpoint write in progress; a Ctrl-C during it is held until the write is complete."""
+
+    def __init__(self):
+        self.active, self.interrupted = False, False
+
+    def __enter__(self):
+        self.active = True
+
+    def __exit__(self, *exc_info):
+        self.active = False
+        if self.interrupted and exc_info[0] is None:
+            self.interrupted = False
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_on_sigint(stop, saving):
+    """Within it, Ctrl-C sets ``stop`` (a ``threading.Event``) instead of raising mid-update; a second Ctrl-C
+    interrupts at once, except during a checkpoint write (``saving``, a SaveGuard), which it lets finish first.
+    Outside the main thread, where signals cannot be handled, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if not stop.is_set():
+            stop.set()  # the first press, also during a write: stop after the step, saving last
+        elif saving.active:
+            saving.interrupted = True
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
