@@ -1,5 +1,6 @@
 # Two commands cover the project: `make demo` (install, build the default dataset, train, caption) and
-# `make test` (install, run the test suite); `make lint` runs the linter configured in pyproject.toml. Everything runs inside .venv, built from requirements.txt.
+# `make test` (install, run the test suite); `make lint` runs the linter configured in pyproject.toml.
+# Everything runs inside .venv, built from requirements.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
