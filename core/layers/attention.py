@@ -7,7 +7,6 @@ Dimension legend used throughout:
 - E: embedding width (``embed_dim``)
 - H: number of attention heads
 - Dh: width of one head, E // H
-- F: feed-forward width (``dim_feedforward``)
 
 Attention masks follow one convention everywhere: ``attn_mask`` of shape (S, T), boolean or 0/1, where
 True/1 means "query s may attend to key t" and False/0 means it may not (the opposite of

@@ -1,19 +1,7 @@
 """The Transformer decoder layer and the sinusoidal positional encoding, written from tensor ops.
 
-Dimension legend used throughout:
-- N: batch size (images)
-- S: query sequence length
-- T: key/value sequence length
-- E: embedding width (``embed_dim``)
-- H: number of attention heads
-- Dh: width of one head, E // H
-- F: feed-forward width (``dim_feedforward``)
-- T: also the caption positions the positional encoding covers
-
-Attention masks follow one convention everywhere: ``attn_mask`` of shape (S, T), boolean or 0/1, where
-True/1 means "query s may attend to key t" and False/0 means it may not (the opposite of
-``torch.nn.MultiheadAttention``, whose boolean True means blocked). Every query must be allowed at least
-one key, otherwise its softmax is undefined.
+Dimension legend and attention-mask convention as in ``core.layers.attention`` (N batch, S query length, T key
+length or caption positions, E embedding width, H heads), plus F, the feed-forward width (``dim_feedforward``).
 """
 import math
 
