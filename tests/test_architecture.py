@@ -166,17 +166,21 @@ def test_nothing_outside_the_registry_branches_on_a_model_kind():
     assert branches == []
 
 
-@pytest.mark.parametrize("script, settings_class, argv", [
-    ("training", "core.training.engine.TrainSettings", ["--model", "lstm"]),
-    ("inference", "core.inference.engine.InferenceSettings", ["--model", "lstm"]),
-    ("results", "core.results.study.ResultsSettings", []),
+@pytest.mark.parametrize("script, settings_class, argv, required", [
+    ("training", "core.training.engine.TrainSettings", ["--model", "lstm"], {"model": "lstm"}),
+    ("inference", "core.inference.engine.InferenceSettings", ["--model", "lstm"], {"model": "lstm"}),
+    ("results", "core.results.study.ResultsSettings", [], {}),
+    ("features_extraction", "core.features.engine.ExtractionSettings", [], {}),
+    ("features_extraction", "core.datasets.own_data_engine.OwnDataSettings",
+     ["--captions", "c.csv", "--images-dir", "images", "--out", "data"],
+     {"captions": ("c.csv",), "images_dir": Path("images"), "out": Path("data")}),
 ])
-def test_flag_defaults_are_the_settings_defaults(script, settings_class, argv):
+def test_flag_defaults_are_the_settings_defaults(script, settings_class, argv, required):
+    """The settings of the flags ``argv`` (those without a default) are the class's defaults plus ``required``."""
     import importlib
 
     module = importlib.import_module(script)
     module_path, _, name = settings_class.rpartition(".")
     cls = getattr(importlib.import_module(module_path), name)
     parsed = module.settings_from_args(module.parse_args(argv))
-    expected = cls(**{key: value for key, value in zip(("model",), argv[1:2])})
-    assert parsed == expected
+    assert parsed == cls(**required)

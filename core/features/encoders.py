@@ -16,7 +16,7 @@ from core.features.extract import extract_features, resolve_device
 from core.features.pca import load_pca
 from core.features.preprocess import ImageFolder
 from core.features.shapes_cnn import load_shapes_encoder
-from core.features.vgg16 import fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
+from core.features.vgg16 import VGG16_FILE, fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
 
 ENCODER_NAMES = ("vgg16", "shapes")
 
@@ -46,6 +46,14 @@ def load_encoder(name, base_dir=None, weights=None, device=None):
     else:
         raise UserError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
     return encoder.to(resolve_device(device)).eval()
+
+
+def vgg16_encoder(weights=None, device=None):
+    """The VGG16 encoder (``load_encoder``'s ``weights`` and ``device``) and its ``encoder.json`` record."""
+    encoder = load_encoder("vgg16", weights=weights, device=device)
+    return encoder, {"name": "vgg16", "weights": Path(weights).name if weights else VGG16_FILE,
+                     "layer": "fc7 (after ReLU)", "feature_dim": encoder.feature_dim,
+                     "preprocess": "resize shorter side 256, centre crop 224, ImageNet mean/std"}
 
 
 def read_encoder_info(base_dir):
