@@ -11,10 +11,10 @@ import numpy as np
 
 from core.runtime.cli import seed_everything
 from core.data.images import ImageSource
-from core.data.layout import MAX_DECODE_LENGTH, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
+from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, NOVEL_SPLIT, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
     gallery_file, urls_file
 from core.data.grid import model_inputs
-from core.data.loader import load_coco_data
+from core.data.loader import has_split, load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
 from core.runtime.distributed import process_group
@@ -89,9 +89,9 @@ def _run_inference(settings, group):
     if settings.images:
         record = _caption_own_images(model, config, meta, settings, out_dir, device, rng)
     else:
-        splits = (settings.split or "val",) if settings.evaluate else ((settings.split,) if settings.split else SPLITS)
         protocol = settings.splits or meta.get("settings", {}).get("splits", PROTOCOLS[0])
         data_dir = _data_dir(settings, meta, protocol)
+        splits = _splits_read(settings, data_dir)
         data = model_inputs(load_coco_data(data_dir, splits=splits, grid=config.reads_grid, protocol=protocol),
                             config.reads_grid)
         _check_compatible(meta, config, data, checkpoint)
@@ -110,6 +110,17 @@ def _run_inference(settings, group):
     if settings.output:
         atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
+
+
+def _splits_read(settings, data_dir):
+    """The splits a run reads: both (or ``--split``) for galleries, ``--split`` (default val) for an evaluation, and
+    with the novel split the test split too where there is one (the seen pairs' recall there, for comparison)."""
+    if not settings.evaluate:
+        return (settings.split,) if settings.split else SPLITS
+    split = settings.split or "val"
+    if split == NOVEL_SPLIT and has_split(data_dir, HELD_OUT_SPLIT):
+        return split, HELD_OUT_SPLIT
+    return (split,)
 
 
 def _data_dir(settings, meta, protocol=PROTOCOLS[0]):
@@ -195,7 +206,7 @@ def _evaluate(model, config, data, split, settings, rng, group):
     for key, value in result["metrics"].items():
         print(f"  {key:<20} {100 * value:6.2f}  (x100)")
     for key, value in {**(result["grounding"] or {}), **(result["relation_probe"] or {}),
-                       **(result["attention"] or {})}.items():
+                       **(result["attention"] or {}), **(result["novel_composition"] or {})}.items():
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
     return result
 
