@@ -129,7 +129,7 @@ def _polygon(obj):
     return np.stack([obj["x"] + radii * np.cos(theta), obj["y"] + radii * np.sin(theta)], axis=1)
 
 
-def _polygon_distance(points, vertices):
+def polygon_distance(points, vertices):
     """Signed distance from points (P, 2) to a closed polygon (K, 2): negative inside.
 
     The unsigned part is the distance to the nearest edge; the sign comes from an even-odd crossing test
@@ -153,19 +153,35 @@ def _polygon_distance(points, vertices):
 
 def _draw_object(image, obj):
     """Blend one object into ``image`` (S, S, 3) float in place, with a one-pixel anti-aliased edge."""
-    size = image.shape[0]
-    reach = _extent(obj) + 1.0
-    x0, x1 = max(int(obj["x"] - reach), 0), min(int(np.ceil(obj["x"] + reach)) + 1, size)
-    y0, y1 = max(int(obj["y"] - reach), 0), min(int(np.ceil(obj["y"] + reach)) + 1, size)
+    outline = None if obj["shape"] == "circle" else _polygon(obj)
+    box, alpha = coverage(obj, _extent(obj) + 1.0, outline, image.shape[0])
+    patch = image[box]
+    patch += alpha[:, :, None] * (np.asarray(PALETTE[obj["colour"]], dtype=np.float64) - patch)   # (h, w, 1)
+
+
+def coverage(obj, reach, outline, image_size):
+    """An object's coverage of the pixels of its bounding box, with a one-pixel anti-aliased edge.
+
+    Inputs:
+    - obj: dict with the centre "x", "y" and, for a circle, its radius "r".
+    - reach: float, how far the box reaches from the centre, in pixels.
+    - outline: (K, 2) polygon vertices in pixels, or None for a circle.
+    - image_size: int S; the box is clipped to the image.
+
+    Returns:
+    - box: (row slice, column slice) of the box in the image.
+    - alpha: float64 of shape (h, w) in [0, 1].
+    """
+    x0, x1 = max(int(obj["x"] - reach), 0), min(int(np.ceil(obj["x"] + reach)) + 1, image_size)
+    y0, y1 = max(int(obj["y"] - reach), 0), min(int(np.ceil(obj["y"] + reach)) + 1, image_size)
     ys, xs = np.mgrid[y0:y1, x0:x1]
     points = np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5      # (P, 2): pixel centres
-    if obj["shape"] == "circle":
+    if outline is None:
         distance = np.hypot(points[:, 0] - obj["x"], points[:, 1] - obj["y"]) - obj["r"]
     else:
-        distance = _polygon_distance(points, _polygon(obj))
-    alpha = np.clip(0.5 - distance, 0.0, 1.0).reshape(y1 - y0, x1 - x0, 1)    # (h, w, 1)
-    patch = image[y0:y1, x0:x1]
-    patch += alpha * (np.asarray(PALETTE[obj["colour"]], dtype=np.float64) - patch)
+        distance = polygon_distance(points, outline)
+    alpha = np.clip(0.5 - distance, 0.0, 1.0).reshape(y1 - y0, x1 - x0)    # (P,) -> (h, w)
+    return (slice(y0, y1), slice(x0, x1)), alpha
 
 
 def render_scene(scene, image_size):
