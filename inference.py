@@ -4,11 +4,12 @@
     python inference.py --model transformer --evaluate --beam-size 3 --output val.json
     python inference.py --model lstm --image my_scene.png     # encoded with the dataset's own encoder + PCA
     python inference.py --model att_lstm --evaluate --split test  # + attention maps, attention correctness
+    python inference.py --model lstm --evaluate --split novel     # + recall of held-out attribute-shape pairs
 """
 import argparse
 
 from core.runtime import cli
-from core.data.layout import END, HELD_OUT_SPLIT, PROTOCOLS, SPLITS
+from core.data.layout import END, EVALUATION_SPLITS, HELD_OUT_SPLIT, NOVEL_SPLIT, PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
@@ -23,9 +24,10 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, choices=MODEL_TYPES, help="the model type the checkpoint holds")
     p.add_argument("--checkpoint", default=DEFAULTS["checkpoint"],
                    help="checkpoint file (default: runs/<model>/best.npz, or best.pt for the transformer)")
-    p.add_argument("--split", choices=(*SPLITS, HELD_OUT_SPLIT), default=DEFAULTS["split"],
+    p.add_argument("--split", choices=EVALUATION_SPLITS, default=DEFAULTS["split"],
                    help=f"which split to caption (default: both for galleries, val for --evaluate); {HELD_OUT_SPLIT}: "
-                        "the held-out split, where the data has one")
+                        f"the held-out split, where the data has one; {NOVEL_SPLIT}: the shapes world's novel "
+                        "compositions (held-out attribute-shape pairs), evaluated with novel-pair recall")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int,
                    default=DEFAULTS["num_samples"],
                    help=f"images to show per split (default {SHOWN_IMAGES}); with --evaluate, evaluate only the "

@@ -274,7 +274,7 @@ def test_vgg16_writes_grid_rows_from_the_same_pass_as_fc7(tmp_path):
 
 # --------------------------------------------------------------------------------------- the shapes world
 
-TINY = ShapesConfig(num_train=64, num_val=16, num_test=8, encoder_epochs=1, pca_dim=16, probe_epochs=2)
+TINY = ShapesConfig(num_train=64, num_val=16, num_test=8, num_novel=8, encoder_epochs=1, pca_dim=16, probe_epochs=2)
 
 
 @pytest.fixture(scope="module")

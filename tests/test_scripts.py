@@ -152,7 +152,7 @@ def test_caption_your_own_image_on_a_shapes_dataset(tmp_path):
     from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
     from core.shapes_world.render import render_scene, sample_scenes
 
-    data_dir = build_shapes_dataset(tmp_path / "shapes", ShapesConfig(num_train=64, num_val=16, num_test=4,
+    data_dir = build_shapes_dataset(tmp_path / "shapes", ShapesConfig(num_train=64, num_val=16, num_test=4, num_novel=4,
                                                                       encoder_epochs=1, pca_dim=16, probe_epochs=2,
                                                                       threads=1))
     out = tmp_path / "run"

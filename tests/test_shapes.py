@@ -22,7 +22,9 @@ from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, load_sh
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, pretrain_encoder, scene_labels
 
 SIZE = 64
-TINY = ShapesConfig(num_train=64, num_val=16, num_test=8, encoder_epochs=1, pca_dim=16, probe_epochs=2)
+# Without held-out pairs: the world as it was before the novel split (tests/test_novel_split.py covers that).
+TINY = ShapesConfig(num_train=64, num_val=16, num_test=8, num_novel=0, novel_colour_pairs=0, novel_size_pairs=0,
+                    encoder_epochs=1, pca_dim=16, probe_epochs=2)
 NOUN_TO_SHAPE = {noun: shape for shape, (singular, plural) in SHAPE_NOUNS.items() for noun in singular + plural}
 FILLER = {"and", "image", "picture", "scene", "with", "of", "on", "its", "own"}
 RELATION_VOCAB = {word for wordings in RELATION_WORDS.values() for words in wordings for word in words}

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from core.data.layout import HELD_OUT_SPLIT, SHAPES_IMAGES_FILE, SPLITS, images_key
+from core.data.layout import EVALUATION_SPLITS, SHAPES_IMAGES_FILE, images_key
 from core.runtime.errors import UserError
 
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
@@ -131,12 +131,12 @@ class ImageSource:
         """The image of row ``image_idx`` of ``split`` as uint8 of shape (H, W, 3), or None if not found.
 
         Inputs:
-        - split: "train" or "val".
+        - split: one of ``EVALUATION_SPLITS``.
         - image_idx: int, the row in the split's feature file and URL list.
         - url: str, the row's URL (used for COCO; ignored for the shapes world).
         """
-        if split not in (*SPLITS, HELD_OUT_SPLIT):
-            raise ValueError(f"split must be one of {(*SPLITS, HELD_OUT_SPLIT)}, got {split!r}")
+        if split not in EVALUATION_SPLITS:
+            raise ValueError(f"split must be one of {EVALUATION_SPLITS}, got {split!r}")
         if self._shapes_path.is_file():
             return self._shapes_image(split, int(image_idx))
         local = self._local_path(split, url)

@@ -13,7 +13,8 @@ A dataset folder is in the CS231n ``coco_captioning`` layout (COCO and the gener
     dataset_coco.json                  Karpathy's splits (COCO only, optional): images [{filepath, filename, split,
                                        cocoid, sentences}], read by load_coco_data(..., protocol="karpathy")
     encoder.pt, shapes_images.h5,      shapes world only: the pretrained CNN, the images ({split}_images
-    shapes_scenes.json, manifest.json  (M, S, S, 3) uint8), the scene truth, the build record
+    shapes_scenes.json, manifest.json  (M, S, S, 3) uint8), the scene truth (with the held-out pairs of the
+                                       novel split), the build record
 
 A training run's folder (``runs/<model>`` by default) holds ``best``/``last`` checkpoints, ``history.json``,
 ``config.json``, ``loss.png`` and the galleries ``gallery_<name>.png``.
@@ -24,6 +25,11 @@ from pathlib import Path
 
 SPLITS = ("train", "val")
 HELD_OUT_SPLIT = "test"  # written by datasets that have one (Karpathy's test images); no training reads it
+# The shapes world's novel-composition split: scenes holding attribute-shape pairs that no train, val or test scene
+# holds (the held-out pairs, listed in the scene file under HELD_OUT_PAIRS_KEY and in the manifest).
+NOVEL_SPLIT = "novel"
+EVALUATION_SPLITS = (*SPLITS, HELD_OUT_SPLIT, NOVEL_SPLIT)  # every split a dataset may have
+HELD_OUT_PAIRS_KEY = "held_out_pairs"
 # Which images make which split: cs231n, the layout's own train2014/val2014 rows; karpathy, Karpathy's splits of
 # those rows (train + restval / val / test), the split of published COCO captioning scores.
 PROTOCOLS = ("cs231n", "karpathy")

@@ -14,14 +14,21 @@ import numpy as np
 
 from core.data.grid import REBUILD_HINT, open_grid
 from core.data.karpathy import assign_rows, karpathy_split, read_karpathy_json, sources_of
-from core.data.layout import CAPTIONS_FILE, END, HELD_OUT_SPLIT, KARPATHY_FILE, PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, \
-    START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, image_idxs_key, image_names_file, urls_file
+from core.data.layout import CAPTIONS_FILE, END, EVALUATION_SPLITS, HELD_OUT_SPLIT, KARPATHY_FILE, NOVEL_SPLIT, \
+    PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, \
+    image_idxs_key, image_names_file, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write, atomic_write_text
 
 GET_DATASETS_HINT = "run `bash core/datasets/get_datasets.sh` or use the default shapes dataset"
+_MISSING_SPLIT_HINTS = {
+    HELD_OUT_SPLIT: "only data built with a held-out split has one (e.g. Karpathy's, through features_extraction.py "
+                    "--captions); use --split val",
+    NOVEL_SPLIT: "only the shapes world built with held-out pairs has one (python -m core.datasets.shapes_build "
+                 "--num-novel 1000); use --split test",
+}
 
 
 def _require_file(path):
@@ -50,9 +57,8 @@ def _read_captions(base_dir, splits, vocab_size):
     arrays = {}
     with _open_h5(path) as h5:
         for split in splits:
-            if split == HELD_OUT_SPLIT and captions_key(split) not in h5:
-                raise UserError(f"{path} has no {split} split: only data built with a held-out split has one (e.g. "
-                                "Karpathy's, through features_extraction.py --captions); use --split val")
+            if split not in SPLITS and captions_key(split) not in h5:
+                raise UserError(f"{path} has no {split} split: {_MISSING_SPLIT_HINTS[split]}")
             captions = _h5_dataset(h5, captions_key(split))[()]
             idxs = _h5_dataset(h5, image_idxs_key(split))[()]
             problem = _captions_problem(captions, vocab_size) or _idxs_problem(idxs, captions.shape[:1])
@@ -61,6 +67,16 @@ def _read_captions(base_dir, splits, vocab_size):
             arrays[f"{split}_captions"] = captions.astype(np.int32, copy=False)
             arrays[f"{split}_image_idxs"] = idxs.astype(np.int32, copy=False)
     return arrays
+
+
+def has_split(base_dir, split):
+    """Whether the dataset's captions file holds ``split``; False when the file is missing or unreadable (loading
+    it says why)."""
+    try:
+        with h5py.File(Path(base_dir) / CAPTIONS_FILE, "r") as h5:
+            return captions_key(split) in h5
+    except OSError:
+        return False
 
 
 def _captions_problem(captions, vocab_size):
@@ -186,7 +202,8 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     - pca_features: True for the (M, 512) PCA features in memory; False for the raw (M, F) features
       as a ``LazyFeatures`` that reads only the rows a minibatch asks for.
     - seed: seed of the ``max_train`` subsample.
-    - splits: the splits to read (default both); e.g. ("val",) for an evaluation, which needs no train rows.
+    - splits: the splits to read (default both); e.g. ("val",) for an evaluation, which needs no train rows; "test"
+      and "novel" (the shapes world's novel-composition split) where the data has them.
     - grid: also open each split's grid features (``{split}2014_grid.h5``), for attention over image regions.
     - protocol: which images make which split. "cs231n": the layout's own files of each split. "karpathy" (COCO):
       Karpathy's splits (``dataset_coco.json`` beside the data, ``core.data.karpathy``) of the train2014 and
@@ -207,12 +224,15 @@ def load_coco_data(base_dir, max_train=None, pca_features=True, seed=0, splits=S
     base_dir = Path(base_dir)
     if not base_dir.is_dir():
         raise UserError(f"dataset directory {base_dir} not found; {GET_DATASETS_HINT}")
-    unknown = set(splits) - {*SPLITS, HELD_OUT_SPLIT}
+    unknown = set(splits) - set(EVALUATION_SPLITS)
     if unknown:
-        raise ValueError(f"splits must be among {(*SPLITS, HELD_OUT_SPLIT)}, got {sorted(unknown)}")
+        raise ValueError(f"splits must be among {EVALUATION_SPLITS}, got {sorted(unknown)}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if protocol == "karpathy":
+        if NOVEL_SPLIT in splits:
+            raise UserError(f"Karpathy's splits have no {NOVEL_SPLIT} split (it is the shapes world's): drop "
+                            "--splits karpathy")
         data = _karpathy_data(base_dir, splits, pca_features, grid)
     else:
         data = _layout_data(base_dir, splits, pca_features, grid)

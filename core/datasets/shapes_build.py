@@ -20,9 +20,9 @@ import h5py
 import numpy as np
 import torch
 
-from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, HELD_OUT_SPLIT, MANIFEST_FILE, PCA_DIM, \
-    SHAPES_IMAGES_FILE, SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, default_data_dir, features_file, \
-    image_idxs_key, images_key
+from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, HELD_OUT_PAIRS_KEY, HELD_OUT_SPLIT, \
+    MANIFEST_FILE, NOVEL_SPLIT, PCA_DIM, SHAPES_IMAGES_FILE, SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, \
+    default_data_dir, features_file, image_idxs_key, images_key
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.runtime.errors import UserError
@@ -31,12 +31,14 @@ from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
 from core.shapes_world.captions import scene_captions
+from core.shapes_world.composition import MAX_HELD_OUT, choose_held_out_pairs, pair_words
 from core.shapes_world.render import render_scenes, sample_scenes
 
-BUILDER_VERSION = 5  # 5: grid features
+BUILDER_VERSION = 6  # 6: held-out attribute-shape pairs and the novel split
 # Independent random streams per purpose, so that e.g. more val images leave the train split unchanged.
 _STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captions": 3, "extra_scenes": 4,
-            "probe_shuffle": 5, "test_scenes": 6, "test_captions": 7}
+            "probe_shuffle": 5, "test_scenes": 6, "test_captions": 7, "novel_scenes": 8, "novel_captions": 9,
+            "held_out_pairs": 10}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ShapesConfig:
     num_train: int = 10000
     num_val: int = 2000
     num_test: int = 2000           # the held-out split: no training or model selection reads it
+    num_novel: int = 1000          # the novel-composition split: scenes holding a held-out pair
+    novel_colour_pairs: int = 6    # colour-shape pairs held out of train, val and test (and encoder pretraining)
+    novel_size_pairs: int = 2      # size-shape pairs held out likewise
     image_size: int = 64
     seed: int = 0
     extra_train_scenes: int = 0    # freshly rendered scenes used only to pretrain the encoder
@@ -63,14 +68,28 @@ class ShapesConfig:
             raise UserError(f"image size {self.image_size} unsupported: use a multiple of 8 in 64..96")
         if self.num_test < 0:
             raise UserError(f"--num-test {self.num_test}: give 0 (no test split) or more")
+        if self.num_novel < 0:
+            raise UserError(f"--num-novel {self.num_novel}: give 0 (no novel split) or more")
+        for kind, count in (("colour", self.novel_colour_pairs), ("size", self.novel_size_pairs)):
+            if not 0 <= count <= MAX_HELD_OUT[kind]:
+                raise UserError(f"--novel-{kind}-pairs {count}: give 0..{MAX_HELD_OUT[kind]}, so that every shape "
+                                f"and {kind} is still seen in training with other partners")
+        if self.num_novel and not self.novel_colour_pairs + self.novel_size_pairs:
+            raise UserError(f"--num-novel {self.num_novel} needs held-out pairs: give --novel-colour-pairs or "
+                            "--novel-size-pairs above 0, or --num-novel 0")
         if min(self.num_train, self.num_val) < 1 or self.num_train < self.pca_dim:
             raise UserError(f"need num_train >= pca_dim ({self.pca_dim}) and num_val >= 1, got "
                             f"{self.num_train} train / {self.num_val} val images")
 
     @property
     def splits(self):
-        """The splits a build writes: train, val, and the held-out test split unless num_test is 0."""
-        return (*SPLITS, HELD_OUT_SPLIT) if self.num_test else SPLITS
+        """The splits a build writes: train, val, the held-out test split unless num_test is 0 and the novel split
+        unless num_novel is 0."""
+        return (*SPLITS, *((HELD_OUT_SPLIT,) if self.num_test else ()), *((NOVEL_SPLIT,) if self.num_novel else ()))
+
+    def held_out_pairs(self):
+        """The attribute-shape pairs no train, val or test scene holds: seeded, a stream of their own."""
+        return choose_held_out_pairs(_rng(self, "held_out_pairs"), self.novel_colour_pairs, self.novel_size_pairs)
 
     @classmethod
     def from_dict(cls, values):
@@ -130,19 +149,31 @@ def _caption_files(out, scenes, config):
     return len(idx_to_word), {int(n): int(c) for n, c in enumerate(lengths) if c}
 
 
-def _world_files(out, scenes, images, config):
-    """Write the rendered images (gzip h5) and the scene truth (JSON)."""
+def _split_scenes(config, held_out):
+    """Each split's scenes from a stream of its own: no held-out pair in train, val and test; at least one in each
+    novel scene."""
+    held_out = frozenset(held_out)
+    return {split: sample_scenes(getattr(config, f"num_{split}"), _rng(config, f"{split}_scenes"), config.image_size,
+                                 **({"required": held_out} if split == NOVEL_SPLIT else {"excluded": held_out}))
+            for split in config.splits}
+
+
+def _world_files(out, scenes, images, config, held_out):
+    """Write the rendered images (gzip h5) and the scene truth (JSON), with the held-out pairs."""
     with h5py.File(out / SHAPES_IMAGES_FILE, "w") as h5:
         for split in config.splits:
             h5.create_dataset(images_key(split), data=images[split], compression="gzip",
                               chunks=(min(256, len(images[split])), *images[split].shape[1:]))
-    payload = {"image_size": config.image_size, **{split: scenes[split] for split in config.splits}}
+    payload = {"image_size": config.image_size, HELD_OUT_PAIRS_KEY: [list(pair) for pair in held_out],
+               **{split: scenes[split] for split in config.splits}}
     (out / SHAPES_SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
 
-def _pretrain(scenes, images, config, seconds, progress):
-    """Render the extra scenes (if any) and pretrain the encoder on them plus the train split."""
-    extra = sample_scenes(config.extra_train_scenes, _rng(config, "extra_scenes"), config.image_size)
+def _pretrain(scenes, images, config, seconds, progress, held_out):
+    """Render the extra scenes (if any, without held-out pairs) and pretrain the encoder on them plus the train
+    split."""
+    extra = sample_scenes(config.extra_train_scenes, _rng(config, "extra_scenes"), config.image_size,
+                          excluded=frozenset(held_out))
     with _stage(seconds, "render_extra"):
         extra_images = render_scenes(extra, config.image_size, desc="render extra", progress=progress)
     encoder_config = ShapesEncoderConfig(config.image_size, config.encoder_widths, config.encoder_pools,
@@ -171,15 +202,15 @@ def _measure(out, encoder, scenes, images, config, progress):
 def _build_into(out, config, progress):
     """Run every stage, writing into the (empty, temporary) folder ``out``; returns the manifest."""
     seconds = {}
+    held_out = config.held_out_pairs()
     with _stage(seconds, "scenes"):
-        scenes = {split: sample_scenes(getattr(config, f"num_{split}"), _rng(config, f"{split}_scenes"),
-                                       config.image_size) for split in config.splits}
+        scenes = _split_scenes(config, held_out)
     with _stage(seconds, "render"):
         images = {split: render_scenes(scenes[split], config.image_size, desc=f"render {split}", progress=progress)
                   for split in config.splits}
     with _stage(seconds, "captions"):
         vocab_size, histogram = _caption_files(out, scenes, config)
-    encoder = _pretrain(scenes, images, config, seconds, progress)
+    encoder = _pretrain(scenes, images, config, seconds, progress, held_out)
     with _stage(seconds, "features_pca"):
         save_shapes_weights(out, encoder)
         urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in config.splits}
@@ -189,10 +220,10 @@ def _build_into(out, config, progress):
     with _stage(seconds, "measure"):
         measured = _measure(out, encoder, scenes, images, config, progress)
     with _stage(seconds, "write_world"):
-        _world_files(out, scenes, images, config)
+        _world_files(out, scenes, images, config, held_out)
     return {"builder_version": BUILDER_VERSION, "config": config.as_json(), "seconds": seconds,
             "total_seconds": round(sum(seconds.values()), 2), "vocab_size": vocab_size,
-            "train_caption_length_histogram": histogram,
+            "train_caption_length_histogram": histogram, HELD_OUT_PAIRS_KEY: [pair_words(pair) for pair in held_out],
             "sizes": {split: {"images": len(scenes[split]), "captions": 5 * len(scenes[split])}
                       for split in config.splits},
             **measured}
@@ -252,7 +283,14 @@ def _parse_args(argv=None):
     parser.add_argument("--num-train", type=positive_int, default=defaults.num_train, help="train images")
     parser.add_argument("--num-val", type=positive_int, default=defaults.num_val, help="val images")
     parser.add_argument("--num-test", type=int, default=defaults.num_test,
-                        help="images of the held-out test split (0: none)")
+                        help=f"images of the held-out test split (0: none; default {defaults.num_test})")
+    parser.add_argument("--num-novel", type=int, default=defaults.num_novel,
+                        help=f"images of the novel-composition split, each holding a held-out pair (0: none; default "
+                             f"{defaults.num_novel})")
+    parser.add_argument("--novel-colour-pairs", type=int, default=defaults.novel_colour_pairs,
+                        help=f"colour-shape pairs held out of train/val/test (default {defaults.novel_colour_pairs})")
+    parser.add_argument("--novel-size-pairs", type=int, default=defaults.novel_size_pairs,
+                        help=f"size-shape pairs held out of train/val/test (default {defaults.novel_size_pairs})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
     parser.add_argument("--image-size", type=positive_int, default=defaults.image_size,
                         help="image side in pixels, a multiple of 8 in 64..96")
@@ -269,7 +307,8 @@ def _parse_args(argv=None):
 def main(argv=None):
     args = _parse_args(argv)
     config = ShapesConfig(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
-                          image_size=args.image_size,
+                          num_novel=args.num_novel, novel_colour_pairs=args.novel_colour_pairs,
+                          novel_size_pairs=args.novel_size_pairs, image_size=args.image_size,
                           seed=args.seed, extra_train_scenes=args.extra_train_scenes,
                           encoder_epochs=args.encoder_epochs, pca_dim=args.pca_dim, threads=args.threads)
     out = build_shapes_dataset(args.out, config)

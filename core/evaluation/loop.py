@@ -10,13 +10,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from core.data.layout import SHAPES_SCENES_FILE
+from core.data.layout import HELD_OUT_PAIRS_KEY, HELD_OUT_SPLIT, NOVEL_SPLIT, SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
 from core.decoding import DecodeConfig, decode
 from core.runtime.distributed import SINGLE
 from core.runtime.errors import UserError
 from core.evaluation.grounding import grounding_metrics
 from core.evaluation.attention import correctness_of
+from core.evaluation.composition import pair_metrics
 from core.evaluation.metrics import compute_metrics
 from core.evaluation.relation_probe import forced_relation_accuracy, wilson_interval
 
@@ -54,18 +55,48 @@ def split_images(data, split):
     return images, references
 
 
+def _read_world(data_dir, split, read):
+    """``read(world)`` of a shapes dataset's scene file, None for other datasets; a UserError naming ``split`` if
+    the file cannot be read."""
+    path = Path(data_dir) / SHAPES_SCENES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"cannot read the {split} scenes of {path} ({err}); rebuild the shapes dataset") from None
+
+
 def load_scenes(data_dir, split, with_image_size=False):
     """The scene truth of ``split`` (image row -> scene) for a shapes dataset; None for other datasets.
     ``with_image_size``: (scenes, the images' side in pixels), (None, None) for other datasets."""
-    path = Path(data_dir) / SHAPES_SCENES_FILE
-    if not path.is_file():
+    world = _read_world(data_dir, split, lambda world: (dict(enumerate(world[split])), int(world["image_size"])))
+    if world is None:
         return (None, None) if with_image_size else None
-    try:
-        world = json.loads(path.read_text())
-        scenes, size = dict(enumerate(world[split])), int(world["image_size"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"cannot read the {split} scenes of {path} ({err}); rebuild the shapes dataset") from None
-    return (scenes, size) if with_image_size else scenes
+    return world if with_image_size else world[0]
+
+
+def load_held_out_pairs(data_dir):
+    """The attribute-shape pairs a shapes world held out of training, as a sorted tuple of (attribute, shape);
+    () for other datasets and worlds without any."""
+    pairs = _read_world(data_dir, NOVEL_SPLIT, lambda world: world.get(HELD_OUT_PAIRS_KEY, []))
+    return tuple(sorted(tuple(pair) for pair in pairs or ()))
+
+
+def novel_composition(predictions, references, scenes, held_out, test=None):
+    """``core.evaluation.composition``'s figures of the captions ``predictions`` (image row -> caption) for the
+    held-out and the seen pairs, those of each image's first reference caption (``reference_*``: what the
+    references themselves state) and, with ``test`` = (predictions, scenes) of the test split, the seen pairs there
+    (``test_seen_*``: recall on the images the model was meant for, for comparison)."""
+    firsts = {row: captions[0] for row, captions in references.items()}
+    figures = {}
+    for novel in (True, False):
+        figures.update(pair_metrics(predictions, scenes, held_out, novel))
+        figures.update({f"reference_{key}": value for key, value in
+                        pair_metrics(firsts, scenes, held_out, novel).items()})
+    if test is not None:
+        figures.update({f"test_{key}": value for key, value in pair_metrics(*test, held_out, novel=False).items()})
+    return figures
 
 
 def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None,
@@ -79,7 +110,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     all of them; the other ranks return None.
 
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
-    grounding (None off the shapes world), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
+    grounding (None off the shapes world), novel_composition (``novel_composition``'s figures on a shapes world with
+    held-out pairs, else None; on the novel split with the test split in ``data``, its images are captioned too, for
+    the seen pairs' recall there), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
     the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
     or None), decode_seconds and num_images.
     """
@@ -88,11 +121,13 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
         images = images[:limit]
     start = time.perf_counter()
     captions = caption_shards(group, model, data[f"{split}_features"], images, max_length, decode_config, rng)
+    seconds = time.perf_counter() - start
+    test = _test_captions(group, model, data, limit, max_length, decode_config, rng) if split == NOVEL_SPLIT else None
     if captions is None:
         return None  # this rank's captions went to rank 0
-    seconds = time.perf_counter() - start
     predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
     result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)
+    result["novel_composition"] = _composition(data["base_dir"], split, predictions, result["references"], test)
     attention = probe = None
     scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
     if scenes is not None:
@@ -108,6 +143,28 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
         attention = correctness_of(model, data[f"{split}_features"], images, greedy, scenes, max_length,
                                    attention_cells, image_size)
     return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)
+
+
+def _test_captions(group, model, data, limit, max_length, decode_config, rng):
+    """Captions of the test split's images (the first ``limit``), image row -> caption, when ``data`` holds the
+    split; None where it does not (and on ranks other than 0)."""
+    if f"{HELD_OUT_SPLIT}_features" not in data:
+        return None
+    images = split_images(data, HELD_OUT_SPLIT)[0][:limit]
+    captions = caption_shards(group, model, data[f"{HELD_OUT_SPLIT}_features"], images, max_length, decode_config,
+                              rng)
+    return None if captions is None else dict(zip(images.tolist(), captions))
+
+
+def _composition(data_dir, split, predictions, references, test_predictions):
+    """``novel_composition`` of a split's captions on a shapes world with held-out pairs; None elsewhere."""
+    held_out = load_held_out_pairs(data_dir)
+    if not held_out:
+        return None
+    test = None
+    if test_predictions is not None:
+        test = (test_predictions, load_scenes(data_dir, HELD_OUT_SPLIT))
+    return novel_composition(predictions, references, load_scenes(data_dir, split), held_out, test)
 
 
 def score_predictions(predictions, references, data_dir, split):
@@ -140,6 +197,14 @@ def coco_results(predictions, urls, urls_path):
     return results
 
 
+# The composition figures a results table shows: recall of held-out and seen pairs, precision and substitution of
+# held-out pairs, each with its interval, and the references' own recall of held-out pairs (the ceiling).
+SUMMARY_COMPOSITION = tuple(f"{name}{end}" for name in (
+    "novel_pair_recall", "novel_colour_pair_recall", "novel_size_pair_recall", "novel_pair_precision",
+    "novel_substitution_rate", "seen_pair_recall", "test_seen_pair_recall") for end in ("", "_low", "_high")) + (
+    "reference_novel_pair_recall", "reference_novel_size_pair_recall")
+
+
 def summary_row(result):
     """The headline numbers of an ``evaluate_split`` result, for tables: metrics and grounding merged."""
     row = dict(result["metrics"])
@@ -147,9 +212,10 @@ def summary_row(result):
     for key in ("object_f1", "hallucination_rate", "count_accuracy", "relation_accuracy"):
         if key in grounding:
             row[key] = grounding[key]
-    extra = {**(result.get("attention") or {}), **(result.get("relation_probe") or {})}
+    extra = {**(result.get("attention") or {}), **(result.get("relation_probe") or {}),
+             **(result.get("novel_composition") or {})}
     for key in ("attention_correctness", "uniform_baseline", "forced_relation_accuracy", "n_forced_relation_claims",
-                "greedy_relation_low", "greedy_relation_high"):
+                "greedy_relation_low", "greedy_relation_high", *SUMMARY_COMPOSITION):
         if key in extra:
             row[key] = extra[key]
     return {key: float(value) for key, value in row.items() if np.isfinite(value)}

@@ -11,10 +11,10 @@ import numpy as np
 
 from core.runtime.cli import seed_everything
 from core.data.images import ImageSource
-from core.data.layout import MAX_DECODE_LENGTH, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
+from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, NOVEL_SPLIT, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
     gallery_file, urls_file
 from core.data.grid import model_inputs
-from core.data.loader import load_coco_data
+from core.data.loader import has_split, load_coco_data
 from core.datasets.resolve import DATASETS, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
 from core.runtime.distributed import process_group
@@ -112,21 +112,27 @@ def _run_inference(settings, group):
     return record
 
 
-def _split_data(run, splits):
-    """The splits' data as the model reads them, from the dataset the settings or the checkpoint name, checked
-    against the checkpoint; and the dataset's folder and protocol."""
+def _dataset(run):
+    """The dataset folder the settings or the checkpoint name, and the protocol its splits follow."""
     protocol = run.settings.splits or run.meta.get("settings", {}).get("splits", PROTOCOLS[0])
-    data_dir = _data_dir(run.settings, run.meta, protocol)
+    return _data_dir(run.settings, run.meta, protocol), protocol
+
+
+def _split_data(run, data_dir, protocol, splits):
+    """The splits' data as the model reads them, checked against the checkpoint."""
     data = model_inputs(load_coco_data(data_dir, splits=splits, grid=run.config.reads_grid, protocol=protocol),
                         run.config.reads_grid)
     _check_compatible(run.meta, run.config, data, run.checkpoint)
-    return data, data_dir, protocol
+    return data
 
 
 def _evaluation(run):
-    """--evaluate: caption every image of one split (val by default) and score them; None on ranks other than 0."""
+    """--evaluate: caption every image of one split (val by default) and score them; None on ranks other than 0.
+    With the novel split the test split is read too where there is one (its seen pairs' recall, for comparison)."""
     split = run.settings.split or "val"
-    data, _, protocol = _split_data(run, (split,))
+    data_dir, protocol = _dataset(run)
+    splits = (split, HELD_OUT_SPLIT) if split == NOVEL_SPLIT and has_split(data_dir, HELD_OUT_SPLIT) else (split,)
+    data = _split_data(run, data_dir, protocol, splits)
     record = _evaluate(run.model, run.config, data, split, run.settings, run.rng, run.group)
     return None if record is None else dict(record, protocol=protocol)
 
@@ -136,7 +142,8 @@ def _galleries(run):
     settings = run.settings
     out_dir = writable_dir(settings.out or run.checkpoint.parent, "--out")
     splits = (settings.split,) if settings.split else SPLITS
-    data, data_dir, protocol = _split_data(run, splits)
+    data_dir, protocol = _dataset(run)
+    data = _split_data(run, data_dir, protocol, splits)
     source = ImageSource(data_dir, images_dir=settings.images_dir, fetch_urls=settings.fetch_urls)
     record = {split: _show_split(run.model, run.config, data, split, settings, out_dir, source, run.rng)
               for split in splits}
@@ -226,7 +233,7 @@ def _evaluate(model, config, data, split, settings, rng, group):
     for key, value in result["metrics"].items():
         print(f"  {key:<20} {100 * value:6.2f}  (x100)")
     for key, value in {**(result["grounding"] or {}), **(result["relation_probe"] or {}),
-                       **(result["attention"] or {})}.items():
+                       **(result["attention"] or {}), **(result["novel_composition"] or {})}.items():
         print(f"  {key:<20} {value:.4f}" if isinstance(value, float) else f"  {key:<20} {value}")
     return result
 

@@ -16,6 +16,7 @@ Dimension legend: M images, S image side in pixels, P pixels of an object's boun
 import numpy as np
 from tqdm import tqdm
 
+from core.shapes_world.composition import holds_any, object_pairs
 from core.shapes_world.spec import COLOURS, SHAPES, SIZES
 
 # Object colours: saturated and far apart, so that colour is readable under the background noise.
@@ -56,22 +57,26 @@ def _fits(obj, placed, image_size):
     return True
 
 
-def _sample_object(rng, image_size):
-    """One object with random attributes and a random position fully inside the image."""
+def _sample_object(rng, image_size, excluded):
+    """One object with random attributes and a random position fully inside the image, holding none of the
+    ``excluded`` attribute-shape pairs (drawn again until it holds none; with none excluded, drawn once)."""
     scale = image_size / 64.0
-    # Indexing with rng.integers rather than rng.choice: choice is several times slower per call.
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    size = SIZES[rng.integers(len(SIZES))]
-    lo, hi = _RADIUS_64[size]
-    r = float(np.round(rng.uniform(lo, hi) * scale, 2))
-    reach = r * _EXTENT[shape] + 1.0
-    x, y = np.round(rng.uniform(reach, image_size - reach, size=2), 2)
-    angle = float(np.round(rng.uniform(-_MAX_ANGLE, _MAX_ANGLE), 1))
-    return {"shape": shape, "colour": COLOURS[rng.integers(len(COLOURS))], "size": size,
-            "x": float(x), "y": float(y), "r": r, "angle": angle}
+    while True:
+        # Indexing with rng.integers rather than rng.choice: choice is several times slower per call.
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        size = SIZES[rng.integers(len(SIZES))]
+        lo, hi = _RADIUS_64[size]
+        r = float(np.round(rng.uniform(lo, hi) * scale, 2))
+        reach = r * _EXTENT[shape] + 1.0
+        x, y = np.round(rng.uniform(reach, image_size - reach, size=2), 2)
+        angle = float(np.round(rng.uniform(-_MAX_ANGLE, _MAX_ANGLE), 1))
+        obj = {"shape": shape, "colour": COLOURS[rng.integers(len(COLOURS))], "size": size,
+               "x": float(x), "y": float(y), "r": r, "angle": angle}
+        if excluded.isdisjoint(object_pairs(obj)):
+            return obj
 
 
-def sample_scene(rng, image_size=64, max_objects=3, tries=100):
+def sample_scene(rng, image_size=64, max_objects=3, tries=100, excluded=frozenset()):
     """Sample one scene of 1..max_objects non-overlapping objects, listed left to right.
 
     Inputs:
@@ -79,6 +84,7 @@ def sample_scene(rng, image_size=64, max_objects=3, tries=100):
     - image_size: int S, the image side in pixels.
     - max_objects: int, the most objects in a scene (the count is uniform in 1..max_objects).
     - tries: int, placement attempts per object before the scene is started over.
+    - excluded: frozenset of (attribute, shape) pairs no object may hold (``core.shapes_world.composition``).
 
     Returns:
     - scene: dict in the format of the module docstring.
@@ -87,7 +93,7 @@ def sample_scene(rng, image_size=64, max_objects=3, tries=100):
     while True:
         placed = []
         for _ in range(count * tries):
-            obj = _sample_object(rng, image_size)
+            obj = _sample_object(rng, image_size, excluded)
             if _fits(obj, placed, image_size):
                 placed.append(obj)
             if len(placed) == count:
@@ -97,9 +103,15 @@ def sample_scene(rng, image_size=64, max_objects=3, tries=100):
                         "objects": sorted(placed, key=lambda o: o["x"])}
 
 
-def sample_scenes(num_scenes, rng, image_size=64):
-    """A list of ``num_scenes`` scenes drawn with ``sample_scene``."""
-    return [sample_scene(rng, image_size) for _ in range(num_scenes)]
+def sample_scenes(num_scenes, rng, image_size=64, excluded=frozenset(), required=frozenset()):
+    """A list of ``num_scenes`` scenes drawn with ``sample_scene``, none holding an ``excluded`` pair; with
+    ``required`` pairs, scenes holding none of them are drawn again (the novel-composition split)."""
+    scenes = []
+    while len(scenes) < num_scenes:
+        scene = sample_scene(rng, image_size, excluded=excluded)
+        if not required or holds_any(scene, required):
+            scenes.append(scene)
+    return scenes
 
 
 def _polygon(obj):
@@ -117,7 +129,7 @@ def _polygon(obj):
     return np.stack([obj["x"] + radii * np.cos(theta), obj["y"] + radii * np.sin(theta)], axis=1)
 
 
-def _polygon_distance(points, vertices):
+def polygon_distance(points, vertices):
     """Signed distance from points (P, 2) to a closed polygon (K, 2): negative inside.
 
     The unsigned part is the distance to the nearest edge; the sign comes from an even-odd crossing test
@@ -141,19 +153,35 @@ def _polygon_distance(points, vertices):
 
 def _draw_object(image, obj):
     """Blend one object into ``image`` (S, S, 3) float in place, with a one-pixel anti-aliased edge."""
-    size = image.shape[0]
-    reach = _extent(obj) + 1.0
-    x0, x1 = max(int(obj["x"] - reach), 0), min(int(np.ceil(obj["x"] + reach)) + 1, size)
-    y0, y1 = max(int(obj["y"] - reach), 0), min(int(np.ceil(obj["y"] + reach)) + 1, size)
+    outline = None if obj["shape"] == "circle" else _polygon(obj)
+    box, alpha = coverage(obj, _extent(obj) + 1.0, outline, image.shape[0])
+    patch = image[box]
+    patch += alpha[:, :, None] * (np.asarray(PALETTE[obj["colour"]], dtype=np.float64) - patch)   # (h, w, 1)
+
+
+def coverage(obj, reach, outline, image_size):
+    """An object's coverage of the pixels of its bounding box, with a one-pixel anti-aliased edge.
+
+    Inputs:
+    - obj: dict with the centre "x", "y" and, for a circle, its radius "r".
+    - reach: float, how far the box reaches from the centre, in pixels.
+    - outline: (K, 2) polygon vertices in pixels, or None for a circle.
+    - image_size: int S; the box is clipped to the image.
+
+    Returns:
+    - box: (row slice, column slice) of the box in the image.
+    - alpha: float64 of shape (h, w) in [0, 1].
+    """
+    x0, x1 = max(int(obj["x"] - reach), 0), min(int(np.ceil(obj["x"] + reach)) + 1, image_size)
+    y0, y1 = max(int(obj["y"] - reach), 0), min(int(np.ceil(obj["y"] + reach)) + 1, image_size)
     ys, xs = np.mgrid[y0:y1, x0:x1]
     points = np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5      # (P, 2): pixel centres
-    if obj["shape"] == "circle":
+    if outline is None:
         distance = np.hypot(points[:, 0] - obj["x"], points[:, 1] - obj["y"]) - obj["r"]
     else:
-        distance = _polygon_distance(points, _polygon(obj))
-    alpha = np.clip(0.5 - distance, 0.0, 1.0).reshape(y1 - y0, x1 - x0, 1)    # (h, w, 1)
-    patch = image[y0:y1, x0:x1]
-    patch += alpha * (np.asarray(PALETTE[obj["colour"]], dtype=np.float64) - patch)
+        distance = polygon_distance(points, outline)
+    alpha = np.clip(0.5 - distance, 0.0, 1.0).reshape(y1 - y0, x1 - x0)    # (P,) -> (h, w)
+    return (slice(y0, y1), slice(x0, x1)), alpha
 
 
 def render_scene(scene, image_size):
