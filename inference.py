@@ -5,6 +5,10 @@
     python inference.py --model lstm --image my_scene.png     # encoded with the dataset's own encoder + PCA
     python inference.py --model att_lstm --evaluate --split test  # + attention maps, attention correctness
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import argparse
 
 from core.runtime import cli
