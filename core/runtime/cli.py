@@ -89,7 +89,8 @@ def add_seed(parser, default, meaning):
 
 def add_device(parser, default):
     parser.add_argument("--device", default=default,
-                        help="torch device: auto (CUDA when available), cpu or cuda[:N]; numpy models run on the CPU")
+                        help="torch device: auto (CUDA when available), cpu or cuda[:N]; numpy models run on the CPU "
+                             f"and refuse CUDA (default {default})")
 
 
 def add_no_progress(parser):
