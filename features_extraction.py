@@ -16,6 +16,10 @@ Examples:
     python features_extraction.py --encoder shapes --data-dir core/datasets/shapes
     torchrun --nproc_per_node 2 features_extraction.py --encoder vgg16 --images-dir coco_images --out my_coco
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import argparse
 from pathlib import Path
 

@@ -6,6 +6,10 @@
     python inference.py --model att_lstm --evaluate --split test  # + attention maps, attention correctness
     python inference.py --model lstm --evaluate --split novel     # + recall of held-out attribute-shape pairs
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import argparse
 
 from core.runtime import cli

@@ -3,6 +3,10 @@
     python results.py            # trains every model (and its self-critical fine-tuning) on the shapes world,
                                  # reports the test split; writes runs/results/ and updates README.md
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import argparse
 from pathlib import Path
 

@@ -6,6 +6,10 @@
     python training.py --model lstm --objective scst       # self-critical CIDEr-D training from runs/lstm/best.npz
     torchrun --nproc_per_node 2 training.py --model lstm   # 2 processes, each half of every minibatch
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import argparse
 
 from core.runtime import cli
@@ -56,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default=DEFAULTS["out"],
                    help="output directory (default: runs/<model>, runs/<model>-scst for --objective scst)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last checkpoint where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a trained run, replacing its checkpoints (default: "
+                        "refused)")
     p.add_argument("--dry-run", action="store_true",
                    help="one training step and one validation pass: a smoke test (next to a trained run's "
                         "checkpoints it writes into <out>/dry-run instead)")

@@ -25,6 +25,15 @@ import numpy as np
 from core.runtime.errors import UserError
 
 
+# Ceilings, far beyond any use and checked before decoding allocates: the beams' scores grow with the beam width
+# times the vocabulary, every caption array with its steps; the length penalty's power overflows beyond a few tens,
+# and dividing log-probabilities by a temperature near 0 overflows too.
+MAX_BEAM_SIZE = 100
+MAX_DECODE_STEPS = 1000
+MAX_LENGTH_PENALTY = 10.0
+MIN_TEMPERATURE = 1e-3
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """How captions are decoded.
@@ -41,23 +50,25 @@ class DecodeConfig:
 
     def __post_init__(self):
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, (int, np.integer)) \
-                or self.beam_size < 1:
-            raise UserError(f"beam_size={self.beam_size!r}: set the beam size to an integer of 1 or more")
-        if not np.isfinite(self.length_penalty) or self.length_penalty < 0:
-            raise UserError(f"length_penalty={self.length_penalty!r}: set the length penalty to 0 or more")
+                or not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise UserError(f"beam_size={self.beam_size!r}: set the beam size to an integer in 1..{MAX_BEAM_SIZE}")
+        if not np.isfinite(self.length_penalty) or not 0 <= self.length_penalty <= MAX_LENGTH_PENALTY:
+            raise UserError(f"length_penalty={self.length_penalty!r}: set the length penalty to a number in "
+                            f"0..{MAX_LENGTH_PENALTY}")
         if self.temperature is not None:
-            if not np.isfinite(self.temperature) or self.temperature <= 0:
-                raise UserError(f"temperature={self.temperature!r}: set the sampling temperature above 0 "
-                                f"or leave it unset to decode deterministically")
+            if not np.isfinite(self.temperature) or self.temperature < MIN_TEMPERATURE:
+                raise UserError(f"temperature={self.temperature!r}: set the sampling temperature to "
+                                f"{MIN_TEMPERATURE} or more, or leave it unset to decode deterministically")
             if self.beam_size != 1:
                 raise UserError(f"temperature={self.temperature!r} with beam_size={self.beam_size}: sampling "
                                 f"draws one caption per image; use beam_size=1 or leave the temperature unset")
 
 
 def check_max_length(model, max_length):
-    """UserError when ``max_length`` is beyond what ``model`` decodes (its optional ``max_length`` attribute)."""
-    limit = getattr(model, "max_length", None)
-    if limit is not None and max_length > limit:
+    """UserError when ``max_length`` is beyond what ``model`` decodes (its optional ``max_length`` attribute) or
+    beyond MAX_DECODE_STEPS."""
+    limit = min(getattr(model, "max_length", None) or MAX_DECODE_STEPS, MAX_DECODE_STEPS)
+    if max_length > limit:
         raise UserError(f"--max-length {max_length} is more than this model decodes ({limit} positions); "
                         f"use --max-length {limit} or less")
 

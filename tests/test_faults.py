@@ -303,7 +303,7 @@ def test_second_run_on_a_folder_is_refused_until_the_first_dies(tiny_dataset, tm
             time.sleep(0.001)
         before = digests(out)
 
-        second = run(["training.py", *flags("lstm", tiny_dataset, out, "--epochs", "1")])
+        second = run(["training.py", *flags("lstm", tiny_dataset, out, "--epochs", "1", "--overwrite")])
         assert_clean_error(second, "in use by another run", f"(PID {first.pid})", str(out))
         assert digests(out) == before  # nothing written, removed or replaced, not even a live run's temporaries
     finally:
@@ -311,7 +311,7 @@ def test_second_run_on_a_folder_is_refused_until_the_first_dies(tiny_dataset, tm
         first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL
 
-    third = spawn(["training.py", *flags("lstm", tiny_dataset, out, "--epochs", "1")])
+    third = spawn(["training.py", *flags("lstm", tiny_dataset, out, "--epochs", "1", "--overwrite")])
     finish(third)  # the dead run's lock is no obstacle
     assert lock.read_text() == str(third.pid)
     assert step_of(last) == STEPS_PER_EPOCH  # the third run's own checkpoint

@@ -1,7 +1,10 @@
 """A training run's record: written once to config.json, carried by every checkpoint, with the device that ran."""
 import json
 
+import pytest
+
 import training
+from core.runtime import cli
 from core.runtime.checkpoint import load_training_state
 
 FAST = ["--hidden-dim", "8", "--wordvec-dim", "8", "--no-progress", "--dry-run"]
@@ -18,9 +21,14 @@ def test_config_json_and_checkpoints_carry_one_record(tiny_dataset, tmp_path):
     assert record["solver"]["batch_size"] == record["settings"]["batch_size"]
 
 
-def test_a_numpy_model_records_the_cpu_whatever_the_device_flag(tiny_dataset, tmp_path):
+def test_a_numpy_model_records_the_cpu_and_refuses_cuda(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "run"
-    assert training.main(["--model", "rnn", "--data-dir", str(tiny_dataset), "--out", str(out), "--device", "cuda",
+    assert training.main(["--model", "rnn", "--data-dir", str(tiny_dataset), "--out", str(out), "--device", "cpu",
                           *FAST]) == 0
     record = json.loads((out / "config.json").read_text())
-    assert record["device"] == "cpu" and record["settings"]["device"] == "cuda"
+    assert record["device"] == "cpu" and record["settings"]["device"] == "cpu"
+    with pytest.raises(SystemExit) as exited:
+        cli.run(lambda: training.main(["--model", "rnn", "--data-dir", str(tiny_dataset), "--out",
+                                       str(tmp_path / "cuda"), "--device", "cuda", *FAST]))
+    assert exited.value.code == 2 and "numpy, on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "cuda").exists()

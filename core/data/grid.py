@@ -86,6 +86,8 @@ def _grid_problem(dataset):
         return f"dataset {GRID_KEY!r} must be (M, R, C) floats, got shape {dataset.shape} {dataset.dtype}"
     if math.isqrt(dataset.shape[1]) ** 2 != dataset.shape[1]:
         return f"dataset {GRID_KEY!r} has {dataset.shape[1]} cells a row, not a square map"
+    if 0 in dataset.shape[1:]:
+        return f"dataset {GRID_KEY!r} has shape {dataset.shape}: no cells or no channels"
     return None
 
 

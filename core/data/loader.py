@@ -14,9 +14,9 @@ import numpy as np
 
 from core.data.grid import REBUILD_HINT, open_grid
 from core.data.karpathy import assign_rows, karpathy_split, read_karpathy_json, sources_of
-from core.data.layout import CAPTIONS_FILE, END, EVALUATION_SPLITS, HELD_OUT_SPLIT, KARPATHY_FILE, NOVEL_SPLIT, \
-    PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, features_file, grid_file, \
-    image_idxs_key, image_names_file, urls_file
+from core.data.layout import CAPTIONS_FILE, END, END_IDX, EVALUATION_SPLITS, HELD_OUT_SPLIT, KARPATHY_FILE, \
+    NOVEL_SPLIT, NULL_IDX, PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, START, START_IDX, VOCAB_FILE, captions_key, \
+    features_file, grid_file, image_idxs_key, image_names_file, urls_file
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.runtime.errors import UserError
@@ -45,8 +45,9 @@ def _open_h5(path):
 
 
 def _h5_dataset(h5, key):
-    if key not in h5:
-        raise UserError(f"{h5.filename} has no dataset {key!r}; re-download or rebuild the dataset")
+    if not isinstance(h5.get(key), h5py.Dataset):
+        found = "a group" if key in h5 else "nothing"
+        raise UserError(f"{h5.filename} has {found} where dataset {key!r} belongs; re-download or rebuild the dataset")
     return h5[key]
 
 
@@ -92,6 +93,9 @@ def _captions_problem(captions, vocab_size):
     not_started = np.flatnonzero(captions[:, 0] != START_IDX)
     if not_started.size:
         return f"caption row {not_started[0]} does not start with {START} ({not_started.size} such rows)"
+    wordless = np.flatnonzero(np.isin(captions[:, 1], (END_IDX, NULL_IDX)))
+    if wordless.size:
+        return f"caption row {wordless[0]} holds no word ({wordless.size} such rows)"
     return None
 
 
@@ -123,9 +127,9 @@ def _read_features(base_dir, split, pca_features):
     path = base_dir / features_file(split, pca_features)
     with _open_h5(path) as h5:
         data = _h5_dataset(h5, FEATURES_KEY)
-        if data.ndim != 2 or not np.issubdtype(data.dtype, np.floating):
-            raise UserError(f"{path}: features must be a 2-D float array, got shape {data.shape} {data.dtype}; "
-                            "rebuild the dataset")
+        if data.ndim != 2 or not np.issubdtype(data.dtype, np.floating) or 0 in data.shape:
+            raise UserError(f"{path}: features must be a 2-D float array of at least one row and column, got shape "
+                            f"{data.shape} {data.dtype}; rebuild the dataset")
         if pca_features:
             features = data[()].astype(np.float32, copy=False)
             if not np.isfinite(features).all():

@@ -139,8 +139,8 @@ def _features_problem(f, expected_dim):
     dataset = f.get(FEATURES_KEY)
     if not isinstance(dataset, h5py.Dataset):
         return f"no dataset '{FEATURES_KEY}'"
-    if dataset.ndim != 2:
-        return f"dataset '{FEATURES_KEY}' has shape {dataset.shape}, expected (M, F)"
+    if dataset.ndim != 2 or dataset.shape[1] == 0:
+        return f"dataset '{FEATURES_KEY}' has shape {dataset.shape}, expected (M, F) with F > 0"
     if dataset.dtype != np.float32:
         return f"dataset '{FEATURES_KEY}' has dtype {dataset.dtype}, expected float32"
     if expected_dim is not None and dataset.shape[1] != expected_dim:

@@ -68,8 +68,24 @@ def check_special_tokens(word_to_idx):
             raise ValueError(f"vocabulary must map {token} to {i}, got {word_to_idx.get(token)}")
 
 
+def idx_to_word_problem(idx_to_word):
+    """Why ``idx_to_word`` is not a vocabulary (a list of distinct words, the special tokens first), or None."""
+    if not isinstance(idx_to_word, list) or not all(isinstance(word, str) for word in idx_to_word):
+        return "its vocabulary idx_to_word is not a list of words"
+    if tuple(idx_to_word[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        return f"its vocabulary does not start with the special tokens {', '.join(SPECIAL_TOKENS)}"
+    if len(set(idx_to_word)) != len(idx_to_word):
+        return "its vocabulary holds a word twice"
+    return None
+
+
 def check_vocab(word_to_idx, idx_to_word):
-    """Raise ValueError unless the special tokens hold their ids and the two mappings are inverses."""
+    """Raise ValueError unless the special tokens hold their ids, the ids are integers and the two mappings are
+    inverses."""
+    if not isinstance(word_to_idx, dict) or not isinstance(idx_to_word, list):
+        raise ValueError("word_to_idx must be a mapping and idx_to_word a list")
+    if not all(type(idx) is int for idx in word_to_idx.values()):
+        raise ValueError("word_to_idx must map words to integer ids")
     check_special_tokens(word_to_idx)
     if len(word_to_idx) != len(idx_to_word) or any(word_to_idx.get(w) != i for i, w in enumerate(idx_to_word)):
         raise ValueError("idx_to_word and word_to_idx disagree")

@@ -7,6 +7,11 @@ from core.runtime.errors import UserError
 DATASETS = ("shapes", "coco")
 
 
+def dataset_home(dataset):
+    """The folder a named dataset lives in by default."""
+    return default_data_dir(COCO_ARCHIVE_TOP if dataset == "coco" else dataset)
+
+
 def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PROTOCOLS[0]):
     """The dataset directory to load; builds the default shapes dataset on first use. ``protocol`` is the split
     protocol it will be loaded with: Karpathy's splits are COCO's, refused for the shapes world before building it."""
@@ -24,7 +29,7 @@ def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PR
 
         return ensure_shapes_dataset(progress=progress)
     if dataset == "coco":
-        path = default_data_dir(COCO_ARCHIVE_TOP)
+        path = dataset_home(dataset)
         if not path.is_dir():
             raise UserError(f"COCO captioning data not found at {path}: run `bash core/datasets/get_datasets.sh`, "
                             "or use the default --dataset shapes")

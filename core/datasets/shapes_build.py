@@ -66,8 +66,11 @@ class ShapesConfig:
     def __post_init__(self):
         if not 64 <= self.image_size <= 96 or self.image_size % 8:
             raise UserError(f"image size {self.image_size} unsupported: use a multiple of 8 in 64..96")
-        if self.num_test < 0:
-            raise UserError(f"--num-test {self.num_test}: give 0 (no test split) or more")
+        if self.num_test < 0 or self.extra_train_scenes < 0:
+            raise UserError(f"--num-test {self.num_test} and --extra-train-scenes {self.extra_train_scenes}: give 0 "
+                            "or more")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UserError(f"--seed {self.seed}: give a seed in 0..{2 ** 32 - 1}")
         if self.num_novel < 0:
             raise UserError(f"--num-novel {self.num_novel}: give 0 (no novel split) or more")
         for kind, count in (("colour", self.novel_colour_pairs), ("size", self.novel_size_pairs)):
@@ -236,7 +239,8 @@ def build_shapes_dataset(out_dir, config=None, progress=True):
     """
     config = config or ShapesConfig()
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and "builder_version" not in
+                                              (read_manifest(out) or {}))):
         raise UserError(f"--out {out} exists and is not a shapes dataset: choose a new or empty folder")
 
     def write(folder):
@@ -275,32 +279,35 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
 
 
 def _parse_args(argv=None):
-    from core.runtime.cli import ArgumentParser, positive_int
+    from core.runtime.cli import ArgumentParser, non_negative_int, positive_int, seed
     defaults = ShapesConfig()
     parser = ArgumentParser(description="Build the generated shapes captioning dataset (CS231n layout).")
     parser.add_argument("--out", type=Path, default=default_data_dir("shapes"),
                         help="dataset folder to write (default: core/datasets/shapes)")
     parser.add_argument("--num-train", type=positive_int, default=defaults.num_train, help="train images")
     parser.add_argument("--num-val", type=positive_int, default=defaults.num_val, help="val images")
-    parser.add_argument("--num-test", type=int, default=defaults.num_test,
+    parser.add_argument("--num-test", type=non_negative_int, default=defaults.num_test,
                         help=f"images of the held-out test split (0: none; default {defaults.num_test})")
-    parser.add_argument("--num-novel", type=int, default=defaults.num_novel,
+    parser.add_argument("--num-novel", type=non_negative_int, default=defaults.num_novel,
                         help=f"images of the novel-composition split, each holding a held-out pair (0: none; default "
                              f"{defaults.num_novel})")
-    parser.add_argument("--novel-colour-pairs", type=int, default=defaults.novel_colour_pairs,
+    parser.add_argument("--novel-colour-pairs", type=non_negative_int, default=defaults.novel_colour_pairs,
                         help=f"colour-shape pairs held out of train/val/test (default {defaults.novel_colour_pairs})")
-    parser.add_argument("--novel-size-pairs", type=int, default=defaults.novel_size_pairs,
+    parser.add_argument("--novel-size-pairs", type=non_negative_int, default=defaults.novel_size_pairs,
                         help=f"size-shape pairs held out of train/val/test (default {defaults.novel_size_pairs})")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
+    parser.add_argument("--seed", type=seed, default=defaults.seed,
+                        help=f"seed of every random choice (default {defaults.seed})")
     parser.add_argument("--image-size", type=positive_int, default=defaults.image_size,
                         help="image side in pixels, a multiple of 8 in 64..96")
     parser.add_argument("--encoder-epochs", type=positive_int, default=defaults.encoder_epochs,
                         help="epochs of encoder pretraining")
-    parser.add_argument("--extra-train-scenes", type=int, default=defaults.extra_train_scenes,
+    parser.add_argument("--extra-train-scenes", type=non_negative_int, default=defaults.extra_train_scenes,
                         help="extra freshly rendered scenes for encoder pretraining only")
     parser.add_argument("--pca-dim", type=positive_int, default=defaults.pca_dim,
                         help="width of the *_pca.h5 features (at most --num-train)")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="torch CPU threads")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a shapes dataset of another config in --out (default: refused)")
     return parser.parse_args(argv)
 
 
@@ -311,6 +318,10 @@ def main(argv=None):
                           novel_size_pairs=args.novel_size_pairs, image_size=args.image_size,
                           seed=args.seed, extra_train_scenes=args.extra_train_scenes,
                           encoder_epochs=args.encoder_epochs, pca_dim=args.pca_dim, threads=args.threads)
+    built = read_manifest(args.out) or {}
+    if "builder_version" in built and built.get("config") != config.as_json() and not args.overwrite:
+        raise UserError(f"--out {args.out} holds a shapes dataset of another config: pass --overwrite to replace it, "
+                        "or another --out")
     out = build_shapes_dataset(args.out, config)
     manifest = read_manifest(out)
     print(json.dumps({key: manifest[key] for key in ("seconds", "total_seconds", "vocab_size",

@@ -15,11 +15,12 @@ from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, NOVEL_SPLIT, PRO
     gallery_file, urls_file
 from core.data.grid import model_inputs
 from core.data.loader import has_split, load_coco_data
-from core.datasets.resolve import DATASETS, resolve_data_dir
+from core.datasets.resolve import DATASETS, dataset_home, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
 from core.runtime.distributed import process_group
 from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write_text, writable_dir, writable_file
+from core.runtime.outputs import check_outputs, files_under
 from core.evaluation.attention import greedy_with_attention
 from core.inference.attention_maps import save_attention_map
 from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
@@ -97,6 +98,7 @@ def _run_inference(settings, group):
             writable_file(path, flag)  # before any work, not after it
     device = group.place(kind.device(settings.device))
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
+    _check_outputs(settings, checkpoint, meta)
     config = kind.model_class.Config(**meta["model_config"])
     check_max_length(model, settings.max_length)
     run = _Run(settings, model, config, meta, checkpoint, device, np.random.default_rng(settings.seed), group)
@@ -110,6 +112,15 @@ def _run_inference(settings, group):
     if settings.output:
         atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
+
+
+def _check_outputs(settings, checkpoint, meta):
+    """UserError when --output or --coco-results would replace the checkpoint, a file of the dataset, an image
+    the run captions, or each other."""
+    folders = {settings.data_dir, meta.get("data", {}).get("dir"), *(dataset_home(name) for name in DATASETS)}
+    reads = [(checkpoint, "the checkpoint"), *((image, "an image") for image in settings.images),
+             *((path, "a dataset file") for folder in folders if folder for path in files_under(folder))]
+    check_outputs([(settings.output, "--output"), (settings.coco_results, "--coco-results")], reads)
 
 
 def _dataset(run):

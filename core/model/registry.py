@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.vocab import idx_to_word_problem
 from core.runtime.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.runtime.devices import parse_device, pick_device
 from core.runtime.errors import UserError
@@ -53,24 +54,28 @@ class ModelKind:
         except ValueError as err:
             raise UserError(f"--model {self.name}: {err}; change the option") from None
 
-    def check_size(self, config, vocab_size, copies=4):
+    def check_size(self, config, vocab_size, copies=4, source=None):
         """UserError when the parameters, their gradients and the optimizer's two moments (``copies`` of them)
-        cannot fit in this machine's memory: a clear line instead of a MemoryError deep in the first step."""
+        cannot fit in this machine's memory: a clear line instead of a MemoryError deep in the first step.
+        ``source`` names where the config comes from (default: the run's options)."""
         itemsize = np.dtype(getattr(config, "dtype", "float32")).itemsize
         needed = copies * itemsize * config.num_parameters(vocab_size)
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if needed > available:
-            raise UserError(f"--model {self.name} with these options has {config.num_parameters(vocab_size):,} "
-                            f"parameters, {needed / 2 ** 30:.0f} GiB with gradients and optimizer state, more than "
-                            f"this machine's {available / 2 ** 30:.0f} GiB: lower the width options")
+            fix = "use another checkpoint" if source else "lower the width options"
+            raise UserError(f"{source or f'--model {self.name} with these options'} has "
+                            f"{config.num_parameters(vocab_size):,} parameters, {needed / 2 ** 30:.0f} GiB with "
+                            f"gradients and optimizer state, more than this machine's {available / 2 ** 30:.0f} GiB: "
+                            f"{fix}")
 
     def device(self, name="auto"):
-        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy (which still
-        refuses a name that is no device)."""
+        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy (which refuses
+        any other device rather than ignore it)."""
         if self.framework == "torch":
             return pick_device(name)
-        if name != "auto":
-            parse_device(name)
+        if name != "auto" and parse_device(name).type != "cpu":
+            raise UserError(f"--device {name}: --model {self.name} computes with numpy, on the CPU only; use "
+                            "--device cpu or auto")
         return "cpu"
 
     def build(self, word_to_idx, config, seed=0, device="cpu"):
@@ -124,7 +129,10 @@ def load_model(path, device="cpu", expect_type=None):
     """
     path = Path(path)
     meta, state = load_training_state(path)
-    model_type = meta.get("model_type")
+    problem = _meta_problem(meta)
+    if problem:
+        raise UserError(f"checkpoint {path} {problem}; use another checkpoint")
+    model_type = meta["model_type"]
     if expect_type is not None and model_type != expect_type:
         raise UserError(f"checkpoint {path} holds a {model_type!r} model, not {expect_type!r}: "
                         f"pass --model {model_type} or another --checkpoint")
@@ -133,7 +141,17 @@ def load_model(path, device="cpu", expect_type=None):
         config = kind.model_class.Config(**meta["model_config"])
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"checkpoint {path} has an unusable model config ({err}); use another checkpoint") from None
+    kind.check_size(config, len(meta["idx_to_word"]), copies=1, source=f"checkpoint {path}")
     word_to_idx = {word: i for i, word in enumerate(meta["idx_to_word"])}
     model = kind.build(word_to_idx, config, device=device)
     kind.load_params(model, state["params"], path)
     return model, meta
+
+
+def _meta_problem(meta):
+    """Why a checkpoint's ``meta`` cannot rebuild its model (model type, config, vocabulary, data record), or None."""
+    if not isinstance(meta.get("model_type"), str) or not isinstance(meta.get("model_config"), dict):
+        return "lacks its model_type or model_config record"
+    if not isinstance(meta.get("data"), dict) or not isinstance(meta["data"].get("dir"), str):
+        return "lacks its data record (the dataset it was trained on)"
+    return idx_to_word_problem(meta.get("idx_to_word"))

@@ -6,6 +6,10 @@ from core.model.captioner import check_positive_ints
 from core.model.transformer_inputs import grid_side, measure_grid
 
 MEMORIES = ("pooled", "grid")
+# Ceilings far beyond any captioner (published ones use 3 to 12 layers and captions under 60 words), checked before
+# building: a config asking for more is a typo or a damaged checkpoint, not a model to spend minutes building.
+MAX_LAYERS = 64
+MAX_POSITIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class TransformerConfig:
     def __post_init__(self):
         check_positive_ints(self, ("input_dim", "wordvec_dim", "num_heads", "num_layers", "max_length",
                                    "dim_feedforward", "num_cells"))
+        if self.num_layers > MAX_LAYERS or self.max_length > MAX_POSITIONS:
+            raise ValueError(f"num_layers {self.num_layers} and max_length {self.max_length} must be at most "
+                             f"{MAX_LAYERS} and {MAX_POSITIONS}")
         if self.wordvec_dim % self.num_heads:
             raise ValueError(f"wordvec_dim {self.wordvec_dim} is not divisible by num_heads {self.num_heads}")
         if not 0 <= self.dropout < 1:

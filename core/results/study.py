@@ -72,17 +72,19 @@ def run_results(settings):
 def _model_rows(model_type, data, settings):
     """The rows of one model kind: cross-entropy (greedy, beam), self-critical from it, blind."""
     base = f"{settings.out}/{model_type}"
-    runs = [(model_type, "XE", TrainSettings(model=model_type, seed=settings.seed, out=base,
+    # The study's runs are its own outputs, retrained on every call: each replaces the one an earlier call left.
+    runs = [(model_type, "XE", TrainSettings(model=model_type, seed=settings.seed, out=base, overwrite=True,
                                              epochs=settings.epochs, progress=settings.progress))]
     if settings.scst:
         runs.append((model_type, f"SCST ({settings.scst_baseline} baseline)", TrainSettings(
             model=model_type, seed=settings.seed, objective="scst", init_from=str(Path(base) / checkpoint_file(
                 "best", model_kind(model_type).checkpoint_suffix)), scst_baseline=settings.scst_baseline,
-            out=f"{base}-scst", epochs=settings.epochs, progress=settings.progress)))
+            out=f"{base}-scst", overwrite=True, epochs=settings.epochs, progress=settings.progress)))
     if settings.blind:
         runs.append((f"{model_type} blind", "XE", TrainSettings(model=model_type, seed=settings.seed,
                                                                 shuffle_features=True, out=f"{base}-blind",
-                                                                epochs=settings.epochs, progress=settings.progress)))
+                                                                overwrite=True, epochs=settings.epochs,
+                                                                progress=settings.progress)))
     rows = []
     for name, training, train_settings in runs:
         summary = run_training(train_settings, data=data)

@@ -15,6 +15,7 @@ from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write
 
 FORMAT_VERSION = 1
+HISTORY_SERIES = ("train_loss", "epoch_train_loss", "epoch_val_loss")  # what a resumed run appends to
 NUMPY_SUFFIX = ".npz"
 TORCH_SUFFIX = ".pt"
 
@@ -50,6 +51,9 @@ def load_numpy_checkpoint(path):
                     optim_state.setdefault(name, {})[field] = value.item() if value.ndim == 0 else value
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
         raise UserError(f"checkpoint {path} is corrupt or not a checkpoint of this project ({_short(err)})") from None
+    problem = _optim_problem(optim_state, params)
+    if problem:
+        raise UserError(f"checkpoint {path} {problem}; use another checkpoint, or start afresh with --overwrite")
     return _checked_meta(meta, path), params, optim_state
 
 
@@ -72,6 +76,8 @@ def load_torch_checkpoint(path, map_location="cpu"):
     except Exception as err:  # torch raises many types for corrupt or pickled-object files
         raise UserError(f"checkpoint {path} is corrupt or not a weights-only checkpoint of this project "
                         f"({_short(err)})") from None
+    if not isinstance(payload.get("params"), dict) or not all(map(torch.is_tensor, payload["params"].values())):
+        raise UserError(f"checkpoint {path} has no 'params' record of tensors; use another checkpoint")
     return _checked_meta(meta, path), payload
 
 
@@ -108,6 +114,41 @@ def params_problem(saved, expected):
     if bad:
         return f"has parameter(s) {', '.join(bad)} holding NaN or infinite values"
     return None
+
+
+def run_problem(run):
+    """Why the training position ``run`` of a ``last`` checkpoint (step, best epoch and loss, history) cannot be
+    resumed, or None."""
+    if not isinstance(run, dict):
+        return "has no training record 'run'"
+    step, best_epoch, best = run.get("step"), run.get("best_epoch"), run.get("best_val_loss")
+    if not _is_int(step) or step < 0:
+        return f"has training step {step!r}, not a count of 0 or more"
+    if not _is_int(best_epoch) or best_epoch < -1:
+        return f"has best epoch {best_epoch!r}, not an epoch number"
+    if best is not None and not (isinstance(best, (int, float)) and not isinstance(best, bool)):
+        return f"has best validation loss {best!r}, not a number"
+    history = run.get("history")
+    if not isinstance(history, dict) or not all(
+            isinstance(history.get(key), list) and all(isinstance(v, (int, float)) for v in history[key])
+            for key in HISTORY_SERIES):
+        return f"has a broken history (it needs lists of numbers {', '.join(HISTORY_SERIES)})"
+    return None
+
+
+def _optim_problem(optim_state, params):
+    """Why numpy optimizer state (name -> {field: array or number}) does not go with ``params``, or None; state of
+    a name that is no parameter is left to ``params_problem``, which names what is missing."""
+    for name, fields in optim_state.items():
+        for field, value in fields.items() if name in params else ():
+            if np.ndim(value) and np.shape(value) != params[name].shape:
+                return (f"has optimizer state {name}/{field} of shape {np.shape(value)} where the parameter's is "
+                        f"{params[name].shape}")
+    return None
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _existing(path):

@@ -4,10 +4,12 @@ import argparse
 import dataclasses
 import random
 import sys
+import threading
 
 import numpy as np
 
 from core.runtime.errors import UserError
+from core.runtime.interrupts import INTERRUPTED_EXIT, restore_interrupt
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,7 +89,8 @@ def add_seed(parser, default, meaning):
 
 def add_device(parser, default):
     parser.add_argument("--device", default=default,
-                        help="torch device: auto (CUDA when available), cpu or cuda[:N]; numpy models run on the CPU")
+                        help="torch device: auto (CUDA when available), cpu or cuda[:N]; numpy models run on the CPU "
+                             f"and refuse CUDA (default {default})")
 
 
 def add_no_progress(parser):
@@ -118,11 +121,13 @@ def seed_everything(seed):
 def run(main):
     """Call ``main()``; a UserError becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
     try:
+        if threading.current_thread() is threading.main_thread():
+            restore_interrupt()  # from the script's start-up handler (core.runtime.interrupts)
         code = main()
     except UserError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
     sys.exit(code or 0)

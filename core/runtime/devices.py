@@ -11,6 +11,9 @@ def pick_device(name="auto"):
     device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered "
+                        "from 0; pick one of them")
     return device
 
 

@@ -10,6 +10,7 @@ Errors every rank meets alike are printed once: rank 0 raises the ``UserError``,
 same code silently (``Group.error``).
 """
 import hashlib
+import math
 import os
 import socket
 import time
@@ -237,10 +238,10 @@ def process_group(device_type="cpu", env=None):
     if group is None:
         yield SINGLE
         return
-    host, port = env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500))
+    host, port = env.get("MASTER_ADDR", "127.0.0.1"), int(_env_number(env, "MASTER_PORT", 29500, 1, 65535))
     hosting = group.is_main and env.get("TORCHELASTIC_USE_AGENT_STORE") != "True"  # else torchrun's agent hosts
     if not hosting:
-        _reach(host, port, float(env.get(RENDEZVOUS_TIMEOUT_ENV, RENDEZVOUS_SECONDS)))
+        _reach(host, port, _env_number(env, RENDEZVOUS_TIMEOUT_ENV, RENDEZVOUS_SECONDS, 0.1, 86400))
     import torch.distributed as dist
 
     store = dist.TCPStore(host, port, group.world_size, is_master=hosting, timeout=COLLECTIVE_TIMEOUT)
@@ -253,6 +254,18 @@ def process_group(device_type="cpu", env=None):
         dist.barrier()  # the group ends together: rank 0's last writes are done when the job is
     finally:
         dist.destroy_process_group()
+
+
+def _env_number(env, name, default, low, high):
+    """The number environment variable ``name`` holds (``default`` when unset); UserError unless in low..high."""
+    text = env.get(name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        raise UserError(f"${name}={text!r}: set it to a number in {low:g}..{high:g}, or unset it")
+    return value
 
 
 def _reach(host, port, seconds):

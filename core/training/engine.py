@@ -49,6 +49,7 @@ class TrainSettings:
     device: str = "auto"
     out: str | None = None  # None: runs/<model>
     resume: bool = False
+    overwrite: bool = False  # start afresh in a folder that holds a trained run, replacing it
     dry_run: bool = False  # one step and one validation pass, never over a trained run's files
     save_every: int = SolverConfig.save_every  # steps between checkpoints within an epoch; 0: every 10 minutes
     objective: str = "xe"  # "xe": cross-entropy; "scst": self-critical CIDEr-D training from an XE checkpoint
@@ -77,7 +78,7 @@ def run_training(settings, data=None):
         if settings.batch_size % group.world_size:
             raise group.error(f"--batch-size {settings.batch_size} (the global minibatch) does not divide among "
                               f"{group.world_size} processes: pass a multiple of {group.world_size}")
-        out_dir = group.main_decides(lambda: _out_dir(settings, kind))
+        out_dir = group.main_decides(lambda: _out_dir(settings, kind, restarted=group.restart_count > 0))
         with group.main_holds(FolderLock(out_dir, "--out")):
             return _train(settings, kind, scst, device, out_dir, data, group)
 
@@ -172,6 +173,7 @@ def _scst_config(settings):
     if settings.objective not in OBJECTIVES:
         raise UserError(f"--objective {settings.objective!r}: use one of {', '.join(OBJECTIVES)}")
     if settings.objective == "xe":
+        _refuse_scst_flags(settings)
         return None
     if settings.model_config:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(settings.model_config))
@@ -183,6 +185,15 @@ def _scst_config(settings):
         return SCSTConfig(samples=settings.scst_samples, baseline=settings.scst_baseline)
     except ValueError as err:
         raise UserError(f"--scst-samples/--scst-baseline: {err}") from None
+
+
+def _refuse_scst_flags(settings):
+    """UserError for self-critical flags set on a cross-entropy run, which would ignore them."""
+    defaults = {"init_from": None, "scst_samples": SCSTConfig.samples, "scst_baseline": SCSTConfig.baseline}
+    given = [f"--{name.replace('_', '-')}" for name, default in defaults.items()
+             if getattr(settings, name) != default]
+    if given:
+        raise UserError(f"{', '.join(given)} only apply to --objective scst: add --objective scst or drop them")
 
 
 def _initial_model(settings, kind, device, out_dir):
@@ -255,12 +266,19 @@ def _blind(data, seed):
     return dict(data, train_image_idxs=rng.permutation(len(data["train_features"]))[idxs])
 
 
-def _out_dir(settings, kind):
-    """The run's folder, checked writable. A dry run next to a trained run's checkpoints goes into a subfolder,
-    so that a smoke test never replaces the model ``inference.py`` loads."""
+def _out_dir(settings, kind, restarted=False):
+    """The run's folder, checked writable. A folder holding a trained run is refused unless the run resumes it
+    (--resume, or a group torchelastic ``restarted``) or replaces it (--overwrite). A dry run next to a trained
+    run's checkpoints goes into a subfolder, so that a smoke test never replaces the model ``inference.py`` loads."""
     out_dir = Path(settings.out or default_run_dir(settings.model, settings.objective))
-    trained = any((out_dir / checkpoint_file(name, kind.checkpoint_suffix)).is_file() for name in ("best", "last"))
+    trained = [name for name in (checkpoint_file(stage, kind.checkpoint_suffix) for stage in ("best", "last"))
+               if (out_dir / name).is_file()]
+    if settings.resume and settings.overwrite:
+        raise UserError("--resume continues a run and --overwrite starts it over: pass one of them")
     if settings.dry_run and trained:
         out_dir = out_dir / DRY_RUN_DIR
         print(f"--dry-run: {out_dir.parent} holds a trained run; writing to {out_dir} instead", file=sys.stderr)
+    elif trained and not (settings.resume or settings.overwrite or restarted):
+        raise UserError(f"--out {out_dir} holds a trained run ({', '.join(trained)}): pass --resume to continue it, "
+                        "--overwrite to start over (replacing it), or another --out")
     return writable_dir(out_dir, "--out")

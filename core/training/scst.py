@@ -35,6 +35,11 @@ BASELINES = ("mean", "greedy")
 REWARD = Metric("CIDEr-D", sign=-1.0)  # the solver minimises -reward; it shows and plots the reward
 
 
+# Every sample of a minibatch's images is decoded at once: beyond this many per image (published runs use 5 to
+# 16) a minibatch's samples outgrow memory long before they help.
+MAX_SAMPLES = 256
+
+
 @dataclass(frozen=True)
 class SCSTConfig:
     """How self-critical training samples and rewards; ``training.py``'s --scst-* flags."""
@@ -46,8 +51,9 @@ class SCSTConfig:
     def __post_init__(self):
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        if isinstance(self.samples, bool) or not isinstance(self.samples, (int, np.integer)) or self.samples < 1:
-            raise ValueError(f"samples must be a positive integer, got {self.samples!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, (int, np.integer)) \
+                or not 1 <= self.samples <= MAX_SAMPLES:
+            raise ValueError(f"samples must be an integer in 1..{MAX_SAMPLES}, got {self.samples!r}")
         if self.baseline == "mean" and self.samples < 2:
             raise ValueError(f"the mean baseline averages an image's other samples: it needs 2 or more samples, "
                              f"got {self.samples}")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.runtime.checkpoint import FORMAT_VERSION, load_training_state, params_problem, save_training_state
+from core.runtime.checkpoint import FORMAT_VERSION, load_training_state, params_problem, run_problem, \
+    save_training_state
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
 from core.runtime.distributed import SINGLE
 from core.runtime.fileio import atomic_write_text
@@ -122,14 +123,23 @@ class Solver:
             if meta.get(key) != self.meta.get(key):
                 raise UserError(f"checkpoint {path} differs from this run in its {key}: resume with the options "
                                 "it was trained with, or write to another --out")
-        run = meta.get("run", {})
+        run = meta.get("run")
+        problem = run_problem(run)
+        if problem:
+            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: start afresh with --overwrite, or "
+                            "write to another --out")
         if run.get("batch_size") != self.config.batch_size or run.get("num_train") != self.num_train:
             raise UserError(f"checkpoint {path} was trained with batch size {run.get('batch_size')} on "
                             f"{run.get('num_train')} captions; resume with the same --batch-size and --num_samples")
         problem = params_problem(state["params"], self.updater.snapshot())
+        if not problem:
+            try:
+                self.updater.load_state(state)
+            except ValueError as err:  # optimizer state that does not fit the parameters
+                problem = str(err)
         if problem:
-            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: delete it, or write to another --out")
-        self.updater.load_state(state)
+            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: start afresh with --overwrite, or "
+                            "write to another --out")
         self.step, self.history = run["step"], run["history"]
         self.last_saved_step = self.step
         self.best_epoch = run["best_epoch"]

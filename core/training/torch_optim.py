@@ -89,6 +89,11 @@ class TorchUpdater:
         return state
 
     def load_state(self, state):
+        """Take a ``state()``; ValueError (before changing anything) when its optimizer state does not fit."""
+        if state.get("optim"):
+            problem = self._optim_problem(state["optim"])
+            if problem:
+                raise ValueError(problem)
         self.model.load_state_dict(state["params"])
         if state.get("optim"):
             self.optimizer.load_state_dict(state["optim"])
@@ -98,3 +103,20 @@ class TorchUpdater:
             self.torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             self.torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    def _optim_problem(self, saved):
+        """Why a saved optimizer state_dict does not fit this optimizer's parameters (torch only finds out at the
+        first step), or None. Saved parameters are positions, in the order of this optimizer's groups."""
+        current = [p for group in self.optimizer.param_groups for p in group["params"]]
+        try:
+            ids = [i for group in saved["param_groups"] for i in group["params"]]
+            entries = [(i, key, value) for i in ids for key, value in saved["state"].get(i, {}).items()]
+        except (KeyError, TypeError, AttributeError):
+            return "has an optimizer state without its parameter groups"
+        if len(ids) != len(current):
+            return f"has optimizer state for {len(ids)} parameters where the model has {len(current)}"
+        shapes = dict(zip(ids, (tuple(p.shape) for p in current)))
+        for i, key, value in entries:
+            if not self.torch.is_tensor(value) or (value.ndim and tuple(value.shape) != shapes[i]):
+                return f"has optimizer state {key} of parameter {i} that does not fit its shape {shapes[i]}"
+        return None
