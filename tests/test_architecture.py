@@ -12,8 +12,8 @@ SCRIPTS = ("training", "inference", "features_extraction", "results")
 # Floors, lowest first: a module may import from its own floor or below, never above.
 FLOORS = [
     ("core", "core.runtime"),
-    ("core.data", "core.shapes_world", "core.coco_utils", "core.image_utils"),
-    ("core.layers", "core.rnn_layers", "core.transformer_layers", "core.decoding", "core.features"),
+    ("core.data", "core.shapes_world", "core.coco_utils"),
+    ("core.layers", "core.rnn_layers", "core.transformer_layers", "core.decoding", "core.features", "core.image_utils"),
     ("core.model", "core.datasets", "core.evaluation"),
     ("core.training", "core.optim", "core.captioning_solver", "core.captioning_solver_transformer"),
     ("core.inference",),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.coco_utils import (LazyFeatures, build_vocab, decode_captions, encode_captions, load_coco_data,
-                             save_captions_h5, save_vocab_json)
+                             sample_coco_minibatch, save_captions_h5, save_vocab_json)
 from core.runtime.errors import UserError
 
 WORDS = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "blue", "circle", "star", "left", "of"]
@@ -229,3 +229,29 @@ def test_bad_base_dir_and_max_train(dataset, tmp_path):
         with pytest.raises(UserError, match="max_train"):
             load_coco_data(base, max_train=bad)
     assert load_coco_data(base, max_train=NUM_CAPTIONS["train"])["train_captions"].shape[0] == NUM_CAPTIONS["train"]
+
+
+@pytest.mark.parametrize("pca_features", [True, False])
+def test_sample_coco_minibatch_draws_rows_with_their_images(dataset, pca_features):
+    base, written = dataset
+    data = load_coco_data(base, pca_features=pca_features)
+    captions, features, urls = sample_coco_minibatch(data, batch_size=50, split="val", rng=np.random.default_rng(0))
+    assert captions.shape == (50, T) and features.shape[0] == 50 and urls.shape == (50,)
+    rows = captions[:, 1] - 4 + 7 * (captions[:, 2] - 4)  # make_split writes each row's number into it
+    assert len(np.unique(rows)) < 50 <= len(rows)  # 50 draws of 8 rows: with replacement
+    images = written["val_image_idxs"][rows]
+    np.testing.assert_array_equal(features, written["val_features" + ("_pca" if pca_features else "")][images])
+    assert list(urls) == [written["val_urls"][i] for i in images]
+
+
+def test_sample_coco_minibatch_draws_from_numpys_global_generator_by_default(dataset):
+    data = load_coco_data(dataset[0])
+    np.random.seed(231)
+    first = sample_coco_minibatch(data, batch_size=4)
+    np.random.seed(231)
+    np.testing.assert_array_equal(sample_coco_minibatch(data, batch_size=4)[0], first[0])
+    assert first[0].shape == (4, T) and sample_coco_minibatch(data)[0].shape == (100, T)
+    with pytest.raises(ValueError, match="split must be one of"):
+        sample_coco_minibatch(data, split="dev")
+    with pytest.raises(ValueError, match="no test split"):
+        sample_coco_minibatch(data, split="test")

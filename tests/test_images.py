@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.runtime.errors import UserError
-from core.data.images import ImageSource, fetch_image
+from core.data.images import ImageSource, fetch_image, image_from_url
 
 URL = "http://images.cocodataset.org/val2014/COCO_val2014_000000000042.jpg"
 
@@ -125,3 +125,28 @@ def test_fetch_failures_give_none(tmp_path):
     assert fetch_image("shapes://val/3") is None
     closed_port = "http://127.0.0.1:9/COCO_val2014_000000000042.jpg"  # nothing listens: refused at once
     assert ImageSource(tmp_path, fetch_urls=True, timeout=1).get("val", 0, closed_port) is None
+
+
+def test_image_from_url_reads_http_and_file_urls_and_paths(local_server, capsys):
+    base_url, www = local_server
+    rgb = random_images(4, (7, 5, 3))
+    iio.imwrite(www / "a.png", rgb)
+    for source in (f"{base_url}/a.png", (www / "a.png").as_uri(), str(www / "a.png"), www / "a.png"):
+        np.testing.assert_array_equal(image_from_url(source), rgb)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("name, why", [
+    ("missing.png", "404"), ("not_an_image.png", "cannot identify image file"), ("nothing there", "No such file")])
+def test_image_from_url_failure_prints_one_line_and_gives_none(local_server, capsys, name, why):
+    base_url, www = local_server
+    (www / "not_an_image.png").write_bytes(b"<html>")
+    source = str(www / name) if name == "nothing there" else f"{base_url}/{name}"
+    assert image_from_url(source) is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cannot read the image at {source}: ") and why in lines[0]
+
+
+def test_image_from_url_when_nothing_listens(capsys):
+    assert image_from_url("http://127.0.0.1:9/a.jpg", timeout=1) is None  # refused at once
+    assert capsys.readouterr().out.startswith("cannot read the image at http://127.0.0.1:9/a.jpg: ")

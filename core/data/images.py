@@ -1,7 +1,8 @@
 """Image files decoded in one place (Pillow), and finding the picture behind a caption for galleries.
 
 ``read_image_file`` is how every image file the project reads is decoded. ``ImageSource`` finds the picture of
-a dataset row: shapes images, local COCO files, or URLs.
+a dataset row: shapes images, local COCO files, or URLs. ``image_from_url`` is CS231n's reader of one picture by
+URL or path.
 
 Captioning runs on precomputed features, so images are only needed to show results. They are looked
 up in order: the shapes world's own image file; a local folder of COCO images; the image URL when
@@ -9,6 +10,7 @@ fetching is allowed. A picture that is not available is None rather than an erro
 a placeholder instead of failing after a long training run; only a broken file the user has to fix
 (a corrupt image or shapes file) raises UserError.
 """
+import http.client
 import io
 import os
 import re
@@ -24,6 +26,7 @@ from core.data.layout import EVALUATION_SPLITS, SHAPES_IMAGES_FILE, images_key
 from core.runtime.errors import UserError
 
 MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024  # far above any COCO image; guards against a runaway response
+FETCH_TIMEOUT = 3.0  # seconds a fetched picture may take to answer
 # Modes whose conversion to RGB Pillow gets right (alpha is dropped). The premultiplied ones (La, RGBa)
 # and LAB or HSV have no conversion that keeps their colours, so they are refused rather than garbled.
 PILLOW_RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
@@ -82,6 +85,10 @@ def _min_max_scaled(pixels, mode):
     return (pixels - low) * (255 / (high - low))
 
 
+# What reading a bad image file raises, Pillow's decompression-bomb refusal included.
+IMAGE_ERRORS = (OSError, ValueError, RuntimeError, SyntaxError, Image.DecompressionBombError)
+
+
 def read_image_file(path):
     """Decode the image file ``path`` as uint8 of shape (H, W, 3); UserError naming a file that cannot be read."""
     if os.path.isdir(path):
@@ -90,8 +97,7 @@ def read_image_file(path):
         return decode_image(path)
     except UnsupportedImage as exc:
         raise UserError(f"{path}: unsupported image ({exc}); convert it to 8-bit RGB") from None
-    # What Pillow raises on bad files; a decompression bomb is refused by its pixel count.
-    except (OSError, ValueError, RuntimeError, SyntaxError, Image.DecompressionBombError) as exc:
+    except IMAGE_ERRORS as exc:
         raise UserError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
 
 
@@ -104,7 +110,7 @@ class ImageSource:
     fetched when ``fetch_urls`` is set (any failure, offline included, gives None).
     """
 
-    def __init__(self, base_dir, images_dir=None, fetch_urls=False, timeout=3.0):
+    def __init__(self, base_dir, images_dir=None, fetch_urls=False, timeout=FETCH_TIMEOUT):
         self.base_dir = Path(base_dir)
         self.images_dir = None if images_dir is None else Path(images_dir)
         self.fetch_urls = bool(fetch_urls)
@@ -179,15 +185,38 @@ class ImageSource:
         return None
 
 
-def fetch_image(url, timeout=3.0):
+def read_url_image(url, timeout=FETCH_TIMEOUT):
+    """Download and decode the image at an http(s) or file URL as uint8 of shape (H, W, 3).
+
+    Raises what ``IMAGE_ERRORS`` and ``http.client.HTTPException`` hold: OSError when the address does not answer
+    or says no (urllib's URLError and HTTPError are OSErrors), ValueError for a response over
+    ``MAX_DOWNLOAD_BYTES`` or pixels with no RGB conversion, Pillow's errors for what is no image.
+    """
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data = response.read(MAX_DOWNLOAD_BYTES + 1)
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise ValueError(f"more than {MAX_DOWNLOAD_BYTES} bytes")
+    return decode_image(io.BytesIO(data))
+
+
+def fetch_image(url, timeout=FETCH_TIMEOUT):
     """Download and decode an http(s) image; None on any failure (offline, 404, not an image)."""
     if urlparse(url).scheme not in ("http", "https"):
         return None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            return None
-        return decode_image(io.BytesIO(data))
+        return read_url_image(url, timeout)
     except Exception:  # any network or decoding failure only costs the gallery one picture
+        return None
+
+
+def image_from_url(url, timeout=FETCH_TIMEOUT):
+    """The image at ``url`` as uint8 of shape (H, W, 3), as CS231n's ``image_from_url`` reads one: ``url`` is an
+    http(s) or file URL, or a file path. On failure (offline, an HTTP error, no such file, not an image) it prints
+    one line saying why and returns None, so that a notebook cell showing many images goes on."""
+    try:
+        if urlparse(str(url)).scheme in ("http", "https", "file"):
+            return read_url_image(url, timeout)
+        return decode_image(url)
+    except (*IMAGE_ERRORS, http.client.HTTPException) as exc:
+        print(f"cannot read the image at {url}: {exc}")
         return None

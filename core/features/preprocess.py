@@ -66,10 +66,25 @@ def to_rgb(images):
 
 def read_image(path, size):
     """Read one image file as uint8 RGB of shape (size, size, 3); UserError naming an unreadable file."""
-    image = read_image_file(path)  # (H, W, 3) uint8
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()  # (H, W, 3) -> (1, 3, H, W)
-    x = center_crop(resize_shorter_side(x, size), size)  # (1, 3, S, S)
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # (S, S, 3)
+    x = _as_batch(read_image_file(path))  # (1, 3, H, W)
+    return _as_image(center_crop(resize_shorter_side(x, size), size))  # (S, S, 3)
+
+
+def load_image(filename, size=None):
+    """Read one image file as uint8 RGB of shape (H, W, 3), its shorter side resized to ``size`` when given (the
+    aspect ratio kept), as CS231n's ``load_image``; UserError naming an unreadable file."""
+    image = read_image_file(filename)  # (H, W, 3) uint8
+    return image if size is None else _as_image(resize_shorter_side(_as_batch(image), size))
+
+
+def _as_batch(image):
+    """uint8 (H, W, 3) -> float (1, 3, H, W)."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float()  # (H, W, 3) -> (1, 3, H, W)
+
+
+def _as_image(x):
+    """float (1, 3, H, W) -> uint8 (H, W, 3), rounded to the nearest level."""
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # (1, 3, H, W) -> (H, W, 3)
 
 
 class ImageFolder:

@@ -77,11 +77,12 @@ def temporal_affine_backward(dout, cache):
     return dx, dw, flat.sum(axis=0)
 
 
-def temporal_softmax_loss(x, y, mask):
+def temporal_softmax_loss(x, y, mask, verbose=False):
     """Softmax cross-entropy summed over the unmasked time steps, divided by N.
 
     Inputs: x of shape (N, T, V), scores; y of shape (N, T), target indices in [0, V);
-    mask of shape (N, T), true (or 1) where the step counts.
+    mask of shape (N, T), true (or 1) where the step counts; verbose: print the gradient's shape (CS231n's
+    signature has it, for debugging).
     Returns: loss, a float; dx of shape (N, T, V), the gradient of the loss.
     """
     N, T, V = x.shape
@@ -97,6 +98,8 @@ def temporal_softmax_loss(x, y, mask):
     # dx = weight / N * (softmax - onehot(y)): normalising and weighting fused into one pass.
     probs *= (weights / N / sums)[:, None]
     probs[rows, targets] -= weights / N
+    if verbose:
+        print(f"dx, flattened: {probs.shape}")
     return loss, probs.reshape(N, T, V)
 
 

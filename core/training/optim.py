@@ -113,6 +113,21 @@ def adam(w, dw, config=None):
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}
 
 
+def rule_hyperparameters(update_rule, options):
+    """The hyperparameters ``update_rule`` runs with: ``options`` (dict name -> value) over the rule's defaults.
+
+    ValueError for an unknown rule or option name. The rule itself fills and checks them, on an empty array.
+    """
+    if update_rule not in UPDATE_RULES:
+        raise ValueError(f"unknown update rule {update_rule!r}: use one of {sorted(UPDATE_RULES)}")
+    _, config = UPDATE_RULES[update_rule](np.zeros(0), np.zeros(0), dict(options))
+    hyper = {name: value for name, value in config.items() if isinstance(value, float)}  # the state is not
+    state = sorted(set(options) - set(hyper))
+    if state:
+        raise ValueError(f"{state} is {update_rule}'s running state, not an option: leave it out")
+    return hyper
+
+
 def _weighted(weights):
     """The loss's keyword arguments: none for plain cross-entropy, so models without weights still train."""
     return {} if weights is None else {"weights": weights}
@@ -122,11 +137,14 @@ class NumpyUpdater:
     """Updates a numpy model (``params`` dict, ``loss -> (loss, grads)``) with a rule from ``core.optim``."""
 
     def __init__(self, model, config, device="cpu", group=SINGLE):
-        if config.update_rule not in UPDATE_RULES:
-            raise ValueError(f"unknown update rule {config.update_rule!r}: use one of {sorted(UPDATE_RULES)}")
+        options = config.rule_options
+        if "learning_rate" in options:
+            raise ValueError("rule_options holds learning_rate: the rate is OptimConfig.lr, through the schedule")
+        hyper = rule_hyperparameters(config.update_rule, options)
         self.model, self.optim_config = model, config
         self.rule = UPDATE_RULES[config.update_rule]
-        self.optim_state = {name: {} for name in model.params}
+        # Each parameter's rule state starts from the options set; the rule adds its defaults on the first step.
+        self.optim_state = {name: {key: hyper[key] for key in options} for name in model.params}
         self.device, self.group = device, group
 
     metric = LOSS

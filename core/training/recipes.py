@@ -1,7 +1,7 @@
 """How each model kind trains well: its epochs on the default dataset, its optimizer settings and the updater that
 applies them. The model registry (``core.model.registry``) says what a kind is; this says how it is trained.
 Adding a kind is one entry in ``core.model.registry.MODEL_KINDS`` and one here."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.runtime.distributed import SINGLE
 from core.runtime.errors import UserError
@@ -18,7 +18,11 @@ class OptimConfig:
     grad_clip: float = 5.0  # max global gradient norm; 0 turns clipping off
     warmup_steps: int = 0  # linear warm-up, then cosine decay to min_lr_ratio * lr at the last step
     min_lr_ratio: float = 0.05
+    lr_decay: float = 1.0  # the rate is multiplied by this after each epoch (CS231n's schedule); 1: no decay
     betas: tuple = (0.9, 0.98)  # AdamW's (Transformer only)
+    # The numpy rule's other hyperparameters by name (momentum, beta1, ...; CS231n's optim_config); unset: the
+    # rule's defaults (core.training.optim)
+    rule_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

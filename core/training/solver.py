@@ -38,13 +38,13 @@ class Metric:
 LOSS = Metric("loss")
 
 
-def learning_rate(config, step, total_steps):
+def learning_rate(config, step, total_steps, steps_per_epoch):
     """The learning rate at a global step of an ``OptimConfig``'s schedule: linear warm-up, then cosine decay to
-    ``min_lr_ratio * lr`` at the last step."""
+    ``min_lr_ratio * lr`` at the last step, times ``lr_decay`` for every epoch completed."""
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     progress = min(1.0, max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
     decay = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr * warmup * decay
+    return config.lr * warmup * decay * config.lr_decay ** (step // steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class SolverConfig:
     # training since the last write: at COCO size an epoch is thousands of steps a crash would otherwise lose.
     save_every: int = 0
     save_seconds: float = 600.0
+    # Every this many steps, a "(Iteration i / n) loss: x" line, CS231n's verbose output (0: none).
+    print_every: int = 0
 
 
 class TrainingDiverged(UserError):
@@ -73,7 +75,8 @@ class Solver:
 
     Writes into ``out_dir``: ``last<suffix>`` (resumable, every epoch and on Ctrl-C), ``best<suffix>`` (lowest
     validation loss), ``history.json`` and ``loss.png``. ``meta`` (model type, config, vocabulary, data
-    settings) is stored in every checkpoint beside the run's position and history.
+    settings) is stored in every checkpoint beside the run's position and history. With ``out_dir`` None it
+    writes nothing (the classic CS231n solvers train in memory, ``core.training.classic``).
 
     In a process group (``group``, a ``core.runtime.distributed.Group``) every rank steps through the same global
     minibatches, computes on its shard of each, and validates on its shard of each validation batch; rank 0 alone
@@ -83,7 +86,9 @@ class Solver:
     def __init__(self, updater, data, config, out_dir, meta, suffix, group=SINGLE):
         self.updater, self.data, self.config = updater, data, config
         self.group = group
-        self.out_dir, self.meta, self.suffix = Path(out_dir), meta, suffix
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.meta, self.suffix = meta, suffix
+        self.writes = group.is_main and self.out_dir is not None  # rank 0 alone writes, when there is a folder
         self.num_train = data["train_captions"].shape[0]
         self.iterations_per_epoch = math.ceil(self.num_train / config.batch_size)
         self.total_steps = config.epochs * self.iterations_per_epoch
@@ -154,7 +159,7 @@ class Solver:
             while self.step < self.total_steps:
                 epoch, first = divmod(self.step, self.iterations_per_epoch)
                 if not self._train_epoch(epoch, first):
-                    self._save(self.last_path)
+                    self._save("last")
                     raise KeyboardInterrupt
         return self.history
 
@@ -168,7 +173,7 @@ class Solver:
         start = time.perf_counter()
         for it in bar:
             idx = order[it * self.config.batch_size:(it + 1) * self.config.batch_size]
-            lr = learning_rate(self.updater.optim_config, self.step, self.total_steps)
+            lr = learning_rate(self.updater.optim_config, self.step, self.total_steps, self.iterations_per_epoch)
             features, captions, share = self._shard("train", idx)
             rng = np.random.default_rng(self.group.stream(self.config.seed, 3, self.step))  # a resume draws the same
             with np.errstate(all="ignore"):  # a diverging step is reported below, in one line
@@ -178,15 +183,23 @@ class Solver:
                                      features)
             self.history["train_loss"].append(loss)
             self.step += 1
-            bar.set_postfix({self.metric.name: f"{self.metric.sign * loss:.3f}", "lr": f"{lr:.2e}"})
+            self._show_step(bar, loss, lr)
             if self._save_due() and it + 1 < last:  # an epoch's last step is saved by _end_epoch
-                self._save(self.last_path)
+                self._save("last")
             if self._stop.is_set():  # after the save: a Ctrl-C during it stops here, not a step later
                 break
         bar.close()
         if it + 1 == self.iterations_per_epoch or self.step == self.total_steps:
             self._end_epoch(epoch, time.perf_counter() - start)
         return not self._stop.is_set()
+
+    def _show_step(self, bar, loss, lr):
+        """The step's loss and rate on the bar, and every ``print_every`` steps as a line of its own."""
+        shown = self.metric.sign * loss
+        bar.set_postfix({self.metric.name: f"{shown:.3f}", "lr": f"{lr:.2e}"})
+        every = self.config.print_every
+        if every and self.group.is_main and (self.step - 1) % every == 0:
+            tqdm.write(f"(Iteration {self.step} / {self.total_steps}) {self.metric.name}: {shown:f}")
 
     def _save_due(self):
         if self.config.save_every:
@@ -199,7 +212,8 @@ class Solver:
             cause = "the minibatch's image features are not finite: the feature files are corrupt, rebuild them"
         else:
             cause = "the update diverged: lower --lr"
-        kept = (f"the last good checkpoint {self.last_path} is kept, --resume from it" if self.last_path.is_file()
+        written = self.out_dir is not None and self.last_path.is_file()
+        kept = (f"the last good checkpoint {self.last_path} is kept, --resume from it" if written
                 else "no checkpoint had been written yet")
         return TrainingDiverged(f"{what}; {cause}; {kept}")
 
@@ -217,8 +231,8 @@ class Solver:
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch = val_loss, epoch
             self.best_params = self.updater.snapshot()
-            self._save(self.best_path)
-        self._save(self.last_path)
+            self._save("best")
+        self._save("last")
         self._write_history()
         if self.config.progress:
             name, sign = self.metric.name, self.metric.sign
@@ -254,20 +268,22 @@ class Solver:
         features = self.data[f"{split}_features"][self.data[f"{split}_image_idxs"][idx]]
         return features, captions
 
-    def _save(self, path):
-        if not self.group.is_main:
+    def _save(self, name):
+        """Write checkpoint ``name``, "last" or "best", when this process writes."""
+        if not self.writes:
             return
+        path = self.out_dir / checkpoint_file(name, self.suffix)
         best = None if math.isinf(self.best_val_loss) else self.best_val_loss  # JSON has no infinity
         run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
                "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
         meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
         with self._saving:  # a second Ctrl-C now waits for the file to be complete
             save_training_state(path, meta, self.updater.state())
-            if path == self.last_path:
+            if name == "last":
                 self._saved_at, self.last_saved_step = time.perf_counter(), self.step
 
     def _write_history(self):
-        if not self.group.is_main:
+        if not self.writes:
             return
         history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
         atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(history, indent=1))
