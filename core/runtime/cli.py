@@ -20,26 +20,26 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _number(text, parse, accept, expected):
+    """``text`` parsed by ``parse`` (int or float) when ``accept`` holds for it; else argparse's error, naming
+    what was ``expected``."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_int(text):
     """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _number(text, int, lambda value: value > 0, "a positive integer")
 
 
 def non_negative_int(text):
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
-    return value
+    return _number(text, int, lambda value: value >= 0, "an integer of 0 or more")
 
 
 def learning_rate(text):
@@ -52,35 +52,17 @@ def learning_rate(text):
 
 def positive_float(text):
     """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _number(text, float, lambda value: np.isfinite(value) and value > 0, "a positive number")
 
 
 def non_negative_float(text):
     """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
-    return value
+    return _number(text, float, lambda value: np.isfinite(value) and value >= 0, "a number of 0 or more")
 
 
 def seed(text):
     """argparse type: a seed numpy accepts, an integer in 0 .. 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0..{2 ** 32 - 1}, got {text!r}")
-    return value
+    return _number(text, int, lambda value: 0 <= value < 2 ** 32, f"an integer seed in 0..{2 ** 32 - 1}")
 
 
 def add_seed(parser, default, meaning):
