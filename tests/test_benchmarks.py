@@ -1,10 +1,11 @@
-"""benchmarks: the FLOP count of the RNN step, the timing harness's bookkeeping (no timings asserted) and its
-BLAS report."""
+"""benchmarks: the FLOP count of the RNN step, a tiny run of it on two backends, the timing harness's bookkeeping
+(no timings asserted) and its machine and BLAS reports."""
 import numpy as np
+import torch
 
-from benchmarks.bench_rnn import BenchConfig, step_matmuls
+from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks import harness
-from benchmarks.harness import interleaved_times, matmul_peak_probe, report_blas
+from benchmarks.harness import interleaved_times, make_captions, matmul_peak_probe, report_blas, report_machine
 
 
 def test_step_flops_follow_the_formula():
@@ -14,6 +15,29 @@ def test_step_flops_follow_the_formula():
     flops = sum(2 * m * k * n for m, k, n in step_matmuls(cfg, 4, sizes, scored=M))
     expected = 2 * (2 * cfg.N * cfg.I * cfg.H + 3 * P * cfg.W * G + 3 * P * cfg.H * G + 3 * M * cfg.H * cfg.V)
     assert flops == expected
+
+
+def test_a_tiny_rnn_run_prints_every_backend(capsys):
+    run_benchmark("lstm", repeats=1, threads=torch.get_num_threads(), backends=("numpy", "torch"), dense=True,
+                  cfg=BenchConfig(N=6, T=5, W=4, H=8, V=20, I=6))
+    out = capsys.readouterr().out
+    for label in ("numpy backend step", "torch backend step", "ratio torch autograd padded/torch backend",
+                  "non-matmul share"):
+        assert label in out
+    assert any(line.split()[:2] == ["positions", "computed"] and "30 of 30" in line for line in out.splitlines())
+
+
+def test_dense_captions_run_every_step():
+    rng = np.random.default_rng(0)
+    dense, realistic = make_captions(5, 12, 30, rng, dense=True), make_captions(50, 12, 30, rng)
+    assert np.all(dense[:, 1:12] >= 4) and np.all(dense[:, 12] == 2)
+    words = (realistic[:, 1:] >= 4).sum(axis=1)
+    assert words.min() >= 8 and words.max() <= 11 and np.all(realistic[np.arange(50), words + 1] == 2)
+
+
+def test_report_machine_names_the_cpu_and_kernel(capsys):
+    line = report_machine()
+    assert line.startswith("CPU: ") and "logical cores; kernel " in line and capsys.readouterr().out == line + "\n"
 
 
 def test_interleaved_times_gives_every_function_a_timed_turn_per_round():

@@ -93,7 +93,7 @@ def temporal_softmax_loss(x, y, mask):
     xp = namespace(x, y, mask)
     N, T, V = x.shape
     flat = xp.reshape(x, (N * T, V))
-    targets = xp.reshape(y, (-1,))  # (N, T) -> (N*T,)
+    targets = xp.astype(xp.reshape(y, (-1,)), xp.int64, copy=False)  # (N, T) -> (N*T,); torch gathers by int64
     maxes = xp.max(flat, axis=1)
     probs = flat - maxes[:, None]  # the max shift keeps exp from overflowing
     target_logits = xp.take_along_axis(probs, targets[:, None], axis=1)[:, 0]  # (N*T, 1) -> (N*T,)

@@ -16,7 +16,7 @@ import numpy as np
 from array_api_compat import array_namespace, device as device_of, is_cupy_namespace, is_numpy_namespace
 from array_api_compat import is_torch_namespace
 
-from core.runtime.devices import pick_device
+from core.runtime.devices import parse_device, pick_device
 from core.runtime.errors import UserError
 
 BACKENDS = ("numpy", "torch", "cupy")
@@ -158,23 +158,32 @@ def _cuda_index(name):
 
 
 def pick_backend(name, device="auto"):
-    """The Backend ``--backend name --device device`` ask for: numpy on the CPU (``--device cuda`` is refused);
-    torch on ``pick_device(device)``; CuPy on a CUDA device. UserError for what cannot run here."""
+    """The Backend ``--backend name --device device`` ask for: numpy on the CPU whatever the device; torch on
+    ``pick_device(device)``; CuPy on a CUDA device. UserError for what cannot run here."""
     if name not in BACKENDS:
         raise UserError(f"--backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "numpy":
-        if device not in ("auto", "cpu"):
-            raise UserError(f"--device {device}: the numpy backend runs on the CPU; pass --backend torch or cupy "
-                            "to compute on a GPU")
+        if device != "auto":
+            parse_device(device)  # a name that is no device is refused all the same
         return Backend()
-    torch_device = pick_device("cuda" if name == "cupy" and device == "auto" else device)
-    if name == "cupy":
-        if torch_device.type != "cuda":
-            raise UserError(f"--backend cupy --device {device}: CuPy computes on CUDA only; pass --device cuda "
-                            "or --backend torch")
-        try:
-            import cupy  # noqa: F401
-        except ImportError:
-            raise UserError("--backend cupy: CuPy is not installed; pip install the cupy build of your CUDA "
-                            "(e.g. cupy-cuda12x) or pass --backend torch") from None
-    return Backend(name, str(torch_device))
+    if name == "torch":
+        return Backend(name, str(pick_device(device)))
+    return Backend(name, str(_cupy_device(device)))
+
+
+def _cupy_device(device):
+    """The CUDA device CuPy computes on for ``--device device``; UserError where it cannot."""
+    import torch
+
+    cuda = parse_device("cuda" if device == "auto" else device)
+    if cuda.type != "cuda":
+        raise UserError(f"--backend cupy --device {device}: CuPy computes on CUDA only; pass --device cuda or "
+                        "--backend torch")
+    if not torch.cuda.is_available():
+        raise UserError("--backend cupy: no CUDA device is available here; pass --backend torch or numpy")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        raise UserError("--backend cupy: CuPy is not installed; pip install the cupy build of your CUDA "
+                        "(e.g. cupy-cuda12x) or pass --backend torch") from None
+    return cuda
