@@ -1,6 +1,7 @@
 """benchmarks: the FLOP count of the RNN step, a tiny run of it on two backends, the timing harness's bookkeeping
 (no timings asserted) and its machine and BLAS reports."""
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
@@ -99,3 +100,22 @@ def test_scst_benchmark_runs_and_reports_the_rewards_share(capsys):
     assert bench_scst.main(["--images", "4", "--samples", "2", "--vocab", "30", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "rewards' share of the step" in out and "whole step" in out
+
+
+def test_gpu_check_compares_every_kind_with_numpy(capsys):
+    """The GPU check's own logic, run on the CPU through the torch backend: every kind agrees with numpy."""
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--small", "--steps", "2"]) == 0
+    differences = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines() if "float64" in line
+                   and "difference" in line]
+    assert len(differences) == 2 * len(gpu_check.KINDS) and max(differences) < 1e-10
+
+
+def test_gpu_check_without_cuda_says_so_and_succeeds(capsys):
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the check itself runs (benchmarks.gpu_check), not its refusal")
+    assert gpu_check.main([]) == 0
+    assert "a GPU check needs CUDA" in capsys.readouterr().out

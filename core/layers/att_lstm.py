@@ -198,8 +198,9 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     with ops(xp).quiet_overflow():  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
         for t in range(pack.steps):
             n, rows = pack.step(t)
+            step_buffers = {name: None if array is None else array[rows, ...] for name, array in buffers.items()}
             _step_forward(prev_h[:n, :], prev_c[:n, :], a[:n, ...], pa[:n, ...], gates[rows, :], W_rec, W_ctx,
-                          weights, {name: None if array is None else array[rows, ...] for name, array in buffers.items()})
+                          weights, step_buffers)
             prev_h, prev_c = buffers["h"][rows, :], buffers["c"][rows, :]
     cache = (x_packed, a, h0, c0, weights, gates, buffers, pack)
     return pack.unpack(buffers["h"]), pack.unpack(buffers["alpha"]), cache

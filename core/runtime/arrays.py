@@ -30,14 +30,34 @@ def namespace(*arrays):
 
 def to_numpy(array):
     """``array`` as a numpy array: itself for numpy, a host copy for CUDA, a view where the library allows."""
-    if isinstance(array, np.ndarray):
-        return array
+    if isinstance(array, (np.ndarray, np.generic)):
+        return np.asarray(array)
     module = type(array).__module__.split(".")[0]
     if module == "cupy":
         return array.get()
     if module == "torch":
         return array.detach().cpu().numpy()
     return np.from_dlpack(array)
+
+
+def contiguous(array):
+    """``array`` laid out contiguously (collectives need it): numpy's, CuPy's or a torch tensor."""
+    if isinstance(array, np.ndarray):
+        return np.ascontiguousarray(array)
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy.ascontiguousarray(array)
+    return array.contiguous()
+
+
+def as_torch(array):
+    """A torch tensor sharing ``array``'s memory (numpy on the CPU, CuPy through DLPack)."""
+    import torch
+
+    if isinstance(array, torch.Tensor):
+        return array
+    return torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.from_dlpack(array)
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,7 +97,7 @@ def _into(name):
 
 class Ops:
     """What the layers need beyond the standard, for one namespace ``xp``: numpy, torch and CuPy run their own
-    kernels (in place, no temporary array); any other namespace gets the same results through the standard."""
+    kernels, writing into the output; any other namespace gets the same results through the standard."""
 
     def __init__(self, xp):
         self.xp, self.lib = xp, _native(xp)

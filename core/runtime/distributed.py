@@ -2,9 +2,9 @@
 
 A ``Group`` says who this process is (rank, world size) and carries the few collective operations the training
 loop, the evaluation and the feature extraction need: this rank's shard of an index array, a sum over ranks,
-the gradients of a step reduced while its backward pass runs, objects gathered on rank 0, rank 0's decisions broadcast, and
-a check that every rank was launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in the
-environment) the group is a single process, every operation is the identity, and torch is never imported.
+the gradients of a step reduced while its backward pass runs, objects gathered on rank 0, rank 0's decisions
+broadcast, and a check that every rank was launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in
+the environment) the group is a single process, every operation is the identity, and torch is never imported.
 
 Errors every rank meets alike are printed once: rank 0 raises the ``UserError``, the other ranks exit with the
 same code silently (``Group.error``).
@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from core.runtime.arrays import namespace
+from core.runtime.arrays import as_torch, contiguous
 from core.runtime.errors import UserError
 
 RENDEZVOUS_TIMEOUT_ENV = "CAPTION_RENDEZVOUS_TIMEOUT"  # seconds a process waits to reach the rendezvous
@@ -215,8 +215,8 @@ class OverlappedGradients(dict):
     def __setitem__(self, name, grad):
         import torch
 
-        buffer = _contiguous(grad * self.share)
-        self._pending.append(torch.distributed.all_reduce(_as_torch(buffer), async_op=True))
+        buffer = contiguous(grad * self.share)
+        self._pending.append(torch.distributed.all_reduce(as_torch(buffer), async_op=True))
         super().__setitem__(name, buffer)
 
     def update(self, grads=(), **more):
@@ -230,22 +230,6 @@ class OverlappedGradients(dict):
             work.wait()
         self._pending = []
         return total
-
-
-def _contiguous(array):
-    """``array`` laid out contiguously (collectives need it): numpy's, CuPy's or a torch tensor."""
-    if isinstance(array, np.ndarray):
-        return np.ascontiguousarray(array)
-    return array.contiguous() if hasattr(array, "contiguous") else namespace(array).asarray(array, copy=True)
-
-
-def _as_torch(array):
-    """A torch tensor sharing ``array``'s memory (numpy on the CPU, CuPy through DLPack)."""
-    import torch
-
-    if isinstance(array, torch.Tensor):
-        return array
-    return torch.from_numpy(array) if isinstance(array, np.ndarray) else torch.from_dlpack(array)
 
 
 def _enter(context):
