@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import print_rows, report_blas
+from benchmarks.harness import print_rows, report_blas, report_machine
 from core.data.layout import SPECIAL_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    report_machine()
     report_blas()
     rng = np.random.default_rng(0)
     for model in args.models:

@@ -161,8 +161,13 @@ def test_backends_that_cannot_run_are_one_line_errors(backend, device, message):
 
 
 def test_cupy_needs_cuda_and_cupy():
-    with pytest.raises(UserError, match="--backend cupy"):
-        pick_backend("cupy", "cpu" if torch.cuda.is_available() else "auto")
+    with pytest.raises(UserError, match="--backend cupy --device cpu: CuPy computes on CUDA only"):
+        pick_backend("cupy", "cpu")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="--backend cupy: CuPy is not installed"):
+            pick_backend("cupy")
 
 
 def test_checkpoints_and_models_move_between_backends(tiny_dataset):

@@ -98,9 +98,9 @@ class NumpyCaptioner:
         self.backend = backend
         return self
 
-    def _on(self, array, dtype=None):
-        """``array`` (numpy, or the backend's) as the backend's array, in ``dtype`` if given."""
-        return self.backend.asarray(array, dtype=dtype)
+    def _on(self, array):
+        """``array`` (numpy, or the backend's) as the backend's array."""
+        return self.backend.asarray(array)
 
     def config(self):
         """The JSON-able config of this model (the seed only set the initial weights)."""

@@ -29,7 +29,8 @@ def namespace(*arrays):
 
 
 def to_numpy(array):
-    """``array`` as a numpy array: itself for numpy, a host copy for CUDA, a view where the library allows."""
+    """``array`` as a numpy array: itself for numpy, a host copy for CUDA, a view where the library allows; lists
+    and scalars through np.asarray."""
     if isinstance(array, (np.ndarray, np.generic)):
         return np.asarray(array)
     module = type(array).__module__.split(".")[0]
@@ -37,7 +38,7 @@ def to_numpy(array):
         return array.get()
     if module == "torch":
         return array.detach().cpu().numpy()
-    return np.from_dlpack(array)
+    return np.from_dlpack(array) if hasattr(array, "__dlpack__") else np.asarray(array)
 
 
 def contiguous(array):
@@ -193,17 +194,20 @@ def pick_backend(name, device="auto"):
 
 def _cupy_device(device):
     """The CUDA device CuPy computes on for ``--device device``; UserError where it cannot."""
-    import torch
-
     cuda = parse_device("cuda" if device == "auto" else device)
     if cuda.type != "cuda":
         raise UserError(f"--backend cupy --device {device}: CuPy computes on CUDA only; pass --device cuda or "
                         "--backend torch")
-    if not torch.cuda.is_available():
-        raise UserError("--backend cupy: no CUDA device is available here; pass --backend torch or numpy")
     try:
-        import cupy  # noqa: F401
+        import cupy
     except ImportError:
         raise UserError("--backend cupy: CuPy is not installed; pip install the cupy build of your CUDA "
                         "(e.g. cupy-cuda12x) or pass --backend torch") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError:
+        count = 0
+    if (cuda.index or 0) >= count:
+        raise UserError(f"--backend cupy --device {device}: CuPy sees {count} CUDA device(s) here; pass another "
+                        "--device or --backend torch or numpy")
     return cuda
