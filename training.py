@@ -5,6 +5,7 @@
     python training.py --model transformer --resume        # continue runs/transformer/last.pt
     python training.py --model lstm --objective scst       # self-critical CIDEr-D training from runs/lstm/best.npz
     torchrun --nproc_per_node 2 training.py --model lstm   # 2 processes, each half of every minibatch
+    python training.py --model att_lstm --backend torch --device cuda   # the hand-written model on a GPU
 """
 if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
     from core.runtime.interrupts import exit_on_interrupt
@@ -13,6 +14,7 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
 import argparse
 
 from core.runtime import cli
+from core.runtime.arrays import BACKENDS
 from core.data.layout import PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
@@ -57,6 +59,10 @@ def parse_args(argv=None):
                    help="peak learning rate, in (0, 10] (default: per model)")
     cli.add_seed(p, DEFAULTS["seed"], "seeds python, numpy, torch, the data subset and batch order")
     cli.add_device(p, DEFAULTS["device"])
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULTS["backend"],
+                   help="arrays of the hand-written models (rnn, lstm, att_lstm): numpy on the CPU; torch tensors on "
+                        "--device (our backward on torch's kernels, no autograd); cupy on a CUDA --device. "
+                        f"Checkpoints are numpy .npz whatever it is (default {DEFAULTS['backend']})")
     p.add_argument("--out", default=DEFAULTS["out"],
                    help="output directory (default: runs/<model>, runs/<model>-scst for --objective scst)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last checkpoint where it stopped")

@@ -1,14 +1,16 @@
 """Time one CaptioningAttLSTM training step (forward + backward) against the same model in torch and against the
 matmul peak.
 
-Run: python -m benchmarks.bench_att_lstm [--repeats 9] [--threads 2]
+Run: python -m benchmarks.bench_att_lstm [--repeats 9] [--threads 2] [--backend numpy torch] [--dense]
 
 Reports, measured in the same run with the same thread count:
-- the numpy step (CaptioningAttLSTM.loss) and the same equations in torch autograd (``torch_loss`` below, which
-  the tests also hold the numpy model to), and their ratio torch/numpy (>= 1: numpy at least as fast). Both
-  compute only the steps each caption runs, with the same work hoisted out of the time loop;
-- the step's FLOP count (its matmuls, matrix-vector products included) over the numpy step time, as FLOP/s and
-  as a fraction of numpy's (n, n) @ (n, n) matmul throughput, timed in the same rounds.
+- the hand-written step (CaptioningAttLSTM.loss) on each array backend asked for (numpy by default; torch
+  tensors: our backward on torch's kernels) and the same equations in torch autograd (``torch_loss`` below, which
+  the tests also hold the numpy model to), and their ratios torch/backend (>= 1: the backend at least as fast).
+  Both compute only the steps each caption runs, with the same work hoisted out of the time loop; ``--dense``
+  makes every caption full length;
+- the step's FLOP count (its matmuls, matrix-vector products included) over the first backend's step time, as
+  FLOP/s and as a fraction of numpy's (n, n) @ (n, n) matmul throughput, timed in the same rounds.
 """
 import argparse
 import math
@@ -18,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads, interleaved_times, matmul_peak_probe, \
-    pin_blas_threads, print_rows, report_blas
+from benchmarks.harness import add_backend_flags, add_rounds_and_threads, backend_steps, check_rounds_and_threads, \
+    interleaved_times, make_captions, matmul_peak_probe, pin_blas_threads, print_rows, report_blas, report_machine
 from core.data.layout import SPECIAL_TOKENS
 from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
 from core.layers.packing import Packing
@@ -123,16 +125,11 @@ def torch_loss(params, features, captions, config, null_idx):
     return loss + config.att_penalty * ((1 - alpha.sum(dim=1)) ** 2).sum() / N
 
 
-def make_batch(cfg, rng):
-    """Random non-negative cells (N, R, C), as after a ReLU, and captions (N, T + 1): <START>, 8..T-1 random words,
-    <END>, <NULL> padding."""
+def make_batch(cfg, rng, dense=False):
+    """Random non-negative cells (N, R, C), as after a ReLU, and captions (N, T + 1), see
+    benchmarks.harness.make_captions."""
     features = np.maximum(rng.standard_normal((cfg.N, cfg.R, cfg.C), dtype=np.float32), 0)
-    captions = np.zeros((cfg.N, cfg.T + 1), dtype=np.int64)
-    captions[:, 0] = 1
-    for row, k in enumerate(rng.integers(min(8, cfg.T - 1), cfg.T, size=cfg.N)):
-        captions[row, 1:k + 1] = rng.integers(len(SPECIAL_TOKENS), cfg.V, size=k)
-        captions[row, k + 1] = 2
-    return features, captions
+    return features, make_captions(cfg.N, cfg.T, cfg.V, rng, dense)
 
 
 def torch_step(model, features, captions):
@@ -148,54 +145,62 @@ def torch_step(model, features, captions):
     return run
 
 
-def contenders(cfg, rng):
-    """What the benchmark times, in turns: the numpy step, the torch step and the peak probe. Returns
-    (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
+def contenders(cfg, rng, backends=("numpy",), device="cpu", dense=False):
+    """What the benchmark times, in turns: the hand-written step on each backend, the torch step and the peak
+    probe. Returns (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
     words = list(SPECIAL_TOKENS) + [f"w{k}" for k in range(cfg.V - len(SPECIAL_TOKENS))]
-    model = CaptioningAttLSTM({w: i for i, w in enumerate(words)}, input_dim=cfg.C, num_cells=cfg.R,
-                              wordvec_dim=cfg.W, hidden_dim=cfg.H, att_dim=cfg.A, dtype=np.float32)
-    features, captions = make_batch(cfg, rng)
+
+    def make_model():
+        return CaptioningAttLSTM({w: i for i, w in enumerate(words)}, input_dim=cfg.C, num_cells=cfg.R,
+                                 wordvec_dim=cfg.W, hidden_dim=cfg.H, att_dim=cfg.A, dtype=np.float32)
+    model = make_model()
+    features, captions = make_batch(cfg, rng, dense)
     lengths = (captions[:, 1:] != model.null_idx).sum(axis=1)  # padding only at the end: all positions scored
     sizes = Packing.of(lengths, cfg.N, cfg.T).sizes
     shapes = step_matmuls(cfg, sizes, scored=int(lengths.sum()))
     probe, probe_flops = matmul_peak_probe()
-    fns = {"numpy": lambda: model.loss(features, captions), "torch": torch_step(model, features, captions),
-           "peak": probe}
+    fns = {**backend_steps(make_model, features, captions, backends, device),
+           "torch": torch_step(model, features, captions), "peak": probe}
     return fns, sizes, sum(2 * m * k * n for m, k, n in shapes), probe_flops
 
 
-def run_benchmark(cfg, repeats, threads):
+def run_benchmark(cfg, repeats, threads, backends=("numpy",), device="cpu", dense=False):
     """Measure and print the figures described in the module docstring."""
     torch.set_num_threads(threads)
-    fns, sizes, flops, probe_flops = contenders(cfg, np.random.default_rng(0))
+    fns, sizes, flops, probe_flops = contenders(cfg, np.random.default_rng(0), backends, device, dense)
     times = interleaved_times(fns, repeats=repeats)
     seconds = {name: float(np.median(t)) for name, t in times.items()}
-    numpy_time, peak = seconds["numpy"], probe_flops / seconds["peak"]
+    step_time, peak = seconds[f"{backends[0]} backend"], probe_flops / seconds["peak"]
+    rows = [row for name in backends for row in (
+        (f"{name} backend step", f"{seconds[f'{name} backend'] * 1e3:.1f} ms"),
+        (f"ratio torch autograd/{name} backend", f"{seconds['torch'] / seconds[f'{name} backend']:.2f}"))]
     print_rows(f"attention LSTM training step, N={cfg.N} T={cfg.T} W={cfg.W} H={cfg.H} V={cfg.V} R={cfg.R} "
-               f"C={cfg.C} A={cfg.A}, float32, {threads} thread(s), median of {repeats} rounds taken in turns", [
-                   ("numpy step", f"{numpy_time * 1e3:.1f} ms"),
+               f"C={cfg.C} A={cfg.A}, float32, {'dense' if dense else 'realistic lengths'}, {threads} thread(s), "
+               f"device {device}, median of {repeats} rounds taken in turns; FLOP rates of the {backends[0]} "
+               "backend", rows + [
                    ("torch step (autograd, same equations)", f"{seconds['torch'] * 1e3:.1f} ms"),
-                   ("ratio torch/numpy", f"{seconds['torch'] / numpy_time:.2f}"),
                    ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T}"),
                    ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
-                   ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
+                   ("achieved", f"{flops / step_time / 1e9:.1f} GFLOP/s"),
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s, (1024, 1024) products in the same rounds "
                                          f"(fastest round {probe_flops / min(times['peak']) / 1e9:.1f})"),
-                   ("fraction of peak", f"{flops / numpy_time / peak:.0%}"),
+                   ("fraction of peak", f"{flops / step_time / peak:.0%}"),
                ])
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_rounds_and_threads(parser, repeats=9)
+    add_backend_flags(parser)
     return check_rounds_and_threads(parser, parser.parse_args(argv))
 
 
 def main():
     args = parse_args()
     pin_blas_threads("benchmarks.bench_att_lstm", args.threads)
+    report_machine()
     report_blas()
-    run_benchmark(BenchConfig(), args.repeats, args.threads)
+    run_benchmark(BenchConfig(), args.repeats, args.threads, args.backend, args.device, args.dense)
 
 
 if __name__ == "__main__":

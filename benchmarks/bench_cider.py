@@ -10,7 +10,7 @@ timed in turns; the ratio is reported, and the scores of the corpus mode are che
 import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
-from benchmarks.harness import interleaved_medians, print_rows, report_blas
+from benchmarks.harness import interleaved_medians, print_rows, report_blas, report_machine
 from core.evaluation.cider import CiderD, DocumentFrequency
 from core.runtime.cli import ArgumentParser, positive_int, run
 
@@ -32,6 +32,7 @@ def main(argv=None):
     p.add_argument("--train-images", type=positive_int, default=5000, help="images of the document frequencies")
     p.add_argument("--repeats", type=positive_int, default=15, help="rounds of turns")
     args = p.parse_args(argv)
+    report_machine()
     report_blas()
     rng = np.random.default_rng(0)
     df = DocumentFrequency([captions(rng, args.references) for _ in range(args.train_images)])

@@ -1,13 +1,14 @@
 """Time one CaptioningRNN training step (forward + backward) against torch and against the matmul peak.
 
-Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 15] [--threads 2]
+Run: python -m benchmarks.bench_rnn [--cell lstm] [--repeats 15] [--threads 2] [--backend numpy torch] [--dense]
 
 Reports, measured in the same run with the same thread count:
-- the numpy step (CaptioningRNN.loss) and the same step in torch (nn.LSTM/nn.RNN + nn.Linear + cross-entropy,
-  autograd), and their ratio torch/numpy (>= 1: numpy at least as fast). CaptioningRNN computes only the
-  steps each caption runs (core.layers.packing); torch is timed both on the plain padded batch and on a
-  PackedSequence, which skips the same steps;
-- the step's FLOP count (its matmuls) over the numpy step time, as FLOP/s and as a fraction of numpy's
+- the hand-written step (CaptioningRNN.loss) on each array backend asked for (numpy by default; torch tensors:
+  our backward on torch's kernels) and the same step in torch (nn.LSTM/nn.RNN + nn.Linear + cross-entropy,
+  autograd), and their ratios torch/backend (>= 1: the backend at least as fast). CaptioningRNN computes only
+  the steps each caption runs (core.layers.packing); torch is timed both on the plain padded batch and on a
+  PackedSequence, which skips the same steps; ``--dense`` makes every caption full length (nothing to skip);
+- the step's FLOP count (its matmuls) over the first backend's step time, as FLOP/s and as a fraction of numpy's
   (n, n) @ (n, n) matmul throughput, timed in the same rounds (median; the fastest round too);
 - the "matmul floor": the time of the step's matmuls alone, same shapes, in the same order. The gap between
   it and the step is the elementwise work (gate nonlinearities, softmax), which numpy runs on one core.
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from benchmarks.harness import add_rounds_and_threads, check_rounds_and_threads, interleaved_times, matmul_peak_probe, \
-    pin_blas_threads, print_rows, report_blas
+from benchmarks.harness import add_backend_flags, add_rounds_and_threads, backend_steps, check_rounds_and_threads, \
+    interleaved_times, make_captions, matmul_peak_probe, pin_blas_threads, print_rows, report_blas, report_machine
 from core.data.layout import NULL, SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
 from core.layers.packing import Packing
@@ -100,15 +101,10 @@ class TorchCaptioner(torch.nn.Module):
         return loss / features.shape[0]
 
 
-def make_batch(cfg, rng):
-    """Random features (N, I) and captions (N, T + 1): <START>, 8..T-1 random words, <END>, <NULL> padding."""
+def make_batch(cfg, rng, dense=False):
+    """Random features (N, I) and captions (N, T + 1), see benchmarks.harness.make_captions."""
     features = rng.standard_normal((cfg.N, cfg.I), dtype=np.float32)
-    captions = np.zeros((cfg.N, cfg.T + 1), dtype=np.int64)
-    captions[:, 0] = 1
-    for row, k in enumerate(rng.integers(8, cfg.T, size=cfg.N)):
-        captions[row, 1:k + 1] = rng.integers(4, cfg.V, size=k)
-        captions[row, k + 1] = 2
-    return features, captions
+    return features, make_captions(cfg.N, cfg.T, cfg.V, rng, dense)
 
 
 def torch_step(cfg, cell, null_idx, features, captions, packed):
@@ -122,66 +118,75 @@ def torch_step(cfg, cell, null_idx, features, captions, packed):
     return run
 
 
-def contenders(cell, cfg, rng):
-    """What the benchmark times, in turns: the numpy step, the torch step (padded and packed), the step's
-    matmuls alone and the peak probe. Returns (name -> function, the sizes n_t, the step's FLOPs, the probe's)."""
+def contenders(cell, cfg, rng, backends=("numpy",), device="cpu", dense=False):
+    """What the benchmark times, in turns: the hand-written step on each backend, the torch step (padded and
+    packed), the step's matmuls alone and the peak probe. Returns (name -> function, the sizes n_t, the step's
+    FLOPs, the probe's)."""
     words = list(SPECIAL_TOKENS) + [f"w{k}" for k in range(cfg.V - len(SPECIAL_TOKENS))]
-    model = CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
-                          hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
-    features, captions = make_batch(cfg, rng)
-    lengths = (captions[:, 1:] != model.null_idx).sum(axis=1)  # padding only at the end: all positions scored
+
+    def make_model():
+        return CaptioningRNN({w: i for i, w in enumerate(words)}, input_dim=cfg.I, wordvec_dim=cfg.W,
+                             hidden_dim=cfg.H, cell_type=cell, dtype=np.float32)
+    null_idx = make_model().null_idx
+    features, captions = make_batch(cfg, rng, dense)
+    lengths = (captions[:, 1:] != null_idx).sum(axis=1)  # padding only at the end: all positions scored
     sizes = Packing.of(lengths, cfg.N, cfg.T).sizes
     shapes = step_matmuls(cfg, 4 if cell == "lstm" else 1, sizes, scored=int(lengths.sum()))
     probe, probe_flops = matmul_peak_probe()
-    fns = {"numpy": lambda: model.loss(features, captions),
-           "torch": torch_step(cfg, cell, model.null_idx, features, captions, packed=False),
-           "torch packed": torch_step(cfg, cell, model.null_idx, features, captions, packed=True),
+    fns = {**backend_steps(make_model, features, captions, backends, device),
+           "torch": torch_step(cfg, cell, null_idx, features, captions, packed=False),
+           "torch packed": torch_step(cfg, cell, null_idx, features, captions, packed=True),
            "floor": matmul_floor(shapes, rng),
            "peak": probe}
     return fns, sizes, sum(2 * m * k * n for m, k, n in shapes), probe_flops
 
 
-def run_benchmark(cell, repeats, threads):
+def run_benchmark(cell, repeats, threads, backends=("numpy",), device="cpu", dense=False, cfg=BenchConfig()):
     """Measure and print the figures described in the module docstring."""
     torch.set_num_threads(threads)
-    cfg = BenchConfig()
-    fns, sizes, flops, probe_flops = contenders(cell, cfg, np.random.default_rng(0))
+    fns, sizes, flops, probe_flops = contenders(cell, cfg, np.random.default_rng(0), backends, device, dense)
     times = interleaved_times(fns, repeats=repeats)
     seconds = {name: float(np.median(t)) for name, t in times.items()}
-    numpy_time, floor_time = seconds["numpy"], seconds["floor"]
+    step_time, floor_time = seconds[f"{backends[0]} backend"], seconds["floor"]
     peak, fastest_peak = probe_flops / seconds["peak"], probe_flops / min(times["peak"])
+    rows = []
+    for name in backends:
+        step = seconds[f"{name} backend"]
+        rows += [(f"{name} backend step", f"{step * 1e3:.1f} ms"),
+                 (f"ratio torch autograd padded/{name} backend", f"{seconds['torch'] / step:.2f}"),
+                 (f"ratio torch autograd packed/{name} backend", f"{seconds['torch packed'] / step:.2f}")]
     print_rows(f"{cell} training step, N={cfg.N} T={cfg.T} W={cfg.W} H={cfg.H} V={cfg.V} I={cfg.I}, float32, "
-               f"{threads} thread(s), median of {repeats} rounds taken in turns", [
-                   ("numpy step", f"{numpy_time * 1e3:.1f} ms"),
+               f"{'dense' if dense else 'realistic lengths'}, {threads} thread(s), device {device}, median of "
+               f"{repeats} rounds taken in turns; FLOP rates of the {backends[0]} backend", rows + [
                    ("torch step, padded batch", f"{seconds['torch'] * 1e3:.1f} ms"),
                    ("torch step, PackedSequence", f"{seconds['torch packed'] * 1e3:.1f} ms"),
-                   ("ratio torch/numpy", f"{seconds['torch'] / numpy_time:.2f}"),
-                   ("ratio torch packed/numpy", f"{seconds['torch packed'] / numpy_time:.2f}"),
                    ("positions computed", f"{sizes.sum()} of {cfg.N * cfg.T} (the rest is {NULL} padding)"),
                    ("step FLOPs (matmuls)", f"{flops / 1e9:.2f} GFLOP"),
-                   ("achieved", f"{flops / numpy_time / 1e9:.1f} GFLOP/s"),
+                   ("achieved", f"{flops / step_time / 1e9:.1f} GFLOP/s"),
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s, (1024, 1024) products in the same rounds "
                                          f"(fastest round {fastest_peak / 1e9:.1f})"),
-                   ("fraction of peak", f"{flops / numpy_time / peak:.0%} "
-                                        f"({flops / numpy_time / fastest_peak:.0%} of the fastest round)"),
+                   ("fraction of peak", f"{flops / step_time / peak:.0%} "
+                                        f"({flops / step_time / fastest_peak:.0%} of the fastest round)"),
                    ("matmul floor (matmuls alone)", f"{floor_time * 1e3:.1f} ms "
                                                     f"({flops / floor_time / peak:.0%} of peak)"),
-                   ("non-matmul share of step", f"{max(0.0, 1 - floor_time / numpy_time):.0%}"),
+                   ("non-matmul share of step", f"{max(0.0, 1 - floor_time / step_time):.0%}"),
                ])
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="recurrent cell to time")
+    parser.add_argument("--cell", choices=["lstm", "rnn"], default="lstm", help="recurrent cell to time (default lstm)")
     add_rounds_and_threads(parser, repeats=15)
+    add_backend_flags(parser)
     return check_rounds_and_threads(parser, parser.parse_args(argv))
 
 
 def main():
     args = parse_args()
     pin_blas_threads("benchmarks.bench_rnn", args.threads)
+    report_machine()
     report_blas()
-    run_benchmark(args.cell, args.repeats, args.threads)
+    run_benchmark(args.cell, args.repeats, args.threads, args.backend, args.device, args.dense)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import print_rows, report_blas
+from benchmarks.harness import print_rows, report_blas, report_machine
 from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
 from core.model.rnn_model import CaptioningRNN
@@ -49,6 +49,7 @@ def main(argv=None):
     p.add_argument("--vocab", type=positive_int, default=1004, help="vocabulary size")
     p.add_argument("--steps", type=positive_int, default=6, help="steps timed (after one warm-up step)")
     args = p.parse_args(argv)
+    report_machine()
     report_blas()
     rng = np.random.default_rng(0)
     words = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(args.vocab - len(SPECIAL_TOKENS))]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from benchmarks.harness import interleaved_medians, print_rows, report_blas, time_call
+from benchmarks.harness import interleaved_medians, print_rows, report_blas, report_machine, time_call
 from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
 from core.layers.dropout import Dropout, relu_dropout
@@ -212,6 +212,7 @@ def report_decoding(device, rng, num_images):
 
 def main(argv=None):
     args = parse_args(argv)
+    report_machine()
     report_blas()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -1,13 +1,18 @@
-"""Timing helpers shared by the benchmarks: medians of repeated runs, the machine's matmul peak, and which BLAS
-numpy runs.
+"""Timing helpers shared by the benchmarks: medians of repeated runs, the machine's matmul peak, which CPU, kernel
+and BLAS they ran on, and the hand-written models' step on each array backend.
 
 Benchmarks report ratios against a reference measured in the same run, never absolute targets.
 """
 import os
+import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from core.data.layout import SPECIAL_TOKENS
+from core.runtime.arrays import BACKENDS, pick_backend
 
 try:
     import threadpoolctl
@@ -82,6 +87,17 @@ def print_rows(title, rows):
         print(f"  {label:<{width}}  {value}")
 
 
+def report_machine():
+    """Print and return the line naming the CPU model, its logical cores and the operating system's kernel."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                 platform.processor() or "unknown")
+    line = f"CPU: {model}, {os.cpu_count()} logical cores; kernel {platform.system()} {platform.release()}"
+    print(line)
+    return line
+
+
 def report_blas():
     """Print and return the line naming numpy's BLAS (library, version, kernel, threads), plus a warning line
     when OPENBLAS_CORETYPE is set, since figures measured under it are not those users get."""
@@ -129,3 +145,54 @@ def pin_blas_threads(module, threads):
     if os.environ.get("OPENBLAS_NUM_THREADS") != str(threads):
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
         os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def add_backend_flags(parser):
+    """The flags of the hand-written models' step benchmarks: --backend (each timed), --device, --dense."""
+    parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=["numpy"],
+                        help="array backends of the hand-written step to time, each against torch autograd "
+                             "(default numpy)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the torch and cupy backends compute: cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--dense", action="store_true",
+                        help="every caption full length (no padding), instead of lengths 8 to T-1")
+
+
+def backend_steps(make_model, features, captions, backends, device):
+    """A function per backend (``"<name> backend"``) running one training step (``loss``) of a fresh
+    ``make_model()`` moved to it, and waiting for the device to finish."""
+    fns = {}
+    for name in backends:
+        backend = pick_backend(name, device)
+        model = make_model().to_backend(backend)
+
+        def run(model=model, backend=backend):
+            model.loss(features, captions)
+            synchronize(backend)
+        fns[f"{name} backend"] = run
+    return fns
+
+
+def synchronize(backend):
+    """Wait until ``backend``'s device has done the work queued on it (CUDA runs asynchronously)."""
+    if backend.device.startswith("cuda"):
+        if backend.name == "torch":
+            import torch
+
+            torch.cuda.synchronize(backend.device)
+        else:
+            import cupy
+
+            cupy.cuda.Device(int(backend.device.partition(":")[2] or 0)).synchronize()
+
+
+def make_captions(N, T, V, rng, dense=False):
+    """Random captions (N, T + 1): the start token, 8 to T-1 random words (T - 1, every caption full length, when
+    ``dense``), the end token, then null padding; words drawn after the special tokens, below V."""
+    captions = np.zeros((N, T + 1), dtype=np.int64)
+    captions[:, 0] = 1
+    lengths = np.full(N, T - 1) if dense else rng.integers(min(8, T - 1), T, size=N)
+    for row, k in enumerate(lengths):
+        captions[row, 1:k + 1] = rng.integers(len(SPECIAL_TOKENS), V, size=k)
+        captions[row, k + 1] = 2
+    return captions

@@ -1,9 +1,12 @@
-"""Fixtures shared by the end-to-end tests: a tiny dataset in the CS231n layout, written here with h5py."""
+"""Fixtures shared by the tests: a tiny dataset in the CS231n layout, written here with h5py, for the end-to-end tests;
+the array backend of the layer tests."""
 import json
 
 import h5py
 import numpy as np
 import pytest
+
+from tests.backends import BACKENDS, Arrays
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "star", "left", "of", "big", "small", "two"]
 
@@ -53,3 +56,9 @@ def tiny_dataset(tmp_path_factory):
 def tiny_grid_dataset(tmp_path_factory):
     """The tiny dataset with grid features too (2 x 2 cells of 8 channels)."""
     return write_tiny_cs231n(tmp_path_factory.mktemp("tiny_grid") / "data", grid=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def arrays(request):
+    """The layer tests' backend: numpy, array-api-strict or torch tensors (float64), see tests/backends.py."""
+    return Arrays(request.param)

@@ -1,11 +1,12 @@
-"""core.layers.affine: numeric gradient checks of every backward (float64) and torch autograd cross-checks of the
-same equations."""
+"""core.layers.affine: numeric gradient checks of every backward (float64, on every array backend) and torch autograd
+cross-checks of the same equations."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from core.layers import affine as A
+from tests.backends import assert_close
 from tests.gradcheck import numeric_gradient, rel_error
 from tests.test_rnn_layers import check_backward
 
@@ -17,9 +18,9 @@ def rng():
     return np.random.default_rng(0)
 
 
-def test_affine_backward(rng):
+def test_affine_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, D)), "w": rng.standard_normal((D, V)), "b": rng.standard_normal(V)}
-    check_backward(A.affine_forward, A.affine_backward, inputs, {"x": 0, "w": 1, "b": 2})
+    check_backward(A.affine_forward, A.affine_backward, inputs, {"x": 0, "w": 1, "b": 2}, arrays=arrays)
 
 
 def _torch_grads(function, arrays, upstream):
@@ -49,6 +50,18 @@ def test_layers_match_torch_autograd(rng, layer):
         assert np.max(np.abs(ours - theirs)) < 1e-12
 
 
+def test_word_loss_on_every_backend(rng, arrays):
+    """word_loss on a backend equals numpy's, a repeated target word included."""
+    H = 6
+    inputs = (rng.standard_normal((N, T, H)), rng.integers(0, V, size=(N, T)), rng.standard_normal((N, T)),
+              rng.standard_normal((H, V)), rng.standard_normal(V), rng.random((N, T)) > 0.3)
+    inputs[1][0, :3] = 2
+    loss, *grads = A.word_loss(*inputs)
+    ours, *our_grads = arrays.back(A.word_loss(*arrays.to(inputs)))
+    assert abs(ours - loss) < 1e-12
+    assert_close(our_grads, grads, f"{arrays} word_loss")
+
+
 def test_word_loss_matches_torch_autograd(rng):
     """The next words' weighted cross-entropy over the kept positions, against the same equations in torch."""
     H = 6
@@ -68,25 +81,27 @@ def test_word_loss_matches_torch_autograd(rng):
         assert np.max(np.abs(ours - theirs.numpy())) < 1e-12
 
 
-def test_word_embedding_backward(rng):
+def test_word_embedding_backward(rng, arrays):
     words = rng.integers(0, V, size=(N, T))
     words[0, :3] = 2  # a repeated word: its gradient must accumulate
     inputs = {"x": words, "W": rng.standard_normal((V, D))}
-    check_backward(A.word_embedding_forward, A.word_embedding_backward, inputs, {"W": 0})
+    check_backward(A.word_embedding_forward, A.word_embedding_backward, inputs, {"W": 0}, arrays=arrays)
 
 
-def test_temporal_affine_backward(rng):
+def test_temporal_affine_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, T, D)), "w": rng.standard_normal((D, V)), "b": rng.standard_normal(V)}
-    check_backward(A.temporal_affine_forward, A.temporal_affine_backward, inputs, {"x": 0, "w": 1, "b": 2})
+    check_backward(A.temporal_affine_forward, A.temporal_affine_backward, inputs, {"x": 0, "w": 1, "b": 2},
+                   arrays=arrays)
 
 
-def test_temporal_softmax_loss_gradient(rng):
+def test_temporal_softmax_loss_gradient(rng, arrays):
     x = rng.standard_normal((N, T, V))
     y = rng.integers(0, V, size=(N, T))
     mask = rng.random((N, T)) > 0.3
-    loss, dx = A.temporal_softmax_loss(x, y, mask)
+    loss, dx = arrays.back(A.temporal_softmax_loss(*arrays.to((x, y, mask))))
     error = rel_error(dx, numeric_gradient(lambda: A.temporal_softmax_loss(x, y, mask)[0], x))
     assert error < 1e-7
+    assert abs(loss - A.temporal_softmax_loss(x, y, mask)[0]) < 1e-12
     assert np.all(dx[~mask] == 0)
 
 

@@ -1,4 +1,4 @@
-"""core.layers.att_lstm and core.layers.att_lstm: numeric gradient checks of every backward, the packed sequence against
+"""core.layers.att_lstm: numeric gradient checks of every backward on every array backend, the packed sequence against
 the step loop and against torch autograd, and what soft attention must do (weights summing to 1, cells as a set)."""
 import numpy as np
 import pytest
@@ -7,24 +7,28 @@ import torch
 from benchmarks.bench_att_lstm import torch_att_lstm
 from core.layers import att_lstm as AL
 from core.layers.att_lstm import att_lstm_backward, att_lstm_forward
+from tests.backends import BACKENDS, Arrays, assert_close
 from tests.gradcheck import numeric_gradient, rel_error
 
 N, T, W, R, C, A, H = 3, 4, 3, 5, 4, 6, 5
 LENGTHS = {"full": None, "packed": np.array([2, T, 0])}  # unsorted, one row that never runs
 
 
-def check_gradients(forward, backward, inputs, tol=1e-7, seed=0):
-    """Compare backward's float64 gradients to numeric ones for every array in ``inputs`` (a dict) it returns.
+def check_gradients(forward, backward, inputs, tol=1e-7, seed=0, arrays=Arrays("numpy")):
+    """Compare backward's float64 gradients on backend ``arrays`` (tests/backends.py) to numeric ones for every
+    array in ``inputs`` (a dict) it returns; the backend's forward must also equal numpy's.
 
     ``forward(inputs)`` returns (outputs, cache); the scalar checked is sum(output_k * upstream_k);
-    ``backward(upstream, cache)`` returns a dict input name -> gradient. The numeric side runs in long double
-    (x86's 80 bits): through several steps of attention some entries are near 1e-6, where float64's rounding
-    noise of about 1e-12 alone would be a relative error of 1e-6.
+    ``backward(upstream, cache)`` returns a dict input name -> gradient. The numeric side runs in numpy's long
+    double (x86's 80 bits): through several steps of attention some entries are near 1e-6, where float64's
+    rounding noise of about 1e-12 alone would be a relative error of 1e-6.
     """
     rng = np.random.default_rng(seed)
-    outputs, cache = forward(inputs)
+    outputs, cache = forward(arrays.to(inputs))
+    outputs = arrays.back(outputs)
+    assert_close(outputs, forward(inputs)[0], f"{arrays} forward")
     upstream = [rng.standard_normal(out.shape) for out in outputs]
-    analytic = backward(upstream, cache)
+    analytic = arrays.back(backward(arrays.to(upstream), cache))
     precise = {name: value.astype(np.longdouble) for name, value in inputs.items()}
 
     def scalar():
@@ -62,7 +66,7 @@ def rng():
     return np.random.default_rng(0)
 
 
-def test_attention_step_backward(rng):
+def test_attention_step_backward(rng, arrays):
     inputs = {"a": rng.standard_normal((N, R, C)), "pa": rng.standard_normal((N, R, A)),
               "prev_h": rng.standard_normal((N, H)), "W_att_h": rng.standard_normal((H, A)) * 0.3,
               "w_att": rng.standard_normal(A)}
@@ -73,11 +77,11 @@ def test_attention_step_backward(rng):
 
     def backward(upstream, cache):
         return dict(zip(("a", "pa", "prev_h", "W_att_h", "w_att"), AL.attention_step_backward(*upstream, cache)))
-    check_gradients(forward, backward, inputs)
+    check_gradients(forward, backward, inputs, arrays=arrays)
 
 
 @pytest.mark.parametrize("gate", [True, False])
-def test_att_lstm_step_backward(rng, gate):
+def test_att_lstm_step_backward(rng, gate, arrays):
     inputs = {"x": rng.standard_normal((N, W)), "prev_h": rng.standard_normal((N, H)),
               "prev_c": rng.standard_normal((N, H)), "a": rng.standard_normal((N, R, C)),
               "pa": rng.standard_normal((N, R, A)), **make_weights(rng, gate)}
@@ -92,7 +96,7 @@ def test_att_lstm_step_backward(rng, gate):
         *grads, weight_grads = AL.att_lstm_step_backward(*upstream, cache)
         assert set(weight_grads) == set(keys)
         return {**dict(zip(("x", "prev_h", "prev_c", "a", "pa"), grads)), **weight_grads}
-    check_gradients(forward, backward, inputs)
+    check_gradients(forward, backward, inputs, arrays=arrays)
 
 
 def sequence_forward(lengths):
@@ -110,15 +114,15 @@ def sequence_backward(upstream, cache):
 
 @pytest.mark.parametrize("gate", [True, False])
 @pytest.mark.parametrize("packing", sorted(LENGTHS))
-def test_att_lstm_backward(rng, gate, packing):
+def test_att_lstm_backward(rng, gate, packing, arrays):
     inputs = make_sequence_inputs(rng, gate)
-    check_gradients(sequence_forward(LENGTHS[packing]), sequence_backward, inputs)
+    check_gradients(sequence_forward(LENGTHS[packing]), sequence_backward, inputs, arrays=arrays)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.7])
-def test_doubly_stochastic_penalty_gradient(rng, lam):
+def test_doubly_stochastic_penalty_gradient(rng, lam, arrays):
     alpha = rng.random((N, T, R))
-    penalty, dalpha = AL.doubly_stochastic_penalty(alpha, lam)
+    penalty, dalpha = arrays.back(AL.doubly_stochastic_penalty(arrays.to(alpha), lam))
     assert rel_error(dalpha, numeric_gradient(lambda: AL.doubly_stochastic_penalty(alpha, lam)[0], alpha)) < 1e-7
     assert penalty == pytest.approx(lam * np.sum((1 - alpha.sum(axis=1)) ** 2) / N, rel=1e-12)
     assert (penalty > 0) == (lam > 0)
@@ -240,18 +244,22 @@ def test_a_saturated_cell_gets_almost_no_weight(rng):
 
 
 @pytest.mark.parametrize("gate", [True, False])
-def test_float32_stays_float32(rng, gate):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_stays_float32(rng, gate, backend):
+    on = Arrays(backend)
     arrays, weights = split(make_sequence_inputs(rng, gate))
     h64, alpha64, _ = att_lstm_forward(*arrays, weights, lengths=LENGTHS["packed"])
-    arrays32 = [array.astype(np.float32) for array in arrays]
-    weights32 = {key: value.astype(np.float32) for key, value in weights.items()}
+    arrays32 = on.to([array.astype(np.float32) for array in arrays])
+    weights32 = on.to({key: value.astype(np.float32) for key, value in weights.items()})
     h, alpha, cache = att_lstm_forward(*arrays32, weights32, lengths=LENGTHS["packed"])
+    *grads, weight_grads = on.back(att_lstm_backward(h * 0 + 1, alpha * 0 + 1, cache))
+    h, alpha = on.back((h, alpha))
     assert h.dtype == alpha.dtype == np.float32
-    *grads, weight_grads = att_lstm_backward(np.ones_like(h), np.ones_like(alpha), cache)
     assert all(g.dtype == np.float32 for g in [*grads, *weight_grads.values()])
     assert np.max(np.abs(h - h64)) < 1e-5 and np.max(np.abs(alpha - alpha64)) < 1e-5
-    step = AL.att_lstm_step_forward(arrays32[0][:, 0], arrays32[3], arrays32[4], arrays32[1], arrays32[2], weights32)
-    assert all(out.dtype == np.float32 for out in step[:3])
+    step = AL.att_lstm_step_forward(arrays32[0][:, 0, :], arrays32[3], arrays32[4], arrays32[1], arrays32[2],
+                                    weights32)
+    assert all(out.dtype == np.float32 for out in on.back(step[:3]))
 
 
 def test_shape_mismatches_raise(rng):

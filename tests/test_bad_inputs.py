@@ -232,6 +232,9 @@ def no_images(world, tmp_path):
 FLAG_CASES = [
     ("train", ["--model", "gru"], "--model"),
     ("train", ["--model", "lstm", "--num_samples", "0"], "--num_samples"),
+    ("train", ["--model", "transformer", "--backend", "torch"], "--backend torch: --model transformer is a torch"),
+    ("train", ["--model", "lstm", "--backend", "jax"], "--backend"),
+    ("train", ["--model", "lstm", "--backend", "cupy", "--device", "cpu"], "CuPy computes on CUDA only"),
     ("train", ["--model", "lstm", "--num_samples", "ten"], "--num_samples"),
     ("train", ["--model", "lstm", "--data-dir", "{data}", "--num_samples", "1000"], "1000"),
     ("train", ["--model", "lstm", "--data-dir", "{tmp}/nope"], "--data-dir"),

@@ -20,7 +20,9 @@ def test_step_flops_follow_the_formula():
 
 def test_a_tiny_run_prints_every_figure(capsys):
     run_benchmark(BenchConfig(N=6, T=5, W=4, H=8, V=20, R=4, C=6, A=5), repeats=1,
-                  threads=torch.get_num_threads())  # the benchmark sets torch's thread count: keep it
+                  threads=torch.get_num_threads(),  # the benchmark sets torch's thread count: keep it
+                  backends=("numpy", "torch"), dense=True)
     out = capsys.readouterr().out
-    for label in ("numpy step", "torch step", "ratio torch/numpy", "step FLOPs", "fraction of peak"):
+    for label in ("numpy backend step", "torch backend step", "torch step", "ratio torch autograd/numpy backend",
+                  "ratio torch autograd/torch backend", "dense", "step FLOPs", "fraction of peak"):
         assert label in out

@@ -1,10 +1,12 @@
-"""benchmarks: the FLOP count of the RNN step, the timing harness's bookkeeping (no timings asserted) and its
-BLAS report."""
+"""benchmarks: the FLOP count of the RNN step, a tiny run of it on two backends, the timing harness's bookkeeping
+(no timings asserted) and its machine and BLAS reports."""
 import numpy as np
+import pytest
+import torch
 
-from benchmarks.bench_rnn import BenchConfig, step_matmuls
+from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks import harness
-from benchmarks.harness import interleaved_times, matmul_peak_probe, report_blas
+from benchmarks.harness import interleaved_times, make_captions, matmul_peak_probe, report_blas, report_machine
 
 
 def test_step_flops_follow_the_formula():
@@ -14,6 +16,29 @@ def test_step_flops_follow_the_formula():
     flops = sum(2 * m * k * n for m, k, n in step_matmuls(cfg, 4, sizes, scored=M))
     expected = 2 * (2 * cfg.N * cfg.I * cfg.H + 3 * P * cfg.W * G + 3 * P * cfg.H * G + 3 * M * cfg.H * cfg.V)
     assert flops == expected
+
+
+def test_a_tiny_rnn_run_prints_every_backend(capsys):
+    run_benchmark("lstm", repeats=1, threads=torch.get_num_threads(), backends=("numpy", "torch"), dense=True,
+                  cfg=BenchConfig(N=6, T=5, W=4, H=8, V=20, I=6))
+    out = capsys.readouterr().out
+    for label in ("numpy backend step", "torch backend step", "ratio torch autograd padded/torch backend",
+                  "non-matmul share"):
+        assert label in out
+    assert any(line.split()[:2] == ["positions", "computed"] and "30 of 30" in line for line in out.splitlines())
+
+
+def test_dense_captions_run_every_step():
+    rng = np.random.default_rng(0)
+    dense, realistic = make_captions(5, 12, 30, rng, dense=True), make_captions(50, 12, 30, rng)
+    assert np.all(dense[:, 1:12] >= 4) and np.all(dense[:, 12] == 2)
+    words = (realistic[:, 1:] >= 4).sum(axis=1)
+    assert words.min() >= 8 and words.max() <= 11 and np.all(realistic[np.arange(50), words + 1] == 2)
+
+
+def test_report_machine_names_the_cpu_and_kernel(capsys):
+    line = report_machine()
+    assert line.startswith("CPU: ") and "logical cores; kernel " in line and capsys.readouterr().out == line + "\n"
 
 
 def test_interleaved_times_gives_every_function_a_timed_turn_per_round():
@@ -75,3 +100,22 @@ def test_scst_benchmark_runs_and_reports_the_rewards_share(capsys):
     assert bench_scst.main(["--images", "4", "--samples", "2", "--vocab", "30", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "rewards' share of the step" in out and "whole step" in out
+
+
+def test_gpu_check_compares_every_kind_with_numpy(capsys):
+    """The GPU check's own logic, run on the CPU through the torch backend: every kind agrees with numpy."""
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--small", "--steps", "2"]) == 0
+    differences = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines() if "float64" in line
+                   and "difference" in line]
+    assert len(differences) == 2 * len(gpu_check.KINDS) and max(differences) < 1e-10
+
+
+def test_gpu_check_without_cuda_says_so_and_succeeds(capsys):
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the check itself runs (benchmarks.gpu_check), not its refusal")
+    assert gpu_check.main([]) == 0
+    assert "a GPU check needs CUDA" in capsys.readouterr().out

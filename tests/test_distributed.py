@@ -1,6 +1,6 @@
 """Training, evaluation and feature extraction on torch.distributed: torchrun groups of 2 CPU processes (gloo, on
 127.0.0.1) against one plain process, two simulated machines, a rank killed under --max-restarts, ranks launched
-with different settings, and the bad inputs of a group.
+with different settings, the bad inputs of a group, and the gradients reduced while the backward pass runs.
 
 Runs are on the tiny CS231n-layout dataset: 47 training captions in global minibatches of 10, so 5 steps an epoch
 and a last minibatch of 7 that the two ranks share 3 + 4. Launches are shared between tests (``runs``).
@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.data.grid import model_inputs
+from core.data.loader import load_coco_data
+from core.model.registry import model_kind
 from core.runtime.checkpoint import load_training_state
 from core.runtime.distributed import Group
 from core.runtime.errors import UserError
@@ -266,3 +269,31 @@ def test_group_shards_cover_every_index_once():
     shards = [Group(rank=r, world_size=3, backend="gloo").shard(indices) for r in range(3)]
     assert [len(s) for s in shards] == [2, 2, 3]
     assert np.array_equal(np.concatenate(shards), indices)
+
+
+@pytest.fixture
+def one_process_group():
+    """A gloo process group of this process alone (the collectives run, and sum one rank)."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    yield Group(backend="gloo")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "att_lstm"])
+def test_gradients_reduced_during_the_backward_are_the_models_gradients_times_the_share(
+        model_type, one_process_group, tiny_dataset, tiny_grid_dataset):
+    """Each gradient the model sets (att_lstm also through ``update``, with views into a shared buffer) is reduced
+    into a buffer of its own; ``finish`` returns the loss times the share. One rank: the sum is the rank's own."""
+    kind = model_kind(model_type)
+    grid = kind.make_config({}).reads_grid
+    data = model_inputs(load_coco_data(tiny_grid_dataset if grid else tiny_dataset, grid=grid), grid)
+    config = kind.make_config({"hidden_dim": 8, "wordvec_dim": 8}).for_data(data["train_features"])
+    model = kind.build(data["word_to_idx"], config)
+    features, captions = np.asarray(data["train_features"][:6]), data["train_captions"][:6]
+    loss, grads = model.loss(features, captions)
+    reducer = one_process_group.gradient_reducer(0.25)
+    assert model.loss(features, captions, grads=reducer)[1] is reducer
+    assert reducer.finish(loss) == pytest.approx(0.25 * loss, rel=1e-12)
+    assert set(reducer) == set(grads)
+    for name, grad in grads.items():
+        assert reducer[name].flags.c_contiguous and np.array_equal(reducer[name], grad * 0.25), name

@@ -1,4 +1,5 @@
-"""core.layers.rnn: numeric gradient checks of every backward, torch autograd cross-checks, dtype handling."""
+"""core.layers.rnn: numeric gradient checks of every backward on every array backend, torch autograd cross-checks,
+dtype handling."""
 import numpy as np
 import pytest
 import torch
@@ -6,23 +7,27 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.layers import rnn as L
+from tests.backends import BACKENDS, Arrays, assert_close
 from tests.gradcheck import numeric_gradient, rel_error
 
 N, T, D, H, V = 3, 5, 4, 6, 7
 CELLS = {"rnn": (L.rnn_forward, L.rnn_backward, 1), "lstm": (L.lstm_forward, L.lstm_backward, 4)}
 
 
-def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0):
-    """Compare ``backward``'s gradients to numeric ones for the inputs named in ``grad_of``.
+def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0, arrays=Arrays("numpy")):
+    """Compare ``backward``'s gradients to numeric ones for the inputs named in ``grad_of``, both computed on the
+    backend ``arrays`` (tests/backends.py), whose forward must also equal numpy's.
 
     ``forward(**inputs)`` returns a tuple whose first ``n_out`` entries are outputs followed by the cache;
     the scalar checked is sum(output_k * upstream_k). ``grad_of`` maps input name -> position in backward's result.
+    The numeric gradients are numpy's.
     """
     rng = np.random.default_rng(seed)
-    result = forward(**inputs)
-    outputs, cache = result[:-1], result[-1]
+    result = forward(**arrays.to(inputs))
+    outputs, cache = arrays.back(result[:-1]), result[-1]
+    assert_close(outputs, forward(**inputs)[:-1], f"{arrays} forward")
     upstream = [rng.standard_normal(out.shape) for out in outputs]
-    analytic = backward(*upstream, cache)
+    analytic = arrays.back(backward(*arrays.to(upstream), cache))
     analytic = analytic if isinstance(analytic, tuple) else (analytic,)
 
     def scalar():
@@ -43,23 +48,24 @@ def _weights(rng, gates):
             "b": rng.standard_normal(gates * H) * 0.5}
 
 
-def test_rnn_step_backward(rng):
+def test_rnn_step_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, D)), "prev_h": rng.standard_normal((N, H)), **_weights(rng, 1)}
-    check_backward(L.rnn_step_forward, L.rnn_step_backward, inputs, {"x": 0, "prev_h": 1, "Wx": 2, "Wh": 3, "b": 4})
+    check_backward(L.rnn_step_forward, L.rnn_step_backward, inputs, {"x": 0, "prev_h": 1, "Wx": 2, "Wh": 3, "b": 4},
+                   arrays=arrays)
 
 
-def test_rnn_backward(rng):
+def test_rnn_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 1)}
-    check_backward(L.rnn_forward, L.rnn_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+    check_backward(L.rnn_forward, L.rnn_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4}, arrays=arrays)
 
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
-def test_backward_with_lengths(rng, cell_type):
+def test_backward_with_lengths(rng, cell_type, arrays):
     """Sequences of lengths 3, 5 and 0 (unsorted): only the running steps get and pass gradients."""
     forward, backward, gates = CELLS[cell_type]
     inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, gates),
               "lengths": np.array([3, T, 0])}
-    check_backward(forward, backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+    check_backward(forward, backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4}, arrays=arrays)
 
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
@@ -78,16 +84,16 @@ def test_lengths_compute_the_running_steps_of_the_padded_batch(rng, cell_type):
         assert np.max(np.abs(a - b)) < 1e-12, name
 
 
-def test_lstm_step_backward(rng):
+def test_lstm_step_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, D)), "prev_h": rng.standard_normal((N, H)),
               "prev_c": rng.standard_normal((N, H)), **_weights(rng, 4)}
     check_backward(L.lstm_step_forward, L.lstm_step_backward, inputs,
-                   {"x": 0, "prev_h": 1, "prev_c": 2, "Wx": 3, "Wh": 4, "b": 5})
+                   {"x": 0, "prev_h": 1, "prev_c": 2, "Wx": 3, "Wh": 4, "b": 5}, arrays=arrays)
 
 
-def test_lstm_backward(rng):
+def test_lstm_backward(rng, arrays):
     inputs = {"x": rng.standard_normal((N, T, D)), "h0": rng.standard_normal((N, H)), **_weights(rng, 4)}
-    check_backward(L.lstm_forward, L.lstm_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4})
+    check_backward(L.lstm_forward, L.lstm_backward, inputs, {"x": 0, "h0": 1, "Wx": 2, "Wh": 3, "b": 4}, arrays=arrays)
 
 
 def _torch_reference(cell_type, x, h0, Wx, Wh, b, dh, lengths):
@@ -138,14 +144,17 @@ def test_sequence_layers_match_torch(rng, cell_type, batch, packed):
 
 
 @pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
-def test_float32_stays_float32(rng, cell_type):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_stays_float32(rng, cell_type, backend):
     forward, backward, gates = CELLS[cell_type]
+    arrays = Arrays(backend)
     x = rng.standard_normal((N, T, D)).astype(np.float32)
     h0 = rng.standard_normal((N, H)).astype(np.float32)
     w = {k: v.astype(np.float32) for k, v in _weights(rng, gates).items()}
-    h, cache = forward(x, h0, **w)
+    h, cache = forward(*arrays.to((x, h0)), **arrays.to(w))
+    h = arrays.back(h)
     assert h.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in backward(np.ones_like(h), cache))
+    assert all(g.dtype == np.float32 for g in arrays.back(backward(arrays.to(np.ones_like(h)), cache)))
     h64, _ = forward(x.astype(np.float64), h0.astype(np.float64), **{k: v.astype(np.float64) for k, v in w.items()})
     assert np.max(np.abs(h - h64)) < 1e-5
 

@@ -3,12 +3,13 @@ the word embedding, the same affine map at every time step (hidden states to wor
 together as the loss of the next words (``word_loss``).
 
 Every ``*_forward`` returns ``(out, cache)`` and its ``*_backward`` takes the upstream gradient and that cache;
-the loss returns its value and gradient at once.
+the loss returns its value and gradient at once. Every function takes the Array API namespace of its inputs
+(core.runtime.arrays): numpy arrays, torch tensors or CuPy arrays, word indices and masks of the same library.
 
 Dimension legend: N batch, T time steps, D input width, M output width, V vocabulary size.
 Arrays keep the dtype of their inputs (float32 stays float32).
 """
-import numpy as np
+from core.runtime.arrays import device_of, namespace, ops
 
 
 def affine_forward(x, w, b):
@@ -27,7 +28,7 @@ def affine_backward(dout, cache):
     Returns: dx of shape (N, D), dw (D, M), db (M,).
     """
     x, w = cache
-    return dout @ w.T, x.T @ dout, dout.sum(axis=0)  # (N, M) @ (M, D); (D, N) @ (N, M)
+    return dout @ w.T, x.T @ dout, namespace(dout).sum(dout, axis=0)  # (N, M) @ (M, D); (D, N) @ (N, M)
 
 
 def word_embedding_forward(x, W):
@@ -36,7 +37,9 @@ def word_embedding_forward(x, W):
     Inputs: x of shape (N, T), integer word indices in [0, V); W of shape (V, D).
     Returns: out of shape (N, T, D), cache for word_embedding_backward.
     """
-    return W[x], (x, W.shape, W.dtype)
+    xp = namespace(x, W)
+    out = xp.take(W, xp.reshape(x, (-1,)), axis=0)  # (N*T, D)
+    return xp.reshape(out, (*x.shape, W.shape[1])), (x, W)  # (N*T, D) -> (N, T, D)
 
 
 def word_embedding_backward(dout, cache):
@@ -45,10 +48,11 @@ def word_embedding_backward(dout, cache):
     Inputs: dout of shape (N, T, D), cache.
     Returns: dW of shape (V, D).
     """
-    x, shape, dtype = cache
-    dW = np.zeros(shape, dtype=dtype)
-    np.add.at(dW, x.ravel(), dout.reshape(-1, shape[1]))  # repeated words must accumulate, hence add.at
-    return dW
+    x, W = cache
+    xp = namespace(dout, x)
+    dW = xp.zeros(W.shape, dtype=W.dtype, device=device_of(W))
+    # (N, T) -> (N*T,); (N, T, D) -> (N*T, D); repeated words must accumulate
+    return ops(xp).add_rows_at(dW, xp.reshape(x, (-1,)), xp.reshape(dout, (-1, W.shape[1])))
 
 
 def temporal_affine_forward(x, w, b):
@@ -57,8 +61,9 @@ def temporal_affine_forward(x, w, b):
     Inputs: x of shape (N, T, D), w of shape (D, M), b of shape (M,).
     Returns: out of shape (N, T, M), cache for temporal_affine_backward.
     """
+    xp = namespace(x, w, b)
     N, T, D = x.shape
-    out = (x.reshape(N * T, D) @ w).reshape(N, T, -1)  # (N*T, D) @ (D, M) -> (N, T, M)
+    out = xp.reshape(xp.reshape(x, (N * T, D)) @ w, (N, T, -1))  # (N*T, D) @ (D, M) -> (N, T, M)
     out += b
     return out, (x, w)
 
@@ -70,11 +75,12 @@ def temporal_affine_backward(dout, cache):
     Returns: dx of shape (N, T, D), dw (D, M), db (M,).
     """
     x, w = cache
+    xp = namespace(dout, x)
     N, T, D = x.shape
-    flat = dout.reshape(N * T, -1)
-    dx = (flat @ w.T).reshape(N, T, D)  # (N*T, M) @ (M, D) -> (N, T, D)
-    dw = x.reshape(N * T, D).T @ flat  # (D, N*T) @ (N*T, M) -> (D, M)
-    return dx, dw, flat.sum(axis=0)
+    flat = xp.reshape(dout, (N * T, -1))  # (N, T, M) -> (N*T, M)
+    dx = xp.reshape(flat @ w.T, (N, T, D))  # (N*T, M) @ (M, D) -> (N, T, D)
+    dw = xp.reshape(x, (N * T, D)).T @ flat  # (D, N*T) @ (N*T, M) -> (D, M)
+    return dx, dw, xp.sum(flat, axis=0)
 
 
 def temporal_softmax_loss(x, y, mask, verbose=False):
@@ -85,22 +91,23 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     signature has it, for debugging).
     Returns: loss, a float; dx of shape (N, T, V), the gradient of the loss.
     """
+    xp = namespace(x, y, mask)
     N, T, V = x.shape
-    flat = x.reshape(N * T, V)
-    rows, targets = np.arange(N * T), y.ravel()
-    maxes = flat.max(axis=1)
+    flat = xp.reshape(x, (N * T, V))
+    targets = xp.astype(xp.reshape(y, (-1,)), xp.int64, copy=False)  # (N, T) -> (N*T,); torch gathers by int64
+    maxes = xp.max(flat, axis=1)
     probs = flat - maxes[:, None]  # the max shift keeps exp from overflowing
-    target_logits = probs[rows, targets]
-    np.exp(probs, out=probs)
-    sums = probs.sum(axis=1)
-    weights = mask.ravel().astype(x.dtype)
-    loss = -float(np.dot(weights, target_logits - np.log(sums))) / N
+    target_logits = xp.take_along_axis(probs, targets[:, None], axis=1)[:, 0]  # (N*T, 1) -> (N*T,)
+    ops(xp).exp(probs, out=probs)
+    sums = xp.sum(probs, axis=1)
+    weights = xp.astype(xp.reshape(mask, (-1,)), x.dtype)  # (N, T) -> (N*T,)
+    loss = -float(weights @ (target_logits - xp.log(sums))) / N  # (N*T,) @ (N*T,) -> ()
     # dx = weight / N * (softmax - onehot(y)): normalising and weighting fused into one pass.
     probs *= (weights / N / sums)[:, None]
-    probs[rows, targets] -= weights / N
+    ops(xp).subtract_at_columns(probs, targets, weights / N)
     if verbose:
-        print(f"dx, flattened: {probs.shape}")
-    return loss, probs.reshape(N, T, V)
+        print(f"dx, flattened: {tuple(probs.shape)}")
+    return loss, xp.reshape(probs, (N, T, V))  # (N*T, V) -> (N, T, V)
 
 
 def word_loss(h, targets, weights, W_vocab, b_vocab, keep):
@@ -112,10 +119,10 @@ def word_loss(h, targets, weights, W_vocab, b_vocab, keep):
     Returns: loss, a float; dh of shape (N, T, H), dW_vocab (H, V), db_vocab (V,).
     """
     # The M kept positions go through the temporal layers as one sequence, (1, M, H).
-    scores, cache = temporal_affine_forward(h[keep][None], W_vocab, b_vocab)
-    loss, dscores = temporal_softmax_loss(scores, targets[keep][None], weights[keep][None])
+    scores, cache = temporal_affine_forward(h[keep][None, ...], W_vocab, b_vocab)
+    loss, dscores = temporal_softmax_loss(scores, targets[keep][None, ...], weights[keep][None, ...])
     N = h.shape[0]
     dh_kept, dW_vocab, db_vocab = temporal_affine_backward(dscores / N, cache)
-    dh = np.zeros_like(h)
-    dh[keep] = dh_kept[0]
+    dh = namespace(h).zeros_like(h)
+    dh[keep] = dh_kept[0, ...]
     return loss / N, dh, dW_vocab, db_vocab

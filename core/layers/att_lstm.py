@@ -27,13 +27,13 @@ The equations, for cells a of shape (N, R, C) and the previous hidden state h_{t
 The recurrent weights travel as one dict ``weights`` with the keys W_att_h (H, A), w_att (A,), Wx (W + C, 4H),
 Wh (H, 4H), b (4H,), and, for the gated model, W_beta (H, 1) and b_beta (1,); the gate runs exactly when
 ``weights`` holds W_beta. Backward functions return the gradients as a dict with the same keys.
-Arrays keep the dtype of their inputs (float32 stays float32).
+Arrays keep the dtype of their inputs (float32 stays float32); every function takes the Array API namespace of
+its inputs (core.runtime.arrays), as core.layers.rnn does.
 """
-import numpy as np
-
 from core.layers.packing import Packing
 from core.layers.rnn import (lstm_gate_scale, lstm_gates_backward, lstm_gates_forward, lstm_step_backward,
                              lstm_step_forward, recurrent_weight_gradient, sigmoid)
+from core.runtime.arrays import device_of, namespace, ops
 
 RECURRENT_KEYS = ("W_att_h", "w_att", "Wx", "Wh", "b")
 GATE_KEYS = ("W_beta", "b_beta")
@@ -46,14 +46,15 @@ def weight_keys(weights):
 
 def softmax_cells(e):
     """Softmax over the last axis of scores e of shape (..., R); the max shift keeps exp from overflowing."""
-    alpha = np.exp(e - e.max(axis=-1, keepdims=True))
-    alpha /= alpha.sum(axis=-1, keepdims=True)
+    xp = namespace(e)
+    alpha = xp.exp(e - xp.max(e, axis=-1, keepdims=True))
+    alpha /= xp.sum(alpha, axis=-1, keepdims=True)
     return alpha
 
 
 def softmax_cells_backward(dalpha, alpha):
     """The scores' gradient, of shape (..., R), from the weights' gradient dalpha and the weights alpha."""
-    return alpha * (dalpha - np.sum(alpha * dalpha, axis=-1, keepdims=True))
+    return alpha * (dalpha - namespace(alpha, dalpha).sum(alpha * dalpha, axis=-1, keepdims=True))
 
 
 def attention_step_forward(a, pa, prev_h, W_att_h, w_att):
@@ -63,9 +64,9 @@ def attention_step_forward(a, pa, prev_h, W_att_h, w_att):
     prev_h of shape (N, H); W_att_h of shape (H, A); w_att of shape (A,).
     Returns: z of shape (N, C), the context; alpha of shape (N, R); cache for attention_step_backward.
     """
-    u = np.tanh(pa + (prev_h @ W_att_h)[:, None, :])  # (N, H) @ (H, A) -> (N, A) -> (N, 1, A)
+    u = namespace(a, pa, prev_h).tanh(pa + (prev_h @ W_att_h)[:, None, :])  # (N, H) @ (H, A) -> (N, 1, A)
     alpha = softmax_cells(u @ w_att)  # (N, R, A) @ (A,) -> (N, R)
-    z = (alpha[:, None, :] @ a)[:, 0]  # (N, 1, R) @ (N, R, C) -> (N, 1, C) -> (N, C)
+    z = (alpha[:, None, :] @ a)[:, 0, :]  # (N, 1, R) @ (N, R, C) -> (N, 1, C) -> (N, C)
     return z, alpha, (a, prev_h, W_att_h, w_att, u, alpha)
 
 
@@ -77,13 +78,14 @@ def attention_step_backward(dz, dalpha, cache):
     Returns: da of shape (N, R, C), dpa (N, R, A), dprev_h (N, H), dW_att_h (H, A), dw_att (A,).
     """
     a, prev_h, W_att_h, w_att, u, alpha = cache
+    xp = namespace(dz, a)
     dalpha = dalpha + (a @ dz[:, :, None])[:, :, 0]  # (N, R, C) @ (N, C, 1) -> (N, R, 1) -> (N, R)
     de = softmax_cells_backward(dalpha, alpha)
     da = alpha[:, :, None] * dz[:, None, :]  # (N, R, 1) * (N, 1, C) -> (N, R, C)
     dpa = de[:, :, None] * w_att * (1 - u ** 2)  # (N, R, 1) * (A,) * (N, R, A) -> (N, R, A)
-    dhp = dpa.sum(axis=1)  # (N, R, A) -> (N, A)
+    dhp = xp.sum(dpa, axis=1)  # (N, R, A) -> (N, A)
     A = w_att.shape[0]
-    dw_att = u.reshape(-1, A).T @ de.ravel()  # (A, N*R) @ (N*R,) -> (A,)
+    dw_att = xp.reshape(u, (-1, A)).T @ xp.reshape(de, (-1,))  # (A, N*R) @ (N*R,) -> (A,)
     return da, dpa, dhp @ W_att_h.T, prev_h.T @ dhp, dw_att  # (N, A) @ (A, H); (H, N) @ (N, A)
 
 
@@ -102,7 +104,7 @@ def att_lstm_step_forward(x, prev_h, prev_c, a, pa, weights):
         z_in = beta * z
     else:
         z_in = z
-    x_in = np.concatenate([x, z_in], axis=1)  # (N, W) and (N, C) -> (N, W + C)
+    x_in = namespace(x, z_in).concat([x, z_in], axis=1)  # (N, W) and (N, C) -> (N, W + C)
     next_h, next_c, lstm_cache = lstm_step_forward(x_in, prev_h, prev_c, weights["Wx"], weights["Wh"],
                                                    weights["b"])
     return next_h, next_c, alpha, (att_cache, lstm_cache, prev_h, z, beta, weights, x.shape[1])
@@ -121,10 +123,11 @@ def att_lstm_step_backward(dnext_h, dnext_c, dalpha, cache):
                                                                                        lstm_cache)
     dz = dx_in[:, W:]
     if beta is not None:
-        dbeta = np.sum(dz * z, axis=1, keepdims=True) * beta * (1 - beta)  # through the sigmoid, (N, 1)
+        xp = namespace(dz, z)
+        dbeta = xp.sum(dz * z, axis=1, keepdims=True) * beta * (1 - beta)  # through the sigmoid, (N, 1)
         dz = dz * beta
         grads["W_beta"] = prev_h.T @ dbeta  # (H, N) @ (N, 1) -> (H, 1)
-        grads["b_beta"] = dbeta.sum(axis=0)
+        grads["b_beta"] = xp.sum(dbeta, axis=0)
         dprev_h += dbeta @ weights["W_beta"].T  # (N, 1) @ (1, H) -> (N, H)
     da, dpa, dprev_h_att, grads["W_att_h"], grads["w_att"] = attention_step_backward(dz, dalpha, att_cache)
     return dx_in[:, :W], dprev_h + dprev_h_att, dprev_c, da, dpa, grads
@@ -138,11 +141,11 @@ def doubly_stochastic_penalty(alpha, lam):
     only the steps a row runs count; lam, a float >= 0.
     Returns: penalty, a float; dalpha of shape (N, T, R), its gradient.
     """
-    N = alpha.shape[0]
-    missing = 1 - alpha.sum(axis=1)  # (N, T, R) -> (N, R)
-    penalty = lam * float(np.sum(missing ** 2)) / N
-    dalpha = np.broadcast_to((-2 * lam / N) * missing[:, None, :], alpha.shape)  # (N, 1, R) -> (N, T, R)
-    return penalty, dalpha.astype(alpha.dtype)
+    xp, N = namespace(alpha), alpha.shape[0]
+    missing = 1 - xp.sum(alpha, axis=1)  # (N, T, R) -> (N, R)
+    penalty = lam * float(xp.sum(missing ** 2)) / N
+    dalpha = xp.broadcast_to((-2 * lam / N) * missing[:, None, :], alpha.shape)  # (N, 1, R) -> (N, T, R)
+    return penalty, xp.astype(dalpha, alpha.dtype)
 
 
 def _check_sequence(x, a, pa, h0, c0, weights):
@@ -162,7 +165,7 @@ def _check_sequence(x, a, pa, h0, c0, weights):
 def _recurrent_weights(weights, gate_scale=1):
     """The weights h_{t-1} multiplies, side by side: Wh (gate columns times gate_scale), W_att_h, W_beta; (H, K)."""
     parts = [weights["Wh"] * gate_scale, weights["W_att_h"]] + ([weights["W_beta"]] if "W_beta" in weights else [])
-    return np.concatenate(parts, axis=1)
+    return namespace(*parts).concat(parts, axis=1)
 
 
 def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
@@ -175,27 +178,30 @@ def att_lstm_forward(x, a, pa, h0, c0, weights, lengths=None):
     step looked (both zero past a row's length); cache for att_lstm_backward.
     """
     _check_sequence(x, a, pa, h0, c0, weights)
+    arrays = (x, a, pa, h0, c0, *(weights[key] for key in weight_keys(weights)))
+    xp, device = namespace(*arrays), device_of(x)
     pack = Packing.of(lengths, *x.shape[:2])
-    dtype = np.result_type(x, a, pa, h0, c0, *(weights[key] for key in weight_keys(weights)))
+    dtype = xp.result_type(*arrays)
     W, (_, R, C), H = x.shape[2], a.shape, h0.shape[1]
-    scale = lstm_gate_scale(H, dtype)
+    scale = lstm_gate_scale(H, dtype, x)
     x_packed = pack.pack(x)
     # scaled pre-activations, turned into the gate values i, f, o, g in place
-    gates = x_packed @ (weights["Wx"][:W] * scale)  # (P, W) @ (W, 4H) -> (P, 4H)
+    gates = x_packed @ (weights["Wx"][:W, :] * scale)  # (P, W) @ (W, 4H) -> (P, 4H)
     gates += weights["b"] * scale
     a, pa, h0, c0 = (pack.sort_rows(array) for array in (a, pa, h0, c0))
-    P, A = len(gates), pa.shape[2]
+    P, A = gates.shape[0], pa.shape[2]
     shapes = {"u": (P, R, A), "alpha": (P, R), "z": (P, C), "c": (P, H), "tanh_c": (P, H), "h": (P, H)}
-    buffers = {name: np.empty(shape, dtype=dtype) for name, shape in shapes.items()}
-    buffers["beta"] = np.empty((P, 1), dtype=dtype) if "W_beta" in weights else None
-    W_rec, W_ctx = _recurrent_weights(weights, scale), weights["Wx"][W:] * scale
+    buffers = {name: xp.empty(shape, dtype=dtype, device=device) for name, shape in shapes.items()}
+    buffers["beta"] = xp.empty((P, 1), dtype=dtype, device=device) if "W_beta" in weights else None
+    W_rec, W_ctx = _recurrent_weights(weights, scale), weights["Wx"][W:, :] * scale
     prev_h, prev_c = h0, c0
-    with np.errstate(over="ignore"):  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
+    with ops(xp).quiet_overflow():  # exp(large) = inf is fine: 1 / (1 + inf) = 0, the right limit
         for t in range(pack.steps):
-            n, rows = pack.sizes[t], pack.block(t)
-            _step_forward(prev_h[:n], prev_c[:n], a[:n], pa[:n], gates[rows], W_rec, W_ctx, weights,
-                          {name: None if array is None else array[rows] for name, array in buffers.items()})
-            prev_h, prev_c = buffers["h"][rows], buffers["c"][rows]
+            n, rows = pack.step(t)
+            step_buffers = {name: None if array is None else array[rows, ...] for name, array in buffers.items()}
+            _step_forward(prev_h[:n, :], prev_c[:n, :], a[:n, ...], pa[:n, ...], gates[rows, :], W_rec, W_ctx,
+                          weights, step_buffers)
+            prev_h, prev_c = buffers["h"][rows, :], buffers["c"][rows, :]
     cache = (x_packed, a, h0, c0, weights, gates, buffers, pack)
     return pack.unpack(buffers["h"]), pack.unpack(buffers["alpha"]), cache
 
@@ -207,17 +213,18 @@ def _step_forward(prev_h, prev_c, a, pa, gates, W_rec, W_ctx, weights, out):
     pre-activations, turned into the gate values in place; W_rec (H, K); W_ctx (C, 4H), scaled.
     Outputs: u (n, R, A), the tanh of the attention; alpha (n, R); z (n, C); beta (n, 1) or None; c, tanh_c, h (n, H).
     """
+    xp, kernels = namespace(prev_h, pa), ops(namespace(prev_h, pa))
     H, A = prev_h.shape[1], pa.shape[2]
     rec = prev_h @ W_rec  # (n, H) @ (H, K) -> (n, K)
     u = out["u"]
-    np.add(pa, rec[:, None, 4 * H:4 * H + A], out=u)  # (n, R, A) + (n, 1, A)
-    np.tanh(u, out=u)
-    scores = (u.reshape(-1, A) @ weights["w_att"]).reshape(len(u), -1)  # (n*R, A) @ (A,) -> (n, R)
-    out["alpha"][:] = softmax_cells(scores)
-    out["z"][:] = (out["alpha"][:, None, :] @ a)[:, 0]  # (n, 1, R) @ (n, R, C) -> (n, 1, C) -> (n, C)
+    kernels.add(pa, rec[:, None, 4 * H:4 * H + A], out=u)  # (n, R, A) + (n, 1, A)
+    kernels.tanh(u, out=u)
+    scores = xp.reshape(xp.reshape(u, (-1, A)) @ weights["w_att"], (u.shape[0], -1))  # (n*R, A) @ (A,) -> (n, R)
+    out["alpha"][...] = softmax_cells(scores)
+    out["z"][...] = (out["alpha"][:, None, :] @ a)[:, 0, :]  # (n, 1, R) @ (n, R, C) -> (n, 1, C) -> (n, C)
     z_in = out["z"]
     if out["beta"] is not None:
-        out["beta"][:] = sigmoid(rec[:, -1:] + weights["b_beta"])
+        out["beta"][...] = sigmoid(rec[:, -1:] + weights["b_beta"])
         z_in = z_in * out["beta"]
     recurrent = z_in @ W_ctx  # (n, C) @ (C, 4H) -> (n, 4H)
     recurrent += rec[:, :4 * H]
@@ -233,27 +240,33 @@ def att_lstm_backward(dh, dalpha, cache):
     weights' gradients.
     """
     x_packed, a, h0, c0, weights, gates, buffers, pack = cache
-    (N, R, C), H, (P, A) = a.shape, h0.shape[1], (len(gates), weights["w_att"].shape[0])
+    xp = namespace(dh, dalpha, gates)
+    (N, R, C), H, (P, A) = a.shape, h0.shape[1], (gates.shape[0], weights["w_att"].shape[0])
     dh, dalpha = pack.pack(dh), pack.pack(dalpha)
     W_rec = _recurrent_weights(weights)
+
+    def empty(*shape):
+        return xp.empty(shape, dtype=gates.dtype, device=device_of(gates))
+
     # Columns as in the recurrent product: the gates' pre-activation gradients, then the attention's and beta's.
-    drec = np.empty((P, W_rec.shape[1]), dtype=gates.dtype)
-    dz, de = np.empty((P, C), dtype=gates.dtype), np.empty((P, R), dtype=gates.dtype)
+    drec, dz, de = empty(P, W_rec.shape[1]), empty(P, C), empty(P, R)
     # Row j holds h_t's and c_t's gradients through step t + 1; rows not yet running at t + 1 stay zero.
-    dprev_h, dc = (np.zeros((N, H), dtype=gates.dtype) for _ in range(2))
+    dprev_h, dc = xp.zeros_like(h0, dtype=gates.dtype), xp.zeros_like(h0, dtype=gates.dtype)
     # The sum over steps of (1 - u^2) de: pa's gradient before w_att multiplies it, once, after the loop.
-    dpa = np.zeros((N, R, A), dtype=gates.dtype)
-    scratch = {"lstm": np.empty((N, 3 * H), dtype=gates.dtype), "att": np.empty((N, R, A), dtype=gates.dtype)}
-    W_ctx_T = weights["Wx"][x_packed.shape[1]:].T
+    dpa = xp.zeros((N, R, A), dtype=gates.dtype, device=device_of(gates))
+    scratch = {"lstm": empty(N, 3 * H), "att": empty(N, R, A)}
+    W_ctx_T = weights["Wx"][x_packed.shape[1]:, :].T
     for t in reversed(range(pack.steps)):
-        n, rows = pack.sizes[t], pack.block(t)
-        saved = {name: None if array is None else array[rows] for name, array in buffers.items()}
-        saved["gates"], saved["prev_c"] = gates[rows], c0[:n] if t == 0 else buffers["c"][pack.block(t - 1)][:n]
-        _step_backward(dh[rows], dalpha[rows], dprev_h[:n], dc[:n], a[:n], W_rec, W_ctx_T, weights, saved,
-                       {"drec": drec[rows], "dz": dz[rows], "de": de[rows], "dpa": dpa[:n]},
-                       {name: array[:n] for name, array in scratch.items()})
+        n, rows = pack.step(t)
+        saved = {name: None if array is None else array[rows, ...] for name, array in buffers.items()}
+        saved["gates"] = gates[rows, :]
+        saved["prev_c"] = c0[:n, :] if t == 0 else buffers["c"][pack.block(t - 1), :][:n, :]
+        _step_backward(dh[rows, :], dalpha[rows, :], dprev_h[:n, :], dc[:n, :], a[:n, ...], W_rec, W_ctx_T, weights,
+                       saved, {"drec": drec[rows, :], "dz": dz[rows, :], "de": de[rows, :], "dpa": dpa[:n, ...]},
+                       {name: array[:n, ...] for name, array in scratch.items()})
     dpa *= weights["w_att"]
-    da = pack.unpack(buffers["alpha"]).transpose(0, 2, 1) @ pack.unpack(dz)  # (N, R, T) @ (N, T, C) -> (N, R, C)
+    # (N, T, R) -> (N, R, T); (N, R, T) @ (N, T, C) -> (N, R, C)
+    da = xp.permute_dims(pack.unpack(buffers["alpha"]), (0, 2, 1)) @ pack.unpack(dz)
     dx, grads = _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack)
     return dx, da, pack.unsort_rows(dpa), pack.unsort_rows(dprev_h), pack.unsort_rows(dc), grads
 
@@ -267,39 +280,42 @@ def _step_backward(dh, dalpha, dh_next, dc, a, W_rec, W_ctx_T, weights, saved, o
     Outputs: drec (n, K), the recurrent product's gradient; dz (n, C), the context's; de (n, R), the scores';
     dpa (n, R, A), to which this step's (1 - u^2) de is added.
     """
+    xp = namespace(dh, a)
+    kernels = ops(xp)
     H, A = dh.shape[1], weights["w_att"].shape[0]
     drec, dz = out["drec"], out["dz"]
     lstm_gates_backward(dh, dh_next, dc, saved["gates"], saved["prev_c"], saved["tanh_c"], drec[:, :4 * H],
-                         scratch["lstm"])
-    np.matmul(drec[:, :4 * H], W_ctx_T, out=dz)  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
+                        scratch["lstm"])
+    kernels.matmul(drec[:, :4 * H], W_ctx_T, out=dz)  # (n, 4H) @ (4H, C) -> (n, C), the gated context's gradient
     if saved["beta"] is not None:
         beta = saved["beta"]
-        drec[:, -1:] = np.sum(dz * saved["z"], axis=1, keepdims=True) * beta * (1 - beta)
+        drec[:, -1:] = xp.sum(dz * saved["z"], axis=1, keepdims=True) * beta * (1 - beta)
         dz *= beta
     dalpha = dalpha + (a @ dz[:, :, None])[:, :, 0]  # (n, R, C) @ (n, C, 1) -> (n, R, 1) -> (n, R)
-    out["de"][:] = softmax_cells_backward(dalpha, saved["alpha"])
+    out["de"][...] = softmax_cells_backward(dalpha, saved["alpha"])
     u, q = saved["u"], scratch["att"]
-    np.multiply(u, u, out=q)
-    np.subtract(1, q, out=q)  # tanh' = 1 - u^2
+    kernels.multiply(u, u, out=q)
+    kernels.subtract(1, q, out=q)  # tanh' = 1 - u^2
     q *= out["de"][:, :, None]
     out["dpa"] += q
-    np.multiply(q.sum(axis=1), weights["w_att"], out=drec[:, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
-    np.matmul(drec, W_rec.T, out=dh_next)  # (n, K) @ (K, H) -> (n, H)
+    kernels.multiply(xp.sum(q, axis=1), weights["w_att"], out=drec[:, 4 * H:4 * H + A])  # (n, R, A) -> (n, A)
+    kernels.matmul(drec, W_rec.T, out=dh_next)  # (n, K) @ (K, H) -> (n, H)
 
 
 def _weight_gradients(drec, de, x_packed, h0, buffers, weights, pack):
     """The word vectors' gradient, of shape (N, T, W), and the weights' gradients, each one matmul over all
     positions, from the recurrent product's gradient drec (P, K) and the scores' gradient de (P, R)."""
+    xp = namespace(drec, de)
     H, W = h0.shape[1], x_packed.shape[1]
     P, R, A = buffers["u"].shape
     dgates = drec[:, :4 * H]
     dW_rec = recurrent_weight_gradient(drec, h0, buffers["h"], pack)  # (H, K)
     z_in = buffers["z"] if buffers["beta"] is None else buffers["z"] * buffers["beta"]
     grads = {"Wh": dW_rec[:, :4 * H], "W_att_h": dW_rec[:, 4 * H:4 * H + A],
-             "Wx": np.concatenate([x_packed.T @ dgates, z_in.T @ dgates]),  # (W, P), (C, P) @ (P, 4H) -> (W + C, 4H)
-             "b": dgates.sum(axis=0),
-             "w_att": buffers["u"].reshape(P * R, A).T @ de.reshape(P * R)}  # (A, P*R) @ (P*R,) -> (A,)
+             "Wx": xp.concat([x_packed.T @ dgates, z_in.T @ dgates]),  # (W, P), (C, P) @ (P, 4H) -> (W + C, 4H)
+             "b": xp.sum(dgates, axis=0),
+             "w_att": xp.reshape(buffers["u"], (P * R, A)).T @ xp.reshape(de, (P * R,))}  # (A, P*R) @ (P*R,) -> (A,)
     if buffers["beta"] is not None:
-        grads["W_beta"], grads["b_beta"] = dW_rec[:, -1:], drec[:, -1].sum(keepdims=True)
-    dx = pack.unpack(dgates @ weights["Wx"][:W].T)  # (P, 4H) @ (4H, W) -> (P, W) -> (N, T, W)
+        grads["W_beta"], grads["b_beta"] = dW_rec[:, -1:], xp.sum(drec[:, -1], keepdims=True)
+    dx = pack.unpack(dgates @ weights["Wx"][:W, :].T)  # (P, 4H) @ (4H, W) -> (P, W) -> (N, T, W)
     return dx, grads

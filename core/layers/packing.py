@@ -6,11 +6,16 @@ n_t = #{n : L_n > t} of them, so step t is one contiguous block of n_t rows and 
 form one (P, D) array: step 0's block, then step 1's, and so on. Step t's recurrent input is the first n_t
 rows of step t-1's block, since a sequence running at step t also ran at step t-1.
 
+The layout is worked out on the host in numpy; the arrays it packs may be of any Array API namespace (numpy,
+torch, CuPy): its index arrays go to their namespace and device once, on first use.
+
 Dimension legend: N sequences, T padded steps, P positions actually computed, D any feature width.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from core.runtime.arrays import device_of, namespace, to_numpy
 
 
 @dataclass(frozen=True)
@@ -22,13 +27,14 @@ class Packing:
     sizes: np.ndarray
     offsets: np.ndarray
     index: np.ndarray
+    _placed: dict = field(default_factory=dict, compare=False, repr=False)  # index arrays by namespace and device
 
     @classmethod
     def of(cls, lengths, N, T):
         """The layout for ``lengths`` of shape (N,), integers in [0, T]; None means every sequence runs T steps."""
         if lengths is None:
             lengths = np.full(N, T)
-        lengths = np.asarray(lengths)
+        lengths = np.asarray(to_numpy(lengths))
         if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
             raise ValueError(f"lengths must be integers of shape ({N},), got {lengths.dtype} of shape {lengths.shape}")
         if N and (lengths.min() < 0 or lengths.max() > T):
@@ -46,19 +52,24 @@ class Packing:
 
     def block(self, t):
         """The packed rows of step t, a slice."""
-        return slice(self.offsets[t], self.offsets[t + 1])
+        return slice(int(self.offsets[t]), int(self.offsets[t + 1]))
+
+    def step(self, t):
+        """(n_t, the slice of step t's packed rows)."""
+        return int(self.sizes[t]), self.block(t)
 
     def pack(self, x):
         """(N, T, D) -> (P, D), a copy holding the positions that run."""
         N, T, D = x.shape
-        return x.reshape(N * T, D)[self.index]
+        xp = namespace(x)
+        return xp.take(xp.reshape(x, (N * T, D)), self._on("index", x), axis=0)  # (N*T, D) -> (P, D)
 
     def unpack(self, packed):
         """(P, D) -> (N, T, D), zeros at the positions that do not run."""
         N, T = len(self.order), len(self.sizes)
-        out = np.zeros((N * T, packed.shape[1]), dtype=packed.dtype)
-        out[self.index] = packed
-        return out.reshape(N, T, -1)  # (N*T, D) -> (N, T, D)
+        xp = namespace(packed)
+        padded = xp.concat([packed, xp.zeros((1, packed.shape[1]), dtype=packed.dtype, device=device_of(packed))])
+        return xp.reshape(xp.take(padded, self._on("slots", packed), axis=0), (N, T, -1))  # (N*T, D) -> (N, T, D)
 
     def previous(self):
         """For every packed position of steps 1.. (the last P - n_0), the packed row of the same sequence's
@@ -66,12 +77,35 @@ class Packing:
         positions = np.arange(self.sizes[0], self.offsets[-1])
         return positions - np.repeat(self.sizes[:-1], self.sizes[1:])
 
+    def previous_rows(self, packed):
+        """(P, D) -> (P - n_0, D): at every position of steps 1.., the same sequence's row one step earlier."""
+        return namespace(packed).take(packed, self._on("previous", packed), axis=0)
+
     def sort_rows(self, a):
         """Rows of ``a`` (N, ...) in packing order, longest first."""
-        return a[self.order]
+        return namespace(a).take(a, self._on("order", a), axis=0)
 
     def unsort_rows(self, a):
         """Inverse of sort_rows."""
-        out = np.empty_like(a)
-        out[self.order] = a
-        return out
+        return namespace(a).take(a, self._on("unorder", a), axis=0)
+
+    def _host(self, name):
+        """The host (numpy) index array ``name``: order, index, previous, unorder (the inverse permutation of
+        order) or slots (each flat position's packed row, P for the positions that do not run)."""
+        if name == "previous":
+            return self.previous()
+        if name == "unorder":
+            return np.argsort(self.order)
+        if name == "slots":
+            slots = np.full(len(self.order) * len(self.sizes), len(self.index))
+            slots[self.index] = np.arange(len(self.index))
+            return slots
+        return getattr(self, name)
+
+    def _on(self, name, like):
+        """The index array ``name`` in the namespace and on the device of array ``like``, made once."""
+        xp, device = namespace(like), device_of(like)
+        key = (name, xp.__name__, str(device))
+        if key not in self._placed:
+            self._placed[key] = xp.asarray(self._host(name), device=device)
+        return self._placed[key]

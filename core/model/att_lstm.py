@@ -19,6 +19,7 @@ from core.layers.affine import word_embedding_backward, word_embedding_forward, 
 from core.layers.att_lstm import (att_lstm_backward, att_lstm_forward, att_lstm_step_forward,
                                   doubly_stochastic_penalty, weight_keys)
 from core.model.captioner import NumpyCaptioner, check_numpy_config, check_weights, feature_scale, run_lengths
+from core.runtime.arrays import to_numpy
 
 POSITION_CHANNELS = 2  # each cell's centre (x, y)
 
@@ -78,8 +79,9 @@ def cell_positions(num_cells):
 
 
 class AttDecodeState(NamedTuple):
-    """Decoding state of N rows: h, c (N, H); grid (N, R, D), the cells with positions; projected (N, R, A),
-    grid @ W_att + b_att; alpha (N, R), where the last step looked (zeros before the first step)."""
+    """Decoding state of N rows, arrays of the model's backend: h, c (N, H); grid (N, R, D), the cells with
+    positions; projected (N, R, A), grid @ W_att + b_att; alpha (N, R), where the last step looked (zeros before the
+    first step)."""
     h: np.ndarray
     c: np.ndarray
     grid: np.ndarray
@@ -138,29 +140,24 @@ class CaptioningAttLSTM(NumpyCaptioner):
     def _grid(self, features):
         """The cells divided by ``feature_scale`` with their positions appended, (N, R, D), in the model dtype;
         ValueError unless features are floating point of shape (N, R, C)."""
-        features = np.asarray(features)
-        R, C = self._config.num_cells, self._config.input_dim
-        if features.ndim != 3 or features.shape[1:] != (R, C):
-            raise ValueError(f"features must have shape (N, {R}, {C}) (N images, {R} cells, {C} channels), "
-                             f"got {features.shape}")
-        if not np.issubdtype(features.dtype, np.floating):
-            raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-        cells = (features / self._config.feature_scale).astype(self.dtype, copy=False)
-        positions = np.broadcast_to(self.positions, (len(cells), R, POSITION_CHANNELS))  # (R, 2) -> (N, R, 2)
-        return np.concatenate([cells, positions], axis=2)  # (N, R, C) and (N, R, 2) -> (N, R, D)
+        xp, R, C = self.backend.xp, self._config.num_cells, self._config.input_dim
+        cells = self._scaled(self._check_floating(features, (None, R, C),
+                                                  f" (N images, {R} cells, {C} channels)"))
+        positions = xp.broadcast_to(self._on(self.positions), (cells.shape[0], R, POSITION_CHANNELS))  # (N, R, 2)
+        return xp.concat([cells, positions], axis=2)  # (N, R, C) and (N, R, 2) -> (N, R, D)
 
     def _start(self, grid):
         """h0 and c0 of shape (N, H) from the mean cell, and that mean, of shape (N, D)."""
-        p = self.params
-        mean = grid.mean(axis=1)  # (N, R, D) -> (N, D)
-        h0 = np.tanh(mean @ p["W_h0"] + p["b_h0"])  # (N, D) @ (D, H) -> (N, H)
+        p, xp = self.params, self.backend.xp
+        mean = xp.mean(grid, axis=1)  # (N, R, D) -> (N, D)
+        h0 = xp.tanh(mean @ p["W_h0"] + p["b_h0"])  # (N, D) @ (D, H) -> (N, H)
         return h0, mean @ p["W_c0"] + p["b_c0"], mean
 
     def _recurrent_weights(self):
         """The dict of weights core.layers.att_lstm' functions take."""
         return {key: self.params[key] for key in weight_keys(self.params)}
 
-    def loss(self, features, captions, weights=None):
+    def loss(self, features, captions, weights=None, grads=None):
         """Training loss and gradients for a minibatch (teacher forcing).
 
         Inputs:
@@ -170,28 +167,30 @@ class CaptioningAttLSTM(NumpyCaptioner):
         - weights: optional array of shape (N,), each caption's weight: the loss is then
           -sum_n weights[n] * log p(caption n) / N, self-critical training's surrogate, without the penalty
           (a regulariser of cross-entropy training's attention, not part of the policy).
+        - grads: optional dict the gradients are set into as the backward pass produces them (default a new one);
+          a process group's ``gradient_reducer`` starts each one's all-reduce there.
 
         Returns:
         - loss: float, the summed cross-entropy over the predicted words divided by N, plus the penalty.
         - grads: dict with the keys of ``params``, each of that parameter's shape.
         """
         grid = self._grid(features)
-        captions = self._check_captions(captions, grid.shape[0])
-        p = self.params
+        captions = self._check_captions(captions, grid.shape[0])  # numpy: the masks are worked out on the host
+        p, xp = self.params, self.backend.xp
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         h0, c0, mean = self._start(grid)
         projected = grid @ p["W_att"] + p["b_att"]  # (N, R, D) @ (D, A) -> (N, R, A)
-        words, embed_cache = word_embedding_forward(captions_in, p["W_embed"])
+        words, embed_cache = word_embedding_forward(self._on(captions_in), p["W_embed"])
         keep = captions_out != self.null_idx  # (N, T); steps past a caption's last target are not computed
         h, alpha, cache = att_lstm_forward(words, grid, projected, h0, c0, self._recurrent_weights(),
                                            lengths=run_lengths(keep))
-        grads = {}
+        grads = {} if grads is None else grads
         word_weights = keep.astype(self.dtype)  # (N, T)
         if weights is not None:
             word_weights *= check_weights(weights, grid.shape[0])[:, None]
-        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights,
-                                                                 p["W_vocab"], p["b_vocab"], keep)
-        dalpha = np.zeros_like(alpha)
+        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, *map(self._on, (captions_out, word_weights)),
+                                                                 p["W_vocab"], p["b_vocab"], self._on(keep))
+        dalpha = xp.zeros_like(alpha)
         if self._config.att_penalty and weights is None:
             penalty, dalpha = doubly_stochastic_penalty(alpha, self._config.att_penalty)
             loss += penalty
@@ -201,11 +200,12 @@ class CaptioningAttLSTM(NumpyCaptioner):
         grads["W_embed"] = word_embedding_backward(dwords, embed_cache)
         D, A = grid.shape[2], dprojected.shape[2]
         # The grid is data: W_att's gradient is needed, the cells' (another (N*R, A) @ (A, D)) is not.
-        grads["W_att"] = grid.reshape(-1, D).T @ dprojected.reshape(-1, A)  # (D, N*R) @ (N*R, A) -> (D, A)
-        grads["b_att"] = dprojected.sum(axis=(0, 1))
+        # (N, R, D) -> (N*R, D), (N, R, A) -> (N*R, A); (D, N*R) @ (N*R, A) -> (D, A)
+        grads["W_att"] = xp.reshape(grid, (-1, D)).T @ xp.reshape(dprojected, (-1, A))
+        grads["b_att"] = xp.sum(dprojected, axis=(0, 1))
         dh0 *= 1 - h0 ** 2  # through the tanh
-        grads["W_h0"], grads["b_h0"] = mean.T @ dh0, dh0.sum(axis=0)  # (D, N) @ (N, H) -> (D, H)
-        grads["W_c0"], grads["b_c0"] = mean.T @ dc0, dc0.sum(axis=0)
+        grads["W_h0"], grads["b_h0"] = mean.T @ dh0, xp.sum(dh0, axis=0)  # (D, N) @ (N, H) -> (D, H)
+        grads["W_c0"], grads["b_c0"] = mean.T @ dc0, xp.sum(dc0, axis=0)
         return loss, grads
 
     def init_decode(self, features):
@@ -213,7 +213,7 @@ class CaptioningAttLSTM(NumpyCaptioner):
         grid = self._grid(features)
         h0, c0, _ = self._start(grid)
         projected = grid @ self.params["W_att"] + self.params["b_att"]  # (N, R, D) @ (D, A) -> (N, R, A)
-        return AttDecodeState(h0, c0, grid, projected, np.zeros(grid.shape[:2], dtype=self.dtype))
+        return AttDecodeState(h0, c0, grid, projected, self.backend.xp.zeros_like(grid[:, :, 0]))
 
     def decode_step(self, tokens, state):
         """One word for every row.
@@ -222,16 +222,16 @@ class CaptioningAttLSTM(NumpyCaptioner):
         Returns: log_probs of shape (N, V), the log-softmax over the next word; the new state, whose ``alpha``
         (also ``attention(state)``) holds where this step looked, of shape (N, R).
         """
-        p = self.params
-        h, c, alpha, _ = att_lstm_step_forward(p["W_embed"][tokens], state.h, state.c, state.grid,
-                                               state.projected, self._recurrent_weights())
+        words = self.backend.xp.take(self.params["W_embed"], self._on(tokens), axis=0)  # (N, W)
+        h, c, alpha, _ = att_lstm_step_forward(words, state.h, state.c, state.grid, state.projected,
+                                               self._recurrent_weights())
         return self._word_log_probs(h), state._replace(h=h, c=c, alpha=alpha)
 
     def reorder_state(self, state, index):
         """The state with row i taken from old row index[i]; index of shape (M,)."""
-        return AttDecodeState(*(field[index] for field in state))
+        return AttDecodeState(*self._rows(state, index))
 
     def attention(self, state):
         """Where the state's last step looked: alpha of shape (N, R), summing to 1 over the cells (zeros before the
-        first step)."""
-        return state.alpha
+        first step), numpy."""
+        return to_numpy(state.alpha)

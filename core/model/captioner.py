@@ -1,5 +1,5 @@
 """What the captioners share: their vocabulary's special words, the checks of their configs and inputs, and the
-base of the two numpy captioners (constructor, config record, word scores, greedy sampling).
+base of the two hand-written captioners (constructor, config record, array backend, word scores, greedy sampling).
 
 Dimension legend: N captions (or images), T caption length, H hidden width, V vocabulary size, I feature width.
 """
@@ -10,6 +10,7 @@ import numpy as np
 from core.data.layout import END, NULL, START
 from core.data.vocab import index_to_word
 from core.decoding import greedy_decode
+from core.runtime.arrays import Backend, to_numpy
 
 
 def check_positive_ints(config, names):
@@ -45,8 +46,9 @@ def feature_scale(features, rows=4096):
 
 
 def check_captions(captions, N, vocab_size):
-    """Captions as an array; ValueError unless integers of shape (N, T) with T >= 2 and indices below vocab_size."""
-    captions = np.asarray(captions)
+    """Captions as a numpy array; ValueError unless integers of shape (N, T) with T >= 2 and indices below
+    vocab_size."""
+    captions = np.asarray(to_numpy(captions))
     if not np.issubdtype(captions.dtype, np.integer):
         raise ValueError(f"captions must be integer word indices, got dtype {captions.dtype}")
     if captions.ndim != 2 or captions.shape[0] != N or captions.shape[1] < 2:
@@ -73,18 +75,32 @@ def run_lengths(keep):
 
 class NumpyCaptioner:
     """The part of CaptioningRNN and CaptioningAttLSTM that is the same: each subclass names its ``Config``
-    dataclass, calls ``_configure`` first in its constructor and keeps W_vocab (H, V), b_vocab (V,) in ``params``."""
+    dataclass, calls ``_configure`` first in its constructor and keeps W_vocab (H, V), b_vocab (V,) in ``params``.
+
+    The parameters live on ``backend`` (core.runtime.arrays.Backend: numpy by default, torch tensors or CuPy arrays
+    after ``to_backend``); the methods take numpy inputs (or the backend's), and decoding gives numpy results."""
 
     Config = None
 
     def _configure(self, word_to_idx, config, options):
         """Set the config (``config`` or the defaults, then ``options`` by field name; ``dtype`` may be a numpy
-        type), the vocabulary and the dtype."""
+        type), the vocabulary, the dtype and the numpy backend."""
         if "dtype" in options:
             options["dtype"] = np.dtype(options["dtype"]).name
         self._config = replace(config or self.Config(), **options)
         set_vocabulary(self, word_to_idx)
         self.dtype = np.dtype(self._config.dtype)
+        self.backend = Backend()
+
+    def to_backend(self, backend):
+        """Move the parameters (copies) to ``backend``, a core.runtime.arrays.Backend; returns the model."""
+        self.params = {name: backend.asarray(value, copy=True) for name, value in self.params.items()}
+        self.backend = backend
+        return self
+
+    def _on(self, array):
+        """``array`` (numpy, or the backend's) as the backend's array."""
+        return self.backend.asarray(array)
 
     def config(self):
         """The JSON-able config of this model (the seed only set the initial weights)."""
@@ -93,12 +109,33 @@ class NumpyCaptioner:
     def _check_captions(self, captions, N):
         return check_captions(captions, N, len(self.idx_to_word))
 
+    def _check_floating(self, features, shape, what):
+        """``features`` on the backend; ValueError unless floating point of ``shape`` (None: any size)."""
+        features = self._on(features)
+        expected = ", ".join("N" if size is None else str(size) for size in shape)
+        if features.ndim != len(shape) or any(size not in (None, got) for size, got in zip(shape, features.shape)):
+            raise ValueError(f"features must have shape ({expected}){what}, got {tuple(features.shape)}")
+        if not self.backend.xp.isdtype(features.dtype, "real floating"):
+            raise ValueError(f"features must be floating point, got dtype {features.dtype}")
+        return features
+
+    def _scaled(self, features):
+        """Floating ``features`` on the backend divided by the config's feature_scale, in the model dtype."""
+        xp = self.backend.xp
+        return xp.astype(features / self._config.feature_scale, getattr(xp, self.dtype.name), copy=False)
+
     def _word_log_probs(self, h):
-        """The log-softmax over the next word of hidden states h (N, H): of shape (N, V)."""
+        """The log-softmax over the next word of hidden states h (N, H): numpy, of shape (N, V)."""
+        xp = self.backend.xp
         scores = h @ self.params["W_vocab"] + self.params["b_vocab"]  # (N, H) @ (H, V) -> (N, V)
-        scores -= scores.max(axis=1, keepdims=True)
-        scores -= np.log(np.exp(scores).sum(axis=1, keepdims=True))
-        return scores
+        scores -= xp.max(scores, axis=1, keepdims=True)
+        scores -= xp.log(xp.sum(xp.exp(scores), axis=1, keepdims=True))
+        return to_numpy(scores)
+
+    def _rows(self, arrays, index):
+        """Each of ``arrays`` with row i taken from old row index[i], as a tuple; index of shape (M,)."""
+        index = self._on(index)
+        return tuple(self.backend.xp.take(array, index, axis=0) for array in arrays)
 
     def sample(self, features, max_length=30):
         """Greedy captions: int array of shape (N, max_length), see ``core.decoding.greedy_decode``."""

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.vocab import idx_to_word_problem
+from core.runtime.arrays import Backend, pick_backend
 from core.runtime.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
-from core.runtime.devices import parse_device, pick_device
+from core.runtime.devices import pick_device
 from core.runtime.errors import UserError
 from core.model.att_lstm import CaptioningAttLSTM
 from core.model.rnn_model import CaptioningRNN
@@ -68,24 +68,32 @@ class ModelKind:
                             f"gradients and optimizer state, more than this machine's {available / 2 ** 30:.0f} GiB: "
                             f"{fix}")
 
-    def device(self, name="auto"):
-        """The device a model of this kind computes on: ``--device`` for torch, the CPU for numpy (which refuses
-        any other device rather than ignore it)."""
+    def device(self, name="auto", backend="numpy"):
+        """The device a model of this kind computes on, from ``--device`` and ``--backend``: a torch.device for
+        torch models and the torch and CuPy backends of hand-written ones, "cpu" for numpy. UserError for what
+        cannot run here (core.runtime.arrays.pick_backend), and for another backend than numpy for a torch model."""
         if self.framework == "torch":
+            if backend != "numpy":
+                raise UserError(f"--backend {backend}: --model {self.name} is a torch model already (--device "
+                                "places it); --backend is for the hand-written models, drop it")
             return pick_device(name)
-        if name != "auto" and parse_device(name).type != "cpu":
-            raise UserError(f"--device {name}: --model {self.name} computes with numpy, on the CPU only; use "
-                            "--device cpu or auto")
-        return "cpu"
+        placement = pick_backend(backend, name)
+        if placement.name == "numpy":
+            return "cpu"
+        import torch
 
-    def build(self, word_to_idx, config, seed=0, device="cpu"):
-        """A fresh model with initial weights drawn from ``seed``."""
+        return torch.device(placement.device)
+
+    def build(self, word_to_idx, config, seed=0, device="cpu", backend="numpy"):
+        """A fresh model with initial weights drawn from ``seed``; a hand-written one with its arrays on
+        ``backend`` (numpy, torch, cupy) and ``device``, from the same initial weights whatever the backend."""
         if self.framework == "torch":
             import torch
 
             torch.manual_seed(seed)  # torch initialises from its global generator
             return self.model_class(word_to_idx, config).to(device)
-        return self.model_class(word_to_idx, config, seed=seed)
+        model = self.model_class(word_to_idx, config, seed=seed)
+        return model if backend == "numpy" else model.to_backend(Backend(backend, str(device)))
 
     def load_params(self, model, params, path):
         """Put checkpoint parameters into ``model`` (eval mode for torch); UserError on any mismatch."""
@@ -98,7 +106,7 @@ class ModelKind:
             model.eval()  # no dropout while decoding
             return
         for name, value in params.items():
-            model.params[name] = value.astype(model.params[name].dtype, copy=False)
+            model.params[name] = model.backend.asarray(value, dtype=model.dtype)
 
 
 MODEL_KINDS = {kind.name: kind for kind in (
@@ -122,8 +130,9 @@ def model_kind(name):
     return MODEL_KINDS[name]
 
 
-def load_model(path, device="cpu", expect_type=None):
-    """Rebuild the model saved in checkpoint ``path``, ready for inference (torch models in eval mode).
+def load_model(path, device="cpu", expect_type=None, backend="numpy"):
+    """Rebuild the model saved in checkpoint ``path``, ready for inference (torch models in eval mode; hand-written
+    ones on ``backend``, see ``ModelKind.build``).
 
     Returns (model, meta). Raises UserError on any mismatch.
     """
@@ -143,7 +152,7 @@ def load_model(path, device="cpu", expect_type=None):
         raise UserError(f"checkpoint {path} has an unusable model config ({err}); use another checkpoint") from None
     kind.check_size(config, len(meta["idx_to_word"]), copies=1, source=f"checkpoint {path}")
     word_to_idx = {word: i for i, word in enumerate(meta["idx_to_word"])}
-    model = kind.build(word_to_idx, config, device=device)
+    model = kind.build(word_to_idx, config, device=device, backend=backend)
     kind.load_params(model, state["params"], path)
     return model, meta
 

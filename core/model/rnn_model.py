@@ -91,16 +91,11 @@ class CaptioningRNN(NumpyCaptioner):
         return {name: value.astype(self.dtype) for name, value in params.items()}
 
     def _check_features(self, features):
-        """Features divided by ``feature_scale``, in the model dtype; ValueError unless of shape (N, input_dim)
-        and floating point."""
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[1] != self.input_dim:
-            raise ValueError(f"features must have shape (N, {self.input_dim}), got {features.shape}")
-        if not np.issubdtype(features.dtype, np.floating):
-            raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-        return (features / self.feature_scale).astype(self.dtype, copy=False)
+        """Features on the backend divided by ``feature_scale``, in the model dtype; ValueError unless of shape
+        (N, input_dim) and floating point."""
+        return self._scaled(self._check_floating(features, (None, self.input_dim), ""))
 
-    def loss(self, features, captions, weights=None):
+    def loss(self, features, captions, weights=None, grads=None):
         """Training loss and gradients for a minibatch (teacher forcing).
 
         Inputs:
@@ -110,18 +105,20 @@ class CaptioningRNN(NumpyCaptioner):
         - weights: optional array of shape (N,), each caption's weight (default 1). Self-critical training
           passes the advantages: the loss is then -sum_n weights[n] * log p(caption n) / N, whose gradient is
           the policy gradient, through the same backward passes.
+        - grads: optional dict the gradients are set into as the backward pass produces them (default a new one);
+          a process group's ``gradient_reducer`` starts each one's all-reduce there.
 
         Returns:
         - loss: float, the (weighted) summed cross-entropy over the predicted words, divided by N.
         - grads: dict with the keys of ``params``, each of that parameter's shape.
         """
         features = self._check_features(features)
-        captions = self._check_captions(captions, features.shape[0])
+        captions = self._check_captions(captions, features.shape[0])  # numpy: the masks are worked out on the host
         p = self.params
         forward, backward, _ = CELLS[self.cell_type]
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         h0 = features @ p["W_proj"] + p["b_proj"]  # (N, I) @ (I, H) -> (N, H)
-        words, embed_cache = word_embedding_forward(captions_in, p["W_embed"])
+        words, embed_cache = word_embedding_forward(self._on(captions_in), p["W_embed"])
         # Steps past a caption's last target cannot change the loss, so the cell does not compute them, and
         # <NULL> targets (a third of the steps on typical data) are not scored.
         keep = captions_out != self.null_idx  # (N, T)
@@ -129,20 +126,20 @@ class CaptioningRNN(NumpyCaptioner):
         word_weights = np.ones(keep.shape)  # (N, T): a caption's weight on each of its words
         if weights is not None:
             word_weights *= check_weights(weights, features.shape[0])[:, None]
-        grads = {}
-        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, captions_out, word_weights, p["W_vocab"],
-                                                                 p["b_vocab"], keep)
+        grads = {} if grads is None else grads
+        loss, dh, grads["W_vocab"], grads["b_vocab"] = word_loss(h, *map(self._on, (captions_out, word_weights)),
+                                                                 p["W_vocab"], p["b_vocab"], self._on(keep))
         dwords, dh0, grads["Wx"], grads["Wh"], grads["b"] = backward(dh, cell_cache)
         grads["W_embed"] = word_embedding_backward(dwords, embed_cache)
         grads["W_proj"] = features.T @ dh0  # (I, N) @ (N, H) -> (I, H)
-        grads["b_proj"] = dh0.sum(axis=0)
+        grads["b_proj"] = self.backend.xp.sum(dh0, axis=0)
         return loss, grads
 
     def init_decode(self, features):
         """Decoding state for N rows: (h, c), each of shape (N, H); c stays zero for the 'rnn' cell."""
         features = self._check_features(features)
         h = features @ self.params["W_proj"] + self.params["b_proj"]  # (N, I) @ (I, H) -> (N, H)
-        return h, np.zeros_like(h)
+        return h, self.backend.xp.zeros_like(h)
 
     def decode_step(self, tokens, state):
         """One word for every row.
@@ -152,7 +149,7 @@ class CaptioningRNN(NumpyCaptioner):
         """
         p = self.params
         h, c = state
-        x = p["W_embed"][tokens]
+        x = self.backend.xp.take(p["W_embed"], self._on(tokens), axis=0)  # (N, W)
         if self.cell_type == "lstm":
             h, c, _ = layers.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])
         else:
@@ -161,5 +158,4 @@ class CaptioningRNN(NumpyCaptioner):
 
     def reorder_state(self, state, index):
         """The state with row i taken from old row index[i]; index of shape (M,)."""
-        h, c = state
-        return h[index], c[index]
+        return self._rows(state, index)

@@ -2,9 +2,9 @@
 
 A ``Group`` says who this process is (rank, world size) and carries the few collective operations the training
 loop, the evaluation and the feature extraction need: this rank's shard of an index array, a sum over ranks,
-the gradients of a step reduced as one flat buffer, objects gathered on rank 0, rank 0's decisions broadcast, and
-a check that every rank was launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in the
-environment) the group is a single process, every operation is the identity, and torch is never imported.
+the gradients of a step reduced while its backward pass runs, objects gathered on rank 0, rank 0's decisions
+broadcast, and a check that every rank was launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in
+the environment) the group is a single process, every operation is the identity, and torch is never imported.
 
 Errors every rank meets alike are printed once: rank 0 raises the ``UserError``, the other ranks exit with the
 same code silently (``Group.error``).
@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from core.runtime.arrays import as_torch, contiguous
 from core.runtime.errors import UserError
 
 RENDEZVOUS_TIMEOUT_ENV = "CAPTION_RENDEZVOUS_TIMEOUT"  # seconds a process waits to reach the rendezvous
@@ -69,24 +70,11 @@ class Group:
         torch.distributed.all_reduce(total)
         return float(total[0])
 
-    def reduce_gradients(self, loss, grads, share):
-        """Each rank's ``loss`` and gradient dict times its ``share`` of the global minibatch, summed over ranks
-        in one all-reduce of one flat buffer (the widest dtype of the gradients). Returns (loss, grads): views
-        into the buffer, the same on every rank."""
-        names = sorted(grads)  # the same order on every rank
-        dtype = np.result_type(*(grads[name] for name in names))
-        flat = np.concatenate([np.array([loss], dtype=dtype)] + [grads[name].ravel() for name in names], dtype=dtype)
-        if share != 1:
-            flat *= share
-        import torch
-
-        torch.distributed.all_reduce(torch.from_numpy(flat))
-        reduced, offset = {}, 1
-        for name in names:
-            size = grads[name].size
-            reduced[name] = flat[offset:offset + size].reshape(grads[name].shape)
-            offset += size
-        return float(flat[0]), reduced
+    def gradient_reducer(self, share):
+        """A dict for a hand-written model's ``loss(..., grads=...)`` that starts the all-reduce of each gradient,
+        times ``share``, as soon as the backward pass sets it; ``finish(loss)`` waits for them (see
+        ``OverlappedGradients``)."""
+        return OverlappedGradients(self, share)
 
     def gather(self, value):
         """Every rank's ``value`` (any picklable object), as a list by rank on rank 0; None on the others."""
@@ -210,6 +198,39 @@ class Group:
 
 
 SINGLE = Group()
+
+
+class OverlappedGradients(dict):
+    """Gradients summed over ranks while the backward pass goes on, as DistributedDataParallel's buckets are.
+
+    Each gradient set (``grads[name] = g``, or ``update``) is multiplied by this rank's ``share`` of the loss into a
+    buffer of its own, whose asynchronous all-reduce starts at once; the dict holds the buffers. Every rank sets the
+    same names in the same order (one code path), so the collectives pair up. ``finish(loss)`` waits for the
+    all-reduces and returns the loss times ``share``, summed over ranks: then the dict holds the step's gradients,
+    the same on every rank, in the namespace of the backward's arrays (numpy, torch, CuPy)."""
+
+    def __init__(self, group, share):
+        super().__init__()
+        self.group, self.share, self._pending = group, share, []
+
+    def __setitem__(self, name, grad):
+        import torch
+
+        buffer = contiguous(grad * self.share)
+        self._pending.append(torch.distributed.all_reduce(as_torch(buffer), async_op=True))
+        super().__setitem__(name, buffer)
+
+    def update(self, grads=(), **more):
+        for name, grad in dict(grads, **more).items():
+            self[name] = grad
+
+    def finish(self, loss):
+        """The loss times ``share`` summed over ranks, once every gradient's all-reduce is done."""
+        total = self.group.sum(float(loss) * self.share)
+        for work in self._pending:
+            work.wait()
+        self._pending = []
+        return total
 
 
 def _enter(context):

@@ -47,6 +47,7 @@ class TrainSettings:
     lr: float | None = None  # None: the model kind's default
     seed: int = 0
     device: str = "auto"
+    backend: str = "numpy"  # the hand-written kinds' arrays: numpy, torch (tensors, no autograd) or cupy
     out: str | None = None  # None: runs/<model>
     resume: bool = False
     overwrite: bool = False  # start afresh in a folder that holds a trained run, replacing it
@@ -71,7 +72,7 @@ def run_training(settings, data=None):
     kind = model_kind(settings.model)
     kind.make_config(settings.model_config)  # bad options fail before any data is read
     scst = _scst_config(settings)
-    device = kind.device(settings.device)
+    device = kind.device(settings.device, settings.backend)
     # Under torchrun, one process of a group (core.runtime.distributed); rank 0 decides the folder and holds its lock.
     with process_group(getattr(device, "type", device)) as group:
         device = group.place(device)
@@ -103,7 +104,7 @@ def _cross_entropy_setup(settings, kind, device, data_dir, data, group):
     data = _model_data(settings, data_dir, data, model_config.reads_grid)
     model_config = model_config.for_data(data["train_features"])
     kind.check_size(model_config, len(data["idx_to_word"]))
-    model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device)
+    model = kind.build(data["word_to_idx"], model_config, seed=settings.seed, device=device, backend=settings.backend)
     return model, recipe(kind).make_updater(model, _optim_config(settings, kind), device, group), data
 
 
@@ -207,7 +208,7 @@ def _initial_model(settings, kind, device, out_dir):
     if not path.is_file():
         raise UserError(f"--init-from {path}: no checkpoint there; train the cross-entropy model first (python "
                         f"training.py --model {settings.model}) or pass --init-from PATH")
-    model, meta = load_model(path, device=device)
+    model, meta = load_model(path, device=device, backend=settings.backend)
     if meta["model_type"] != settings.model:
         raise UserError(f"--init-from {path} holds a {meta['model_type']!r} model, not {settings.model!r}: pass "
                         f"--model {meta['model_type']} or another --init-from")

@@ -2,21 +2,24 @@
 of a numpy model (``loss -> (loss, grads)``) after clipping the gradients by their global norm.
 
 ``core.training.solver`` calls ``NumpyUpdater.train_step`` once per minibatch; in a process group
-(``core.runtime.distributed``) the gradients are first summed over ranks, weighted by each rank's ``share`` of the
-loss, so every rank takes the single-process step.
+(``core.runtime.distributed``) the gradients are summed over ranks, weighted by each rank's ``share`` of the loss,
+so every rank takes the single-process step: each one's all-reduce starts as soon as the model's backward pass
+has it (``loss(..., grads=...)``), and the update waits for them all.
 
 Each rule is ``rule(w, dw, config=None) -> (next_w, config)``: ``w`` and ``dw`` are arrays of the same shape,
 ``config`` a dict of hyperparameters plus the rule's running state (velocity, moment estimates, step count).
 Missing hyperparameters take the defaults of the rule's dataclass below; unknown keys raise ValueError.
-The config holds only numpy arrays and Python floats/ints, so it can be saved in an ``.npz`` checkpoint;
-values read back from one (0-d arrays) are accepted. State arrays are updated in place and keep ``w``'s dtype,
-and ``next_w`` has the dtype of ``w``.
+The config holds only arrays and Python floats/ints, so it can be saved in an ``.npz`` checkpoint; values read
+back from one (numpy arrays, 0-d for numbers) are accepted. State arrays are updated in place and keep ``w``'s
+dtype, and ``next_w`` has the dtype of ``w``. The rules take the Array API namespace of ``w`` (numpy, torch,
+CuPy; core.runtime.arrays): state read back as numpy goes to ``w``'s namespace and device on first use.
 """
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core.runtime.arrays import device_of, namespace, to_numpy
 from core.runtime.distributed import SINGLE
 from core.training.solver import LOSS
 
@@ -54,6 +57,7 @@ def _prepare(config, defaults, w, dw, state_arrays=(), counters=()):
     promote float32 weights to float64. State arrays take ``w``'s dtype (zeros when missing); counters are ints.
     """
     config = {} if config is None else config
+    xp, device = namespace(w), device_of(w)
     hyper = asdict(defaults)
     unknown = set(config) - set(hyper) - set(state_arrays) - set(counters)
     if unknown:
@@ -62,13 +66,13 @@ def _prepare(config, defaults, w, dw, state_arrays=(), counters=()):
     for key, value in hyper.items():
         config[key] = float(config.get(key, value))
     for key in state_arrays:
-        state = np.asarray(config.get(key, np.zeros_like(w)), dtype=w.dtype)
+        state = xp.asarray(config[key], dtype=w.dtype, device=device) if key in config else xp.zeros_like(w)
         if state.shape != w.shape:
-            raise ValueError(f"optimizer state {key!r} has shape {state.shape}, weights {w.shape}")
+            raise ValueError(f"optimizer state {key!r} has shape {tuple(state.shape)}, weights {tuple(w.shape)}")
         config[key] = state
     for key in counters:
         config[key] = int(config.get(key, 0))
-    return config, np.asarray(dw, dtype=w.dtype)
+    return config, xp.asarray(dw, dtype=w.dtype, device=device)
 
 
 def sgd(w, dw, config=None):
@@ -92,7 +96,7 @@ def rmsprop(w, dw, config=None):
     rho, cache = config["decay_rate"], config["cache"]
     cache *= rho
     cache += (1 - rho) * dw * dw
-    return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
+    return w - config["learning_rate"] * dw / (namespace(w).sqrt(cache) + config["epsilon"]), config
 
 
 def adam(w, dw, config=None):
@@ -107,7 +111,7 @@ def adam(w, dw, config=None):
     v += (1 - beta2) * dw * dw
     m_hat = m / (1 - beta1 ** t)
     v_hat = v / (1 - beta2 ** t)
-    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+    return w - config["learning_rate"] * m_hat / (namespace(w).sqrt(v_hat) + config["epsilon"]), config
 
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}
@@ -134,7 +138,8 @@ def _weighted(weights):
 
 
 class NumpyUpdater:
-    """Updates a numpy model (``params`` dict, ``loss -> (loss, grads)``) with a rule from ``core.optim``."""
+    """Updates a hand-written model (``params`` dict, ``loss -> (loss, grads)``, ``backend``) with a rule from
+    ``core.optim``, on the model's array backend; its state, for checkpoints, is numpy whatever that backend."""
 
     def __init__(self, model, config, device="cpu", group=SINGLE):
         options = config.rule_options
@@ -153,13 +158,15 @@ class NumpyUpdater:
         return len(captions)  # the loss is per caption
 
     def train_step(self, features, captions, lr, rng=None, share=1.0, weights=None):
-        loss, grads = self.model.loss(features, captions, **_weighted(weights))
-        if self.group.distributed:  # the loss rides along, so every rank sees the same finite or not
-            loss, grads = self.group.reduce_gradients(loss, grads, share)
+        if self.group.distributed:  # each gradient's all-reduce starts as the backward pass produces it
+            grads = self.group.gradient_reducer(share)
+            loss = grads.finish(self.model.loss(features, captions, grads=grads, **_weighted(weights))[0])
+        else:
+            loss, grads = self.model.loss(features, captions, **_weighted(weights))
         if not np.isfinite(loss):
             return float(loss)
         if self.optim_config.grad_clip > 0:
-            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+            norm = math.sqrt(sum(_squared_norm(g) for g in grads.values()))
             if norm > self.optim_config.grad_clip:
                 scale = self.optim_config.grad_clip / (norm + 1e-6)
                 grads = {name: g * scale for name, g in grads.items()}
@@ -176,11 +183,20 @@ class NumpyUpdater:
         return self.model
 
     def snapshot(self):
-        return {name: w.copy() for name, w in self.model.params.items()}
+        return {name: np.array(to_numpy(w)) for name, w in self.model.params.items()}
 
     def state(self):
-        return {"params": self.snapshot(), "optim": self.optim_state}
+        optim = {name: {key: value if isinstance(value, (int, float)) else to_numpy(value)
+                        for key, value in config.items()} for name, config in self.optim_state.items()}
+        return {"params": self.snapshot(), "optim": optim}
 
     def load_state(self, state):
-        self.model.params.update({name: np.asarray(w) for name, w in state["params"].items()})
+        """Parameters onto the model's backend; the rules move the optimizer state there on first use."""
+        self.model.params.update({name: self.model.backend.asarray(w) for name, w in state["params"].items()})
         self.optim_state = {name: dict(state["optim"].get(name, {})) for name in self.model.params}
+
+
+def _squared_norm(g):
+    """sum(g ** 2) as a float, by the library's dot product of g flattened."""
+    flat = namespace(g).reshape(g, (-1,))
+    return float(flat @ flat)
