@@ -122,7 +122,7 @@ def _models(out, rng):
         out[f"{name}/greedy"] = greedy_decode(model, features, 8)
         out[f"{name}/sample"] = sample_decode(model, features, 8, 0.8, rng=np.random.default_rng(3))
         out[f"{name}/beam"] = beam_search(model, features, beam_size=3, max_length=8)
-        updater = optim.NumpyUpdater(model, SimpleNamespace(update_rule="adam", grad_clip=0.5))
+        updater = optim.NumpyUpdater(model, SimpleNamespace(update_rule="adam", grad_clip=0.5, rule_options={}))
         out[f"{name}/train_losses"] = np.array([updater.train_step(features, captions, 1e-2) for _ in range(3)])
         out.update({f"{name}/trained/{key}": w for key, w in updater.state()["params"].items()})
         out.update({f"{name}/adam/{key}/m": state["m"] for key, state in updater.state()["optim"].items()})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.vocab import idx_to_word_problem
 from core.runtime.arrays import Backend, pick_backend
 from core.runtime.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.runtime.devices import pick_device
