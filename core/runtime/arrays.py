@@ -185,8 +185,8 @@ def pick_backend(name, device="auto"):
         raise UserError(f"--backend {name!r}: use one of {', '.join(BACKENDS)}")
     if name == "numpy":
         if device != "auto" and parse_device(device).type != "cpu":
-            raise UserError(f"--device {device}: the numpy backend computes on the CPU only; pass --backend torch "
-                            "(or cupy) to run the hand-written model there, or --device cpu")
+            raise UserError(f"--device {device}: --backend numpy computes with numpy, on the CPU only; pass "
+                            "--backend torch (or cupy) to run the hand-written model there, or --device cpu")
         return Backend()
     if name == "torch":
         return Backend(name, str(pick_device(device)))
