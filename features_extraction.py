@@ -23,13 +23,13 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
 import argparse
 from pathlib import Path
 
-from core.runtime import cli
 from core.data.layout import ENCODER_WEIGHTS_FILE, SHAPES_IMAGES_FILE, UNK
 from core.datasets.own_data import OwnDataConfig
 from core.datasets.own_data_engine import OwnDataSettings, build_summary, run_own_data
 from core.features.encoders import ENCODER_NAMES
 from core.features.engine import ExtractionSettings, run_extraction
 from core.features.vgg16 import VGG16_FILE
+from core.runtime import cli
 
 DEFAULTS = cli.defaults_of(ExtractionSettings)
 OWN = cli.defaults_of(OwnDataConfig)

@@ -12,12 +12,12 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
     exit_on_interrupt()
 import argparse
 
-from core.runtime import cli
 from core.data.layout import END, EVALUATION_SPLITS, HELD_OUT_SPLIT, NOVEL_SPLIT, PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
 from core.model.registry import MODEL_TYPES
+from core.runtime import cli
 
 DEFAULTS = cli.defaults_of(InferenceSettings)
 DECODE = cli.defaults_of(DecodeConfig)
@@ -38,7 +38,8 @@ def parse_args(argv=None):
                         "first N images")
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
                    help="dataset to caption (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-dir", default=DEFAULTS["data_dir"], help="any folder in the CS231n layout; overrides --dataset")
+    p.add_argument("--data-dir", default=DEFAULTS["data_dir"],
+                   help="any folder in the CS231n layout; overrides --dataset")
     p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],
                    help="which images make train/val/test: cs231n, the dataset's own files; karpathy, Karpathy's COCO "
                         "splits of them (--split test: the 5,000-image test of published scores; needs "
@@ -54,14 +55,17 @@ def parse_args(argv=None):
                    help=f"most words per caption, {END} included (default {DEFAULTS['max_length']})")
     p.add_argument("--evaluate", action="store_true",
                    help="caption every image of the split and compute BLEU, METEOR, ROUGE-L, CIDEr (+ grounding)")
-    p.add_argument("--out", default=DEFAULTS["out"], help="directory for gallery PNGs (default: the checkpoint's directory)")
-    p.add_argument("--output", default=DEFAULTS["output"], help="write predictions, references and metrics to this JSON file")
+    p.add_argument("--out", default=DEFAULTS["out"],
+                   help="directory for gallery PNGs (default: the checkpoint's directory)")
+    p.add_argument("--output", default=DEFAULTS["output"],
+                   help="write predictions, references and metrics to this JSON file")
     p.add_argument("--coco-results", default=DEFAULTS["coco_results"], metavar="FILE",
                    help="with --evaluate: also write the captions in the COCO results format ([{image_id, caption}], "
                         "ids from the image file names), for the official evaluation tools and server")
     p.add_argument("--image", nargs="+", default=[], metavar="FILE",
                    help="caption your own image files (encoded like the training dataset's images)")
-    p.add_argument("--images-dir", default=DEFAULTS["images_dir"], help="COCO: folder of the split's jpg files, for galleries")
+    p.add_argument("--images-dir", default=DEFAULTS["images_dir"],
+                   help="COCO: folder of the split's jpg files, for galleries")
     p.add_argument("--no-fetch", action="store_true", help="COCO: never fetch gallery images from their URLs")
     p.add_argument("--attention-maps", type=cli.non_negative_int, default=DEFAULTS["attention_maps"], metavar="N",
                    help="attention models: save attention maps (attention_<split>_<row>.png) of the greedy captions "

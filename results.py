@@ -10,10 +10,10 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
 import argparse
 from pathlib import Path
 
-from core.runtime import cli
 from core.data.layout import RESULTS_TABLE
 from core.model.registry import MODEL_TYPES
 from core.results.study import ResultsSettings
+from core.runtime import cli
 from core.training.scst import BASELINES
 
 DEFAULTS = cli.defaults_of(ResultsSettings)

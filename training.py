@@ -1,4 +1,5 @@
-"""Train a captioning model (rnn, lstm, att_lstm or transformer) on the default shapes dataset, COCO, or any CS231n-layout folder.
+"""Train a captioning model (rnn, lstm, att_lstm or transformer) on the default shapes dataset, COCO, or any
+CS231n-layout folder.
 
     python training.py --model lstm                        # the default dataset, built on first use
     python training.py --model rnn --num_samples 300       # the classic overfitting sanity check
@@ -13,11 +14,11 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
     exit_on_interrupt()
 import argparse
 
-from core.runtime import cli
-from core.runtime.arrays import BACKENDS
 from core.data.layout import PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
+from core.runtime import cli
+from core.runtime.arrays import BACKENDS
 from core.training.engine import OBJECTIVES, TrainSettings
 from core.training.scst import BASELINES
 

@@ -20,11 +20,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import add_backend_flags, add_rounds_and_threads, backend_steps, check_rounds_and_threads, \
-    interleaved_times, make_captions, matmul_peak_probe, pin_blas_threads, print_rows, report_blas, report_machine
+from benchmarks.harness import (
+    add_backend_flags,
+    add_rounds_and_threads,
+    backend_steps,
+    check_rounds_and_threads,
+    interleaved_times,
+    make_captions,
+    matmul_peak_probe,
+    pin_blas_threads,
+    print_rows,
+    report_blas,
+    report_machine,
+)
 from core.data.layout import SPECIAL_TOKENS
-from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
 from core.layers.packing import Packing
+from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ def worker(args):
     """One set-up's steps, in this process (of a torchrun group or alone); rank 0 prints a JSON line."""
     import torch
 
-    from core.runtime.distributed import process_group
     from core.model.registry import model_kind
+    from core.runtime.distributed import process_group
     from core.training.recipes import recipe
 
     kind = model_kind(args.model)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import print_rows
-from core.runtime.cli import ArgumentParser, positive_float, positive_int, run
 from core.data.grid import GRID_DTYPE, open_grid, write_grid_h5
 from core.data.layout import grid_file
+from core.runtime.cli import ArgumentParser, positive_float, positive_int, run
 
 BLOCK_ROWS = 256  # rows written at a time: bounds the writer's memory to one block
 

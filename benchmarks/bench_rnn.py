@@ -21,11 +21,22 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from benchmarks.harness import add_backend_flags, add_rounds_and_threads, backend_steps, check_rounds_and_threads, \
-    interleaved_times, make_captions, matmul_peak_probe, pin_blas_threads, print_rows, report_blas, report_machine
+from benchmarks.harness import (
+    add_backend_flags,
+    add_rounds_and_threads,
+    backend_steps,
+    check_rounds_and_threads,
+    interleaved_times,
+    make_captions,
+    matmul_peak_probe,
+    pin_blas_threads,
+    print_rows,
+    report_blas,
+    report_machine,
+)
 from core.data.layout import NULL, SPECIAL_TOKENS
-from core.model.rnn_model import CaptioningRNN
 from core.layers.packing import Packing
+from core.model.rnn_model import CaptioningRNN
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ import time
 import numpy as np
 
 from benchmarks.harness import print_rows, report_blas, report_machine
-from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
-from core.model.rnn_model import CaptioningRNN
 from core.evaluation.cider import DocumentFrequency
-from core.training.scst import SCSTConfig, SCSTUpdater, image_references
+from core.model.rnn_model import CaptioningRNN
+from core.runtime.cli import ArgumentParser, positive_int, run
 from core.training.optim import NumpyUpdater
 from core.training.recipes import OptimConfig
+from core.training.scst import SCSTConfig, SCSTUpdater, image_references
 
 
 class TimedRewards(SCSTUpdater):

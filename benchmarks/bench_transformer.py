@@ -23,12 +23,12 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmarks.harness import interleaved_medians, print_rows, report_blas, report_machine, time_call
-from core.runtime.cli import ArgumentParser, positive_int, run
 from core.data.layout import SPECIAL_TOKENS
-from core.layers.dropout import Dropout, relu_dropout
-from core.runtime.errors import UserError
-from core.model.transformer import CaptioningTransformer
 from core.layers.attention import scaled_dot_product
+from core.layers.dropout import Dropout, relu_dropout
+from core.model.transformer import CaptioningTransformer
+from core.runtime.cli import ArgumentParser, positive_int, run
+from core.runtime.errors import UserError
 
 BATCH, LENGTH, INPUT_DIM, VOCAB_WORDS = 128, 16, 512, 1000
 MODEL = dict(input_dim=INPUT_DIM, wordvec_dim=256, num_heads=2, num_layers=2, dim_feedforward=2048,
@@ -133,7 +133,8 @@ def attention_core_seconds(device, repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return {kind: time_call(lambda: run_cores(core), repeats=repeats, warmup=2) for kind, core in cores.items()}
+    return {kind: time_call(lambda core=core: run_cores(core), repeats=repeats, warmup=2)
+            for kind, core in cores.items()}
 
 
 def decode(model, features, use_cache):

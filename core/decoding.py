@@ -24,7 +24,6 @@ import numpy as np
 
 from core.runtime.errors import UserError
 
-
 # Ceilings, far beyond any use and checked before decoding allocates: the beams' scores grow with the beam width
 # times the vocabulary, every caption array with its steps; the length penalty's power overflows beyond a few tens,
 # and dividing log-probabilities by a temperature near 0 overflows too.

@@ -14,7 +14,10 @@ N, T, W, R, C, A, H = 3, 4, 3, 5, 4, 6, 5
 LENGTHS = {"full": None, "packed": np.array([2, T, 0])}  # unsorted, one row that never runs
 
 
-def check_gradients(forward, backward, inputs, tol=1e-7, seed=0, arrays=Arrays("numpy")):
+NUMPY = Arrays("numpy")
+
+
+def check_gradients(forward, backward, inputs, tol=1e-7, seed=0, arrays=NUMPY):
     """Compare backward's float64 gradients on backend ``arrays`` (tests/backends.py) to numeric ones for every
     array in ``inputs`` (a dict) it returns; the backend's forward must also equal numpy's.
 

@@ -1,4 +1,5 @@
-"""Tests for core.evaluation.attention_correctness: per-word scores on hand-made scenes, and cell masks against the renderer."""
+"""Tests for core.evaluation.attention_correctness: per-word scores on hand-made scenes, and cell masks against the
+renderer."""
 import math
 
 import numpy as np

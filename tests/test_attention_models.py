@@ -17,7 +17,8 @@ from tests.test_bad_inputs import assert_one_line_exit
 
 SMALL = {"att_lstm": {"wordvec_dim": 8, "hidden_dim": 16, "att_dim": 8},
          "transformer": {"wordvec_dim": 16, "num_heads": 2, "num_layers": 1, "dim_feedforward": 32}}
-TINY_WORLD = ShapesConfig(num_train=64, num_val=16, num_test=8, num_novel=8, encoder_epochs=1, pca_dim=16, probe_epochs=2)
+TINY_WORLD = ShapesConfig(num_train=64, num_val=16, num_test=8, num_novel=8, encoder_epochs=1, pca_dim=16,
+                          probe_epochs=2)
 
 
 def train(model, data_dir, out, epochs=2, **options):

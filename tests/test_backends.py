@@ -87,7 +87,7 @@ def test_training_on_torch_tensors_matches_numpy(model, tiny_dataset, tiny_grid_
     for dtype, tol_loss, tol_weights in (("float64", 1e-9, 1e-8), ("float32", 1e-4, 1e-3)):
         runs = {backend: _train(model, data, tmp_path / f"{backend}-{dtype}", backend, dtype)
                 for backend in ("numpy", "torch")}
-        (_, (_, numpy_state)), (summary, (meta, torch_state)) = runs["numpy"], runs["torch"]
+        (_, (_, numpy_state)), (summary, (_, torch_state)) = runs["numpy"], runs["torch"]
         assert summary["steps"] == 6 and str(summary["model"].params["Wx"].dtype) == f"torch.{dtype}"
         losses = [np.array(run[1][0]["run"]["history"]["train_loss"]) for run in runs.values()]
         assert np.max(np.abs(losses[0] - losses[1]) / np.abs(losses[0])) < tol_loss, dtype

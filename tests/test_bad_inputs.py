@@ -16,8 +16,8 @@ import features_extraction
 import inference
 import results
 import training
-from core.runtime import cli
 from core.datasets import coco, shapes_build
+from core.runtime import cli
 from core.runtime.fileio import LOCK_FILE, FolderLock
 from tests.conftest import write_tiny_cs231n
 
@@ -381,8 +381,8 @@ def test_a_dry_run_never_replaces_a_trained_run(world, capsys):
                                                                      components=np.eye(2, 4),
                                                                      explained_variance=np.ones(2)), "NaN")])
 def test_a_truncated_or_nan_pca_file_is_one_line(tmp_path, damage, fragment):
-    from core.runtime.errors import UserError
     from core.features.pca import fit_pca, load_pca, save_pca
+    from core.runtime.errors import UserError
 
     path = tmp_path / "pca.npz"
     save_pca(path, fit_pca(np.random.default_rng(0).standard_normal((10, 4)), dim=2))

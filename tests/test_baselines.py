@@ -3,8 +3,12 @@ import h5py
 import numpy as np
 import pytest
 
-from core.evaluation.baselines import (caption_similarity_matrix, consensus_index, nearest_neighbour_captions,
-                            nearest_neighbours)
+from core.evaluation.baselines import (
+    caption_similarity_matrix,
+    consensus_index,
+    nearest_neighbour_captions,
+    nearest_neighbours,
+)
 
 
 def random_world(rng, M=300, Q=70, D=16, captions_per_image=3):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks import harness
+from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks.harness import interleaved_times, make_captions, matmul_peak_probe, report_blas, report_machine
 
 

@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.runtime.checkpoint import (FORMAT_VERSION, load_numpy_checkpoint, load_torch_checkpoint, save_numpy_checkpoint,
-                             save_torch_checkpoint)
-from core.runtime.fileio import atomic_write
+from core.runtime.checkpoint import (
+    FORMAT_VERSION,
+    load_numpy_checkpoint,
+    load_torch_checkpoint,
+    save_numpy_checkpoint,
+    save_torch_checkpoint,
+)
 from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write
 
 META = {"format_version": FORMAT_VERSION, "model_type": "lstm", "idx_to_word": ["<NULL>", "<START>", "<END>"],
         "rng": {"state": 2 ** 100 + 7}}

@@ -1,4 +1,5 @@
-"""core.evaluation.cider: CIDEr-D equal to pycocoevalcap's Cider (the COCO evaluation's), and its document frequencies."""
+"""core.evaluation.cider: CIDEr-D equal to pycocoevalcap's Cider (the COCO evaluation's), and its document
+frequencies."""
 from collections import Counter
 
 import numpy as np

@@ -6,9 +6,9 @@ import pytest
 
 import inference
 import training
-from core.runtime.errors import UserError
 from core.evaluation.loop import coco_results
 from core.evaluation.metrics import java_available
+from core.runtime.errors import UserError
 
 
 def test_image_ids_come_from_the_file_names():

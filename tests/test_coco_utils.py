@@ -6,8 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from core.coco_utils import (LazyFeatures, build_vocab, decode_captions, encode_captions, load_coco_data,
-                             sample_coco_minibatch, save_captions_h5, save_vocab_json)
+from core.coco_utils import (
+    LazyFeatures,
+    build_vocab,
+    decode_captions,
+    encode_captions,
+    load_coco_data,
+    sample_coco_minibatch,
+    save_captions_h5,
+    save_vocab_json,
+)
 from core.runtime.errors import UserError
 
 WORDS = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "blue", "circle", "star", "left", "of"]

@@ -20,12 +20,12 @@ import torch
 
 from core.data.grid import model_inputs
 from core.data.loader import load_coco_data
+from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from core.model.registry import model_kind
 from core.runtime.checkpoint import load_training_state
 from core.runtime.distributed import Group
 from core.runtime.errors import UserError
 from core.runtime.fileio import FolderLock
-from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from tests.test_faults import FAST, assert_same_params
 from tests.test_scripts import assert_clean_error
 
@@ -216,8 +216,9 @@ def test_ranks_launched_with_different_settings_are_refused(tiny_dataset, tmp_pa
     out = tmp_path / "out"
     result = torchrun("-m", "tests.distributed_helpers", "seed", "1", *train_flags("lstm", tiny_dataset, out))
     assert result.returncode != 0
-    assert error_lines(result) == ["error: rank 1 was launched with another data, settings.seed than rank 0: start every "
-                                   "process with the same flags and the same data"], result.stderr[-3000:]
+    expected = ("error: rank 1 was launched with another data, settings.seed than rank 0: start every process with "
+                "the same flags and the same data")
+    assert error_lines(result) == [expected], result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets.coco import install_coco_captioning
 from core.data.download import download, safe_extract_zip
+from core.datasets.coco import install_coco_captioning
 from core.runtime.errors import UserError
 from tests.test_coco_utils import write_dataset
 

@@ -324,8 +324,8 @@ def small_solver(data, out_dir, epochs=2, save_every=0):
     """An RNN solver on the tiny dataset: 6 steps an epoch, ``last`` at epoch ends, on a stop and every
     ``save_every`` steps (0: only after 10 minutes, never here)."""
     from core.model.registry import model_kind
-    from core.training.solver import Solver, SolverConfig
     from core.training.recipes import OptimConfig, recipe
+    from core.training.solver import Solver, SolverConfig
 
     kind = model_kind("rnn")
     config = kind.make_config({"wordvec_dim": 8, "hidden_dim": 8}).for_data(data["train_features"])

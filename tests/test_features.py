@@ -10,16 +10,23 @@ import pytest
 import torch
 from torch import nn
 
-from core.runtime.errors import UserError
+from core.data.store import LazyFeatures, read_features_h5, save_features_h5, write_features_h5
 from core.features import vgg16 as vgg16_module
 from core.features.encoders import load_encoder, read_encoder_info
 from core.features.extract import extract_features, resolve_device, write_feature_files
-from core.features.preprocess import ImageFolder, center_crop, list_images, read_image_list, resize_shorter_side, to_rgb
 from core.features.pca import fit_pca, load_pca, save_pca
+from core.features.preprocess import ImageFolder, center_crop, list_images, read_image_list, resize_shorter_side, to_rgb
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
-from core.data.store import LazyFeatures, read_features_h5, save_features_h5, write_features_h5
-from core.features.vgg16 import (IMAGENET_MEAN, IMAGENET_STD, VGG16, fetch_vgg16_weights, load_vgg16_weights,
-                                 vgg16_from_state_dict, vgg16_parameter_shapes)
+from core.features.vgg16 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG16,
+    fetch_vgg16_weights,
+    load_vgg16_weights,
+    vgg16_from_state_dict,
+    vgg16_parameter_shapes,
+)
+from core.runtime.errors import UserError
 
 # torchvision's vgg16 state_dict: 13 convolutions, then fc6, fc7, fc8 (ReLU/pool/dropout have no keys).
 TORCHVISION_VGG16_SHAPES = {

@@ -9,15 +9,15 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from tests.test_features import random_vgg16_state_dict
 
 import features_extraction
-from core.runtime.cli import run
+from core.data.store import read_features_h5
 from core.features.encoders import load_encoder
 from core.features.extract import extract_features
 from core.features.pca import load_pca
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
-from core.data.store import read_features_h5
+from core.runtime.cli import run
+from tests.test_features import random_vgg16_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,8 @@ def test_shapes_re_extraction(tmp_path, capsys):
         f["train_images"] = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
         f["val_images"] = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     torch.manual_seed(0)  # the encoder's random init; its weights go through encoder.pt anyway
-    encoder = ShapesEncoder(ShapesEncoderConfig(image_size=16, widths=(4, 8), pools=(True, False), feature_dim=8)).eval()
+    config = ShapesEncoderConfig(image_size=16, widths=(4, 8), pools=(True, False), feature_dim=8)
+    encoder = ShapesEncoder(config).eval()
     save_shapes_encoder(data_dir, encoder)
     info_before = (data_dir / "encoder.json").read_text()
     code, err = run_script(["--encoder", "shapes", "--data-dir", str(data_dir), "--pca-dim", "3",

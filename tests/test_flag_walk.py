@@ -54,7 +54,7 @@ PARSED = {"results": results.parse_args, "coco": coco.parse_args,
 
 
 def whole_cases():
-    for script, (parse, _, base, parsed_only) in WHOLE.items():
+    for script, (parse, _, _base, parsed_only) in WHOLE.items():
         for flag in valued_flags(parser_of(parse)):
             for value in MALFORMED:
                 yield script, flag, value, flag in parsed_only

@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 
 import features_extraction
-from core.runtime import cli
 from core.data.grid import GRID_DTYPE, LazyGrid, as_grid_rows, open_grid, write_grid_h5
 from core.data.layout import grid_file
 from core.data.loader import load_coco_data
 from core.datasets.own_data import OwnDataConfig
 from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
-from core.runtime.errors import UserError
 from core.features.encoders import encode_image_files, load_encoder
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from core.features.vgg16 import CONFIG_D, vgg16_from_state_dict
+from core.runtime import cli
+from core.runtime.errors import UserError
 from tests.conftest import write_tiny_cs231n
 from tests.test_features import random_vgg16_state_dict
 

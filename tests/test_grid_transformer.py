@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from core.decoding import beam_search, greedy_decode
+from core.layers.attention import MultiHeadAttention
+from core.layers.transformer import TransformerDecoderLayer
 from core.model.transformer import CaptioningTransformer
 from core.model.transformer_config import TransformerConfig
 from core.model.transformer_inputs import measure_grid
-from core.layers.attention import MultiHeadAttention
-from core.layers.transformer import TransformerDecoderLayer
 from tests.test_transformer_layers import copy_attention
 from tests.test_transformer_model import decode_all, random_captions, vocabulary
 

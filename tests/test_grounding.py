@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from core.runtime.errors import UserError
 from core.evaluation.grounding import Mention, Relation, grounding_metrics, parse_caption
+from core.runtime.errors import UserError
 
 
 def obj(colour, shape, x, y, size="small"):

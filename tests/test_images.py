@@ -8,8 +8,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from core.runtime.errors import UserError
 from core.data.images import ImageSource, fetch_image, image_from_url
+from core.runtime.errors import UserError
 
 URL = "http://images.cocodataset.org/val2014/COCO_val2014_000000000042.jpg"
 

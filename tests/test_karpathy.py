@@ -18,8 +18,17 @@ from core.data.grid import write_grid_h5
 from core.data.loader import load_coco_data
 from core.data.row_view import RowView
 from core.runtime.errors import UserError
-from tests.karpathy_helpers import EXPECTED, LEFT_OUT, NUM_TRAIN, NUM_VAL, PLAN, coco_name, karpathy_content, \
-    write_coco_style, write_karpathy_json
+from tests.karpathy_helpers import (
+    EXPECTED,
+    LEFT_OUT,
+    NUM_TRAIN,
+    NUM_VAL,
+    PLAN,
+    coco_name,
+    karpathy_content,
+    write_coco_style,
+    write_karpathy_json,
+)
 from tests.test_bad_inputs import assert_one_line_exit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from tests.conftest import write_tiny_cs231n
-from tests.test_bad_inputs import MAINS, SMALL, assert_one_line_exit, checkpoint_edit, digest, rewrite_h5, \
-    run_with_edited_last, world  # noqa: F401 (fixture)
+from tests.test_bad_inputs import (
+    MAINS,
+    SMALL,
+    assert_one_line_exit,
+    checkpoint_edit,
+    digest,
+    rewrite_h5,
+    run_with_edited_last,  # noqa: F401 (fixture)
+    )
 
 
 def meta_change(change):

@@ -8,14 +8,14 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from tests.test_features import random_vgg16_state_dict
 
 import features_extraction
 import inference
 import training
-from core.runtime.cli import run
 from core.data.loader import load_coco_data
 from core.data.vocab import decode_captions
+from core.runtime.cli import run
+from tests.test_features import random_vgg16_state_dict
 
 CAPTIONS = {  # image -> (split, captions); words seen once become <UNK> with --min-word-count 2
     "a.png": ("train", ["A red circle.", "a RED circle, left of a star", "red circle"]),

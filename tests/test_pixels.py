@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from core.features.preprocess import read_image
-from core.image_utils import (SQUEEZENET_MEAN, SQUEEZENET_STD, blur_image, deprocess_image, load_image,
-                              preprocess_image)
+from core.image_utils import SQUEEZENET_MEAN, SQUEEZENET_STD, blur_image, deprocess_image, load_image, preprocess_image
 from core.runtime.errors import UserError
 
 

@@ -3,7 +3,6 @@ dtype handling."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.layers import rnn as L
@@ -14,7 +13,10 @@ N, T, D, H, V = 3, 5, 4, 6, 7
 CELLS = {"rnn": (L.rnn_forward, L.rnn_backward, 1), "lstm": (L.lstm_forward, L.lstm_backward, 4)}
 
 
-def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0, arrays=Arrays("numpy")):
+NUMPY = Arrays("numpy")
+
+
+def check_backward(forward, backward, inputs, grad_of, tol=1e-7, seed=0, arrays=NUMPY):
     """Compare ``backward``'s gradients to numeric ones for the inputs named in ``grad_of``, both computed on the
     backend ``arrays`` (tests/backends.py), whose forward must also equal numpy's.
 

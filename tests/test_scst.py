@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.runtime.checkpoint import load_training_state
-from core.evaluation.cider import CiderD, DocumentFrequency
-from core.coco_utils import load_coco_data
 from core.decoding import sample_decode
+from core.evaluation.cider import CiderD, DocumentFrequency
 from core.model.rnn_model import CaptioningRNN
 from core.model.transformer import CaptioningTransformer
 from core.model.transformer_config import TransformerConfig
+from core.runtime.checkpoint import load_training_state
 from core.training import scst
 from core.training.engine import TrainSettings, run_training
 from tests.gradcheck import numeric_gradient, rel_error

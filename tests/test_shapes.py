@@ -10,16 +10,21 @@ import torch
 from core.coco_utils import decode_captions, load_coco_data
 from core.datasets import shapes_build
 from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset, ensure_shapes_dataset
-from core.shapes_world.captions import scene_captions, vertical_relation
-from core.shapes_world.render import render_scene, sample_scenes
-from core.shapes_world.render import PALETTE
-from core.shapes_world.spec import (
-    COLOURS, COUNT_WORDS, GENERIC_NOUNS, MAX_CAPTION_WORDS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
-)
-from core.runtime.errors import UserError
 from core.features.encoders import load_encoder
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, load_shapes_encoder
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, pretrain_encoder, scene_labels
+from core.runtime.errors import UserError
+from core.shapes_world.captions import scene_captions, vertical_relation
+from core.shapes_world.render import PALETTE, render_scene, sample_scenes
+from core.shapes_world.spec import (
+    COLOURS,
+    COUNT_WORDS,
+    GENERIC_NOUNS,
+    MAX_CAPTION_WORDS,
+    RELATION_WORDS,
+    SHAPE_NOUNS,
+    SIZE_WORDS,
+)
 
 SIZE = 64
 # Without held-out pairs: the world as it was before the novel split (tests/test_novel_split.py covers that).
@@ -322,6 +327,7 @@ def test_the_held_out_test_split_is_built_apart(built):
     # Its own random streams: adding it left train and val as they were without it.
     plain = build_shapes_dataset(built["a"].parent / "no-test", replace(TINY, num_test=0))
     for split in ("train", "val"):
-        assert np.array_equal(load_coco_data(plain)[f"{split}_captions"], load_coco_data(built["a"])[f"{split}_captions"])
+        key = f"{split}_captions"
+        assert np.array_equal(load_coco_data(plain)[key], load_coco_data(built["a"])[key])
     with pytest.raises(UserError, match="no test split"):
         load_coco_data(plain, splits=("test",))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.runtime.checkpoint import load_training_state
 from core.coco_utils import load_coco_data
 from core.model.registry import model_kind
-from core.training.solver import Solver, SolverConfig, TrainingDiverged
+from core.runtime.checkpoint import load_training_state
 from core.training.recipes import OptimConfig, recipe
+from core.training.solver import Solver, SolverConfig, TrainingDiverged
 
 SMALL = {"rnn": {"wordvec_dim": 8, "hidden_dim": 16}, "lstm": {"wordvec_dim": 8, "hidden_dim": 16},
          "transformer": {"wordvec_dim": 16, "num_heads": 2, "num_layers": 1, "dim_feedforward": 32}}

@@ -14,9 +14,30 @@ import numpy as np
 
 from core.data.grid import REBUILD_HINT, open_grid
 from core.data.karpathy import assign_rows, karpathy_split, read_karpathy_json, sources_of
-from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, END, END_IDX, EVALUATION_SPLITS, HELD_OUT_SPLIT, \
-    KARPATHY_FILE, NOVEL_SPLIT, NULL_IDX, PROTOCOLS, SHAPES_IMAGES_FILE, SPLITS, START, START_IDX, VOCAB_FILE, \
-    captions_key, default_data_dir, features_file, grid_file, image_idxs_key, image_names_file, urls_file
+from core.data.layout import (
+    CAPTIONS_FILE,
+    COCO_ARCHIVE_TOP,
+    END,
+    END_IDX,
+    EVALUATION_SPLITS,
+    HELD_OUT_SPLIT,
+    KARPATHY_FILE,
+    NOVEL_SPLIT,
+    NULL_IDX,
+    PROTOCOLS,
+    SHAPES_IMAGES_FILE,
+    SPLITS,
+    START,
+    START_IDX,
+    VOCAB_FILE,
+    captions_key,
+    default_data_dir,
+    features_file,
+    grid_file,
+    image_idxs_key,
+    image_names_file,
+    urls_file,
+)
 from core.data.store import FEATURES_KEY, LazyFeatures
 from core.data.vocab import check_vocab
 from core.runtime.errors import UserError
@@ -29,6 +50,8 @@ _MISSING_SPLIT_HINTS = {
     NOVEL_SPLIT: "only the shapes world built with held-out pairs has one (python -m core.datasets.shapes_build "
                  "--num-novel 1000); use --split test",
 }
+
+COCO_DIR = default_data_dir(COCO_ARCHIVE_TOP)  # CS231n's default base_dir: the COCO captioning data's home
 
 
 def _require_file(path):
@@ -195,7 +218,7 @@ def _subsample_train(data, max_train, seed):
     data["train_image_idxs"] = data["train_image_idxs"][keep]
 
 
-def load_coco_data(base_dir=default_data_dir(COCO_ARCHIVE_TOP), max_train=None, pca_features=True, seed=0,
+def load_coco_data(base_dir=COCO_DIR, max_train=None, pca_features=True, seed=0,
                    splits=SPLITS, grid=False, protocol=PROTOCOLS[0]):
     """Load a dataset directory in the CS231n layout, checking every file.
 

@@ -18,12 +18,19 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from core.runtime.cli import ArgumentParser, add_no_progress, run
 from core.data.download import check_source, download, safe_extract_zip
-from core.data.layout import CAPTIONS_FILE, COCO_ARCHIVE_TOP, SPLITS, VOCAB_FILE, default_data_dir, features_file, \
-    urls_file
+from core.data.layout import (
+    CAPTIONS_FILE,
+    COCO_ARCHIVE_TOP,
+    SPLITS,
+    VOCAB_FILE,
+    default_data_dir,
+    features_file,
+    urls_file,
+)
 from core.data.loader import load_coco_data
 from core.datasets.karpathy_install import KARPATHY_URL, install_karpathy_splits
+from core.runtime.cli import ArgumentParser, add_no_progress, run
 from core.runtime.errors import UserError
 from core.runtime.fileio import remove_left_by_dead
 

@@ -15,14 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, HELD_OUT_SPLIT, MANIFEST_FILE, PCA_DIM, SPLITS, \
-    VOCAB_FILE, captions_key, image_idxs_key
+from core.data.layout import (
+    CAPTION_LENGTH,
+    CAPTIONS_FILE,
+    HELD_OUT_SPLIT,
+    MANIFEST_FILE,
+    PCA_DIM,
+    SPLITS,
+    VOCAB_FILE,
+    captions_key,
+    image_idxs_key,
+)
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.datasets.caption_sources import read_caption_file, tokenize_caption
-from core.runtime.errors import UserError
 from core.features.extract import BATCH_SIZE, write_feature_files
 from core.features.preprocess import ImageFolder
+from core.runtime.errors import UserError
 from core.runtime.fileio import build_folder
 
 BUILDER = "own_data"
@@ -121,7 +130,8 @@ def resolve_images(captions, images_dir, skip_missing):
         raise UserError(f"{len(bad)} image(s) missing or unreadable under {images_dir}: {shown}; add them, or pass "
                         "--skip-missing to leave them out")
     missing = set(bad)
-    kept = {split: [(image, words) for image, words in pairs if image not in missing] for split, pairs in captions.items()}
+    kept = {split: [(image, words) for image, words in pairs if image not in missing]
+            for split, pairs in captions.items()}
     for split in SPLITS:
         if not kept[split]:
             raise UserError(f"no {split} image is left under {images_dir} once the missing ones are skipped")

@@ -20,16 +20,32 @@ import h5py
 import numpy as np
 import torch
 
-from core.data.layout import CAPTION_LENGTH, CAPTIONS_FILE, FEATURES_KEY, HELD_OUT_PAIRS_KEY, HELD_OUT_SPLIT, \
-    MANIFEST_FILE, NOVEL_SPLIT, PCA_DIM, SHAPES_IMAGES_FILE, SHAPES_SCENES_FILE, SPLITS, VOCAB_FILE, captions_key, \
-    default_data_dir, features_file, image_idxs_key, images_key
+from core.data.layout import (
+    CAPTION_LENGTH,
+    CAPTIONS_FILE,
+    FEATURES_KEY,
+    HELD_OUT_PAIRS_KEY,
+    HELD_OUT_SPLIT,
+    MANIFEST_FILE,
+    NOVEL_SPLIT,
+    PCA_DIM,
+    SHAPES_IMAGES_FILE,
+    SHAPES_SCENES_FILE,
+    SPLITS,
+    VOCAB_FILE,
+    captions_key,
+    default_data_dir,
+    features_file,
+    image_idxs_key,
+    images_key,
+)
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
-from core.runtime.errors import UserError
-from core.runtime.fileio import build_folder
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
+from core.runtime.errors import UserError
+from core.runtime.fileio import build_folder
 from core.shapes_world.captions import scene_captions
 from core.shapes_world.composition import MAX_HELD_OUT, choose_held_out_pairs, pair_words
 from core.shapes_world.render import render_scenes, sample_scenes

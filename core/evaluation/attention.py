@@ -11,8 +11,9 @@ Dimension legend: N images, L most words decoded, R grid cells.
 """
 import numpy as np
 
-from core.evaluation.attention_correctness import attention_correctness
 from core.decoding import greedy_decode
+from core.evaluation.attention_correctness import attention_correctness
+
 
 class AttentionRecorder:
     """A decodable model that also records, for every original row, each step's attention over the cells.

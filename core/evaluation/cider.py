@@ -3,7 +3,8 @@
 The COCO code (pycocoevalcap's ``Cider``) scores each caption against its image's references with TF-IDF weighted
 1- to 4-gram vectors: weight = count x (log(number of documents) - log(max(1, document frequency))), per n-gram order
 the cosine with the hypothesis' weights clipped to the reference's (sum of min(w_h, w_r) * w_r over the norms), a
-Gaussian penalty exp(-delta^2 / (2 sigma^2)) on the length difference (sigma 6), the four orders and the references averaged, x 10. Document frequencies come from the
+Gaussian penalty exp(-delta^2 / (2 sigma^2)) on the length difference (sigma 6), the four orders and the references
+averaged, x 10. Document frequencies come from the
 evaluated references ("corpus", what the COCO evaluation does) or from a fixed set of images, e.g. the training
 references ("train", what self-critical training uses): ``DocumentFrequency``.
 

@@ -27,10 +27,15 @@ An accuracy over zero claims is NaN; the ``n_*`` entries give the number of clai
 from collections import Counter
 from dataclasses import dataclass
 
-from core.shapes_world.spec import (
-    COLOURS, COUNT_WORDS, GENERIC_NOUNS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
-)
 from core.runtime.errors import UserError
+from core.shapes_world.spec import (
+    COLOURS,
+    COUNT_WORDS,
+    GENERIC_NOUNS,
+    RELATION_WORDS,
+    SHAPE_NOUNS,
+    SIZE_WORDS,
+)
 
 # Articles -> the number they imply. They are not count claims: "a red circle" stays true when the
 # scene holds two red circles, while "one red circle" does not.

@@ -13,13 +13,13 @@ import numpy as np
 from core.data.layout import HELD_OUT_PAIRS_KEY, HELD_OUT_SPLIT, NOVEL_SPLIT, SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
 from core.decoding import DecodeConfig, decode
-from core.runtime.distributed import SINGLE
-from core.runtime.errors import UserError
-from core.evaluation.grounding import grounding_metrics
 from core.evaluation.attention import correctness_of
 from core.evaluation.composition import pair_metrics
+from core.evaluation.grounding import grounding_metrics
 from core.evaluation.metrics import compute_metrics
 from core.evaluation.relation_probe import forced_relation_accuracy, wilson_interval
+from core.runtime.distributed import SINGLE
+from core.runtime.errors import UserError
 
 
 def caption_features(model, features, max_length, decode_config=None, batch_size=500, rng=None):
@@ -106,8 +106,8 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     ``attention_cells``: R, for a model that attends over R grid cells: on the shapes world its greedy
     captions' attention correctness is measured too (``core.evaluation.attention``).
 
-    ``group`` (a ``core.runtime.distributed.Group``): each rank captions its shard of the images, and rank 0 alone scores
-    all of them; the other ranks return None.
+    ``group`` (a ``core.runtime.distributed.Group``): each rank captions its shard of the images, and rank 0 alone
+    scores all of them; the other ranks return None.
 
     Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
     grounding (None off the shapes world), novel_composition (``novel_composition``'s figures on a shapes world with

@@ -55,7 +55,8 @@ def compute_metrics(predictions, references):
         with _meteor_scorer() as meteor:
             metrics["METEOR"] = float(meteor.compute_score(gts, res)[0])
     else:
-        warnings.warn("METEOR left out: no `java` on PATH; install a Java runtime to get it", RuntimeWarning)
+        warnings.warn("METEOR left out: no `java` on PATH; install a Java runtime to get it", RuntimeWarning,
+                      stacklevel=2)
     metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     metrics["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return metrics

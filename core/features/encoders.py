@@ -11,12 +11,12 @@ import numpy as np
 
 from core.data.grid import GRID_DTYPE
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, PCA_FILE
-from core.runtime.errors import UserError
 from core.features.extract import extract_features, resolve_device
 from core.features.pca import load_pca
 from core.features.preprocess import ImageFolder
 from core.features.shapes_cnn import load_shapes_encoder
 from core.features.vgg16 import VGG16_FILE, fetch_vgg16_weights, load_vgg16_weights, vgg16_from_state_dict
+from core.runtime.errors import UserError
 
 ENCODER_NAMES = ("vgg16", "shapes")
 

@@ -24,9 +24,9 @@ from tqdm import tqdm
 from core.data.grid import as_grid_rows, write_grid_h5
 from core.data.layout import ENCODER_INFO_FILE, PCA_FILE, SPLITS, features_file, grid_file, urls_file
 from core.data.store import read_features_h5, save_features_h5, write_features_h5
+from core.features.pca import fit_pca, save_pca
 from core.runtime.devices import pick_device
 from core.runtime.distributed import SINGLE
-from core.features.pca import fit_pca, save_pca
 from core.runtime.fileio import atomic_write_text, staged_files
 
 
@@ -52,8 +52,8 @@ def extract_features(encoder, images, batch_size=BATCH_SIZE, device=None, desc="
       ``store.write_features_h5``) filled in place, so huge feature sets never sit in memory.
     - grid_out: optional writable array of shape (M, R, C) (e.g. a dataset from ``grid.write_grid_h5``),
       filled with the grid features as stored (float16, ``grid.as_grid_rows``) by the same forward passes.
-    - group: a ``core.runtime.distributed.Group``; its ranks take the batches in turn (the single-process batches, so the
-      features are the same) and rank 0 gathers and stores them: only rank 0 fills ``out`` and ``grid_out``,
+    - group: a ``core.runtime.distributed.Group``; its ranks take the batches in turn (the single-process batches,
+      so the features are the same) and rank 0 gathers and stores them: only rank 0 fills ``out`` and ``grid_out``,
       the others pass None (with_grid: whether to compute the grid) and get None back.
 
     Returns:
@@ -128,7 +128,7 @@ def write_feature_files(out_dir, encoder, splits, encoder_info, pca_dim, batch_s
     the files, with the PCA fitted on the train features as they are stored: the files are a single process's.
     """
     if not group.is_main:
-        for split, (images, _) in splits.items():
+        for images, _ in splits.values():
             extract_features(encoder, images, batch_size=batch_size, device=device, progress=False, group=group)
         return
     with staged_files(out_dir) as staging:

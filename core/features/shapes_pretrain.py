@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.features.shapes_cnn import DENSE_HEADS, HEADS, MultiHead, ShapesEncoder
 from core.shapes_world.captions import vertical_relation
 from core.shapes_world.spec import COLOURS, SHAPES, SIZES
-from core.features.shapes_cnn import DENSE_HEADS, HEADS, MultiHead, ShapesEncoder
 
 IGNORE = -100
 _PAIRS = ((0, 1), (0, 2), (1, 2))

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from core.data.download import download
-from core.runtime.errors import UserError
 from core.features.preprocess import center_crop, resize_shorter_side, to_rgb
+from core.runtime.errors import UserError
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGG16_FILE = "vgg16-397923af.pth"

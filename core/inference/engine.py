@@ -9,22 +9,32 @@ from pathlib import Path
 
 import numpy as np
 
-from core.runtime.cli import seed_everything
-from core.data.images import ImageSource
-from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, NOVEL_SPLIT, PROTOCOLS, SPLITS, attention_map_file, checkpoint_file, default_run_dir, \
-    gallery_file, urls_file
 from core.data.grid import model_inputs
+from core.data.images import ImageSource
+from core.data.layout import (
+    HELD_OUT_SPLIT,
+    MAX_DECODE_LENGTH,
+    NOVEL_SPLIT,
+    PROTOCOLS,
+    SPLITS,
+    attention_map_file,
+    checkpoint_file,
+    default_run_dir,
+    gallery_file,
+    urls_file,
+)
 from core.data.loader import has_split, load_coco_data
 from core.datasets.resolve import DATASETS, dataset_home, resolve_data_dir
 from core.decoding import DecodeConfig, check_max_length
+from core.evaluation.attention import greedy_with_attention
+from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
+from core.inference.attention_maps import save_attention_map
+from core.model.registry import input_shape, load_model, model_kind
+from core.runtime.cli import seed_everything
 from core.runtime.distributed import process_group
 from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write_text, writable_dir, writable_file
 from core.runtime.outputs import check_outputs, files_under
-from core.evaluation.attention import greedy_with_attention
-from core.inference.attention_maps import save_attention_map
-from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
-from core.model.registry import input_shape, load_model, model_kind
 from core.runtime.plotting import save_gallery
 
 
@@ -59,8 +69,8 @@ SHOWN_IMAGES = 8  # per split, when --num_samples is not given
 def run_inference(settings):
     """Run as ``settings`` say; returns the JSON-able record also written to ``settings.output``.
 
-    Under torchrun (``core.runtime.distributed``), ``--evaluate`` shards the images over the ranks: rank 0 scores, writes
-    and returns the record, the other ranks return None.
+    Under torchrun (``core.runtime.distributed``), ``--evaluate`` shards the images over the ranks: rank 0 scores,
+    writes and returns the record, the other ranks return None.
     """
     device = model_kind(settings.model).device(settings.device)
     with process_group(getattr(device, "type", device)) as group:

@@ -31,8 +31,15 @@ Arrays keep the dtype of their inputs (float32 stays float32); every function ta
 its inputs (core.runtime.arrays), as core.layers.rnn does.
 """
 from core.layers.packing import Packing
-from core.layers.rnn import (lstm_gate_scale, lstm_gates_backward, lstm_gates_forward, lstm_step_backward,
-                             lstm_step_forward, recurrent_weight_gradient, sigmoid)
+from core.layers.rnn import (
+    lstm_gate_scale,
+    lstm_gates_backward,
+    lstm_gates_forward,
+    lstm_step_backward,
+    lstm_step_forward,
+    recurrent_weight_gradient,
+    sigmoid,
+)
 from core.runtime.arrays import device_of, namespace, ops
 
 RECURRENT_KEYS = ("W_att_h", "w_att", "Wx", "Wh", "b")

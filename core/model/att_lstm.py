@@ -16,8 +16,13 @@ from typing import NamedTuple
 import numpy as np
 
 from core.layers.affine import word_embedding_backward, word_embedding_forward, word_loss
-from core.layers.att_lstm import (att_lstm_backward, att_lstm_forward, att_lstm_step_forward,
-                                  doubly_stochastic_penalty, weight_keys)
+from core.layers.att_lstm import (
+    att_lstm_backward,
+    att_lstm_forward,
+    att_lstm_step_forward,
+    doubly_stochastic_penalty,
+    weight_keys,
+)
 from core.model.captioner import NumpyCaptioner, check_numpy_config, check_weights, feature_scale, run_lengths
 from core.runtime.arrays import to_numpy
 

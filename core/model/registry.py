@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from core.data.vocab import idx_to_word_problem
+from core.model.att_lstm import CaptioningAttLSTM
+from core.model.rnn_model import CaptioningRNN
+from core.model.transformer import CaptioningTransformer
 from core.runtime.arrays import Backend, pick_backend
 from core.runtime.checkpoint import NUMPY_SUFFIX, TORCH_SUFFIX, load_training_state, params_problem
 from core.runtime.devices import pick_device
 from core.runtime.errors import UserError
-from core.model.att_lstm import CaptioningAttLSTM
-from core.model.rnn_model import CaptioningRNN
-from core.model.transformer import CaptioningTransformer
 
 
 @dataclass(frozen=True)

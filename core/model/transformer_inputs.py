@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 
-
 def grid_side(num_cells):
     """The side of a square map of ``num_cells`` cells; ValueError unless ``num_cells`` is a positive square."""
     side = math.isqrt(num_cells) if num_cells > 0 else 0

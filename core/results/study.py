@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.evaluation.baselines import nearest_neighbour_captions
 from core.data.grid import model_inputs
 from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, RESULTS_JSON, RESULTS_TABLE, SPLITS, checkpoint_file
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
-from core.runtime.fileio import atomic_write_text
+from core.evaluation.baselines import nearest_neighbour_captions
 from core.evaluation.loop import caption_features, evaluate_split, score_predictions, split_images, summary_row
 from core.model.registry import MODEL_TYPES, model_kind
+from core.runtime.fileio import atomic_write_text
 from core.training.engine import TrainSettings, run_training
 from core.training.scst import SCSTConfig
 
@@ -150,7 +150,8 @@ def format_table(rows, settings):
     note = (f"\nShapes dataset, {settings.split} split (best checkpoints chosen on val); metrics x100 "
             f"(pycocoevalcap), object F1, hallucination rate, relation accuracy (of the relations greedy captions "
             f"state; their number and 95% interval are in {RESULTS_JSON}), forced-relation accuracy (reference "
-            f"captions fed up to their relation words, the model naming the second object) and attention correctness (attention models: mass on the named object's cells; the uniform "
+            f"captions fed up to their relation words, the model naming the second object) and attention "
+            f"correctness (attention models: mass on the named object's cells; the uniform "
             f"baseline is in {RESULTS_JSON}) as fractions. Measured by `make results` on "
             f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, seed {settings.seed}; "
             f"settings: {asdict(settings)}.\n")

@@ -13,8 +13,8 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from array_api_compat import array_namespace, device as device_of, is_cupy_namespace, is_numpy_namespace
-from array_api_compat import is_torch_namespace
+from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import device as device_of
 
 from core.runtime.devices import parse_device, pick_device
 from core.runtime.errors import UserError

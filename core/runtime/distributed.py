@@ -298,9 +298,9 @@ def _reach(host, port, seconds):
             return
         except OSError as err:
             if time.monotonic() >= deadline:
-                raise UserError(f"cannot reach the rendezvous {host}:{port} within {seconds:g} s ({err.strerror or err})"
-                                ": start the first machine's torchrun, check --rdzv-endpoint and the firewall, or "
-                                f"raise ${RENDEZVOUS_TIMEOUT_ENV}") from None
+                raise UserError(f"cannot reach the rendezvous {host}:{port} within {seconds:g} s "
+                                f"({err.strerror or err}): start the first machine's torchrun, check --rdzv-endpoint "
+                                f"and the firewall, or raise ${RENDEZVOUS_TIMEOUT_ENV}") from None
             time.sleep(0.2)
 
 

@@ -14,7 +14,11 @@ salient things first), which makes the word order predictable from the image. Te
 Sizes are said in about half the captions, and dropped where saying them would exceed the word limit.
 """
 from core.shapes_world.spec import (
-    COUNT_WORDS, MAX_CAPTION_WORDS, RELATION_WORDS, SHAPE_NOUNS, SIZE_WORDS,
+    COUNT_WORDS,
+    MAX_CAPTION_WORDS,
+    RELATION_WORDS,
+    SHAPE_NOUNS,
+    SIZE_WORDS,
 )
 
 _SCENE_PREFIXES = (("an", "image", "of"), ("a", "picture", "of"), ("a", "scene", "with"))

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.runtime.checkpoint import load_training_state
-from core.runtime.cli import seed_everything
 from core.data.grid import has_grid_files, model_inputs
 from core.data.layout import CONFIG_FILE, DRY_RUN_DIR, PROTOCOLS, SPLITS, checkpoint_file, default_run_dir
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
+from core.model.registry import input_shape, load_model, model_kind
+from core.runtime.checkpoint import load_training_state
+from core.runtime.cli import seed_everything
 from core.runtime.distributed import fingerprint, process_group
 from core.runtime.errors import UserError
 from core.runtime.fileio import FolderLock, atomic_write_text, writable_dir
-from core.model.registry import input_shape, load_model, model_kind
 from core.training.recipes import recipe
 from core.training.scst import SCSTConfig, SCSTUpdater, image_rows, training_document_frequency
 from core.training.solver import Solver, SolverConfig
@@ -123,7 +123,8 @@ def _self_critical_setup(settings, kind, scst, device, out_dir, data_dir, data, 
 
 
 def _model_data(settings, data_dir, data, reads_grid):
-    """The dataset as the model reads it (pooled or grid features), loaded unless given; shuffled for --shuffle-features."""
+    """The dataset as the model reads it (pooled or grid features), loaded unless given; with --shuffle-features,
+    captions paired with other images."""
     if data is None:
         data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed, grid=reads_grid,
                               protocol=settings.splits)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.evaluation.cider import CiderD, DocumentFrequency
 from core.data.layout import MAX_DECODE_LENGTH, NULL, TRAIN_DF_FILE
+from core.decoding import greedy_decode, sample_decode
+from core.evaluation.cider import CiderD, DocumentFrequency
 from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write
-from core.decoding import greedy_decode, sample_decode
 from core.training.solver import Metric
 
 BASELINES = ("mean", "greedy")

@@ -2,9 +2,9 @@
 
 The model-specific part (how a step computes gradients and updates) lives in an updater:
 ``core.training.optim.NumpyUpdater`` (hand-written backward, CS231n rules) or ``core.training.torch_optim.TorchUpdater``
-(autograd, AdamW), wrapped by ``core.training.scst.SCSTUpdater`` for self-critical training. Minibatch order is a pure function of ``(seed, epoch)``, and checkpoints hold the
-updater's full state plus the position in the run, so an interrupted and resumed run takes exactly the
-steps an uninterrupted one takes.
+(autograd, AdamW), wrapped by ``core.training.scst.SCSTUpdater`` for self-critical training. Minibatch order is a
+pure function of ``(seed, epoch)``, and checkpoints hold the updater's full state plus the position in the run, so
+an interrupted and resumed run takes exactly the steps an uninterrupted one takes.
 """
 import json
 import math
@@ -16,12 +16,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.runtime.checkpoint import FORMAT_VERSION, load_training_state, params_problem, run_problem, \
-    save_training_state
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
+from core.runtime.checkpoint import (
+    FORMAT_VERSION,
+    load_training_state,
+    params_problem,
+    run_problem,
+    save_training_state,
+)
 from core.runtime.distributed import SINGLE
-from core.runtime.fileio import atomic_write_text
 from core.runtime.errors import UserError
+from core.runtime.fileio import atomic_write_text
 from core.runtime.interrupts import SaveGuard, stop_on_sigint
 from core.runtime.plotting import plot_loss
 
