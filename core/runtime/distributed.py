@@ -10,6 +10,7 @@ Errors every rank meets alike are printed once: rank 0 raises the ``UserError``,
 same code silently (``Group.error``).
 """
 import hashlib
+import inspect
 import math
 import os
 import socket
@@ -176,7 +177,11 @@ class Group:
                 return self.model.loss(*args, **kwargs)
 
         ids = [device.index] if getattr(device, "type", device) == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(Loss(), device_ids=ids, forward_sync_buffers=False)
+        ddp = torch.nn.parallel.DistributedDataParallel
+        # torch 2.13 names the option forward_sync_buffers and warns on the old name, which is all earlier ones know.
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                   else "broadcast_buffers")
+        return ddp(Loss(), device_ids=ids, **{no_sync: False})
 
     def place(self, device, gpu_count=None):
         """The device this rank computes on: ``device`` itself, except that CUDA gives each local rank its own GPU.
