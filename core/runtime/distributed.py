@@ -199,7 +199,10 @@ class Group:
             raise self.error(f"--nproc_per_node {self.local_world_size} is more than the {gpu_count} GPUs of this "
                              f"machine with --device cuda: launch at most {gpu_count} processes per machine, or use "
                              "--device cpu")
-        return torch.device("cuda", self.local_rank if device.index is None else device.index)
+        placed = torch.device("cuda", self.local_rank if device.index is None else device.index)
+        if torch.cuda.is_available():  # nccl's object collectives use the current device: this rank's own
+            torch.cuda.set_device(placed)
+        return placed
 
 
 SINGLE = Group()
@@ -273,7 +276,10 @@ def process_group(device_type="cpu", env=None):
     store = dist.TCPStore(host, port, group.world_size, is_master=hosting, timeout=COLLECTIVE_TIMEOUT)
     # Keys of one attempt only: after a torchelastic restart, the ranks must not find the killed group's addresses.
     store = dist.PrefixStore(f"captioning/attempt_{group.restart_count}", store)
-    dist.init_process_group(group.backend, store=store, rank=group.rank, world_size=group.world_size,
+    # On GPUs the float64 loss sums and the gradients of numpy-backed models are CPU tensors, which nccl cannot
+    # reduce: gloo takes those, nccl the CUDA tensors.
+    backends = "cpu:gloo,cuda:nccl" if group.backend == "nccl" else group.backend
+    dist.init_process_group(backends, store=store, rank=group.rank, world_size=group.world_size,
                             timeout=COLLECTIVE_TIMEOUT)
     try:
         yield group
