@@ -23,6 +23,7 @@ from core.runtime.fileio import atomic_write_text, writable_dir, writable_file
 from core.evaluation.attention import greedy_with_attention
 from core.inference.attention_maps import save_attention_map
 from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
+from core.inference.report import ReportRun, check_report_dir, compare_run, describe_decoding, evaluation_report
 from core.model.registry import input_shape, load_model, model_kind
 from core.runtime.plotting import save_gallery
 
@@ -43,6 +44,8 @@ class InferenceSettings:
     out: str | None = None  # galleries; None: the checkpoint's directory
     output: str | None = None  # JSON of predictions, references, metrics
     coco_results: str | None = None  # the evaluated captions in the COCO results format
+    report: str | None = None  # folder of the evaluation's static report page
+    compare: str | None = None  # an earlier --output JSON shown beside this evaluation in the report
     images: tuple = ()  # the user's own image files
     images_dir: str | None = None
     fetch_urls: bool = True
@@ -95,6 +98,8 @@ def _run_inference(settings, group):
     for path, flag in ((settings.output, "--output"), (settings.coco_results, "--coco-results")):
         if path:
             writable_file(path, flag)  # before any work, not after it
+    if settings.report:
+        check_report_dir(settings.report, "--report")
     device = group.place(kind.device(settings.device))
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
     config = kind.model_class.Config(**meta["model_config"])
@@ -104,12 +109,16 @@ def _run_inference(settings, group):
     record = mode(run)
     if record is None:
         return None  # under torchrun, rank 0 reports for the group
-    record["checkpoint"] = str(checkpoint)
-    record["decoding"] = {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
-                          "temperature": settings.decode.temperature, "max_length": settings.max_length}
+    record["checkpoint"], record["model"], record["decoding"] = str(checkpoint), settings.model, _decoding(settings)
     if settings.output:
         atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
+
+
+def _decoding(settings):
+    """The decoding settings a record keeps."""
+    return {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
+            "temperature": settings.decode.temperature, "max_length": settings.max_length}
 
 
 def _split_data(run, splits):
@@ -124,11 +133,26 @@ def _split_data(run, splits):
 
 
 def _evaluation(run):
-    """--evaluate: caption every image of one split (val by default) and score them; None on ranks other than 0."""
-    split = run.settings.split or "val"
-    data, _, protocol = _split_data(run, (split,))
-    record = _evaluate(run.model, run.config, data, split, run.settings, run.rng, run.group)
-    return None if record is None else dict(record, protocol=protocol)
+    """--evaluate: caption every image of one split (val by default), score them and, with --report, show them;
+    None on ranks other than 0."""
+    settings = run.settings
+    split = settings.split or "val"
+    data, data_dir, protocol = _split_data(run, (split,))
+    other = None
+    if settings.compare:
+        images, references = split_images(data, split)
+        other = compare_run(settings.compare, split, images[:settings.num_samples], references, data_dir)
+    record = _evaluate(run.model, run.config, data, split, settings, run.rng, run.group)
+    if record is None:
+        return None
+    if settings.report:
+        details = {"checkpoint": str(run.checkpoint), "model": settings.model, "split": split,
+                   "images": str(record["num_images"]), "decoding": describe_decoding(_decoding(settings))}
+        runs = [ReportRun(f"{settings.model} ({run.checkpoint.parent.name})", details, record)]
+        evaluation_report(settings.report, runs + ([other] if other else []), data, split, settings.images_dir,
+                          settings.progress)
+    record.pop("attention_weights", None)  # shown in the report; too heavy for --output
+    return dict(record, protocol=protocol)
 
 
 def _galleries(run):
@@ -214,7 +238,8 @@ def _attention_maps(model, config, features, images, names, settings, out_dir):
 
 def _evaluate(model, config, data, split, settings, rng, group):
     result = evaluate_split(model, data, split, settings.max_length, settings.decode, limit=settings.num_samples,
-                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None, group=group)
+                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None, group=group,
+                            keep_attention=bool(settings.report))
     if result is None:
         return None
     print(f"{split}: {result['num_images']} images decoded in {result['decode_seconds']:.1f} s")
