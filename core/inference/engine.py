@@ -23,7 +23,7 @@ from core.runtime.fileio import atomic_write_text, writable_dir, writable_file
 from core.evaluation.attention import greedy_with_attention
 from core.inference.attention_maps import save_attention_map
 from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
-from core.inference.report import ReportRun, check_report_dir, compare_run, describe_decoding, evaluation_report
+from core.inference.report import check_report_dir, compare_run, evaluated_run, evaluation_report
 from core.model.registry import input_shape, load_model, model_kind
 from core.runtime.plotting import save_gallery
 
@@ -146,11 +146,8 @@ def _evaluation(run):
     if record is None:
         return None
     if settings.report:
-        details = {"checkpoint": str(run.checkpoint), "model": settings.model, "split": split,
-                   "images": str(record["num_images"]), "decoding": describe_decoding(_decoding(settings))}
-        runs = [ReportRun(f"{settings.model} ({run.checkpoint.parent.name})", details, record)]
-        evaluation_report(settings.report, runs + ([other] if other else []), data, split, settings.images_dir,
-                          settings.progress)
+        runs = [evaluated_run(settings.model, run.checkpoint, _decoding(settings), record)] + ([other] if other else [])
+        evaluation_report(settings.report, runs, data, split, settings.images_dir, settings.progress)
     record.pop("attention_weights", None)  # shown in the report; too heavy for --output
     return dict(record, protocol=protocol)
 

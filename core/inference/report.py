@@ -17,6 +17,7 @@ Dimension legend: T words of a caption, R grid cells.
 import base64
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,14 @@ def read_report_data(folder):
     return json.loads(text[len(DATA_PREFIX):-len(DATA_SUFFIX)])
 
 
+def evaluated_run(model, checkpoint, decoding, result):
+    """This evaluation as a ReportRun: ``model`` (its kind), the ``checkpoint`` path, the ``decoding`` settings
+    (the record's) and ``evaluate_split``'s result."""
+    details = {"checkpoint": str(checkpoint), "model": model, "split": result["split"],
+               "images": str(result["num_images"]), "decoding": describe_decoding(decoding)}
+    return ReportRun(f"{model}, {describe_decoding(decoding, False)}", details, result)
+
+
 def compare_run(path, split, images, references, data_dir):
     """The run an earlier ``--output`` file holds, as a ReportRun beside this evaluation: checked to be of the same
     split and images, with each image scored as this one is (``per_image_record``).
@@ -189,7 +198,8 @@ def compare_run(path, split, images, references, data_dir):
     result.pop("attention_weights", None)
     details = {"file": str(path), "checkpoint": record.get("checkpoint", "?"), "model": record.get("model", "?"),
                "split": split, "images": str(len(rows)), "decoding": describe_decoding(record.get("decoding"))}
-    return ReportRun(f"{Path(path).name}: {record.get('model', 'run')}", details, result)
+    name = f"{Path(path).name}: {record.get('model', 'run')}, {describe_decoding(record.get('decoding'), False)}"
+    return ReportRun(name, details, result)
 
 
 def _read_output(path):
@@ -208,9 +218,9 @@ def _read_output(path):
     return record
 
 
-def describe_decoding(decoding):
+def describe_decoding(decoding, with_length=True):
     """A run's decoding settings (the record's ``decoding``) in words: ``greedy``, ``beam 3, length penalty 0.6``,
-    ``sampled at temperature 0.8``; with the most words when given."""
+    ``sampled at temperature 0.8``; ``with_length``: and the most words, where given."""
     if not decoding:
         return "?"
     if decoding.get("temperature") is not None:
@@ -219,7 +229,7 @@ def describe_decoding(decoding):
         text = f"beam {decoding['beam_size']}, length penalty {decoding.get('length_penalty', 0.0)}"
     else:
         text = "greedy"
-    return f"{text}, at most {decoding['max_length']} words" if "max_length" in decoding else text
+    return f"{text}, at most {decoding['max_length']} words" if with_length and "max_length" in decoding else text
 
 
 def evaluation_report(out, runs, data, split, images_dir=None, progress=True):
@@ -228,7 +238,8 @@ def evaluation_report(out, runs, data, split, images_dir=None, progress=True):
     urls = data[f"{split}_urls"]
     count = len(runs[0].result["predictions"])
     title = " vs ".join(run.name for run in runs) + f": {split} split, {count} images"
+    start = time.perf_counter()
     with ImageSource(data["base_dir"], images_dir=images_dir, fetch_urls=False) as source:
         path = write_report(out, runs, lambda row: source.get(split, row, str(urls[row])), title, progress)
-    print(f"report: {path}")
+    print(f"report: {path} (written in {time.perf_counter() - start:.1f} s)")
     return path
