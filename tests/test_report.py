@@ -1,20 +1,24 @@
 """The evaluation report (core.inference.report): its data has one card per evaluated image, marks equal to the
 grounding module's findings, and each word's attention from the pass that decoded the caption, summing to 1;
 bad flags are one line and write nothing. The page in a real browser: tests/test_report_browser.py."""
+import base64
+import io
 import json
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import inference
+from benchmarks.bench_report import synthetic_runs
 from core.data.grid import model_inputs
 from core.data.layout import REPORT_INDEX
 from core.data.loader import load_coco_data
 from core.datasets.shapes_build import build_shapes_dataset
 from core.evaluation import loop
 from core.evaluation.grounding import caption_findings, grounding_metrics
-from core.inference.report import ATTENTION_TOTAL, decode_attention, encode_attention, read_report_data
+from core.inference.report import ATTENTION_TOTAL, decode_attention, encode_attention, read_report_data, write_report
 from core.inference.report_html import MARK_KINDS, caption_html
 from core.model.registry import load_model
 from tests.test_attention_models import TINY_WORLD, train
@@ -97,6 +101,18 @@ def test_attention_is_stored_as_integers_summing_to_one_per_word():
     assert set(MARK_KINDS) == {"hallucination", "count", "size", "relation"}
 
 
+def test_small_pictures_travel_in_the_data_large_ones_are_files(tmp_path):
+    runs, pictures = synthetic_runs(3)
+    pictures = {0: pictures[0], 1: np.zeros((300, 200, 3), dtype=np.uint8), 2: None}  # shapes-sized, COCO-sized, none
+    write_report(tmp_path / "report", runs, pictures.get, "pictures", progress=False)
+    sources = [image["src"] for image in read_report_data(tmp_path / "report")["images"]]
+    assert sources[0].startswith("data:image/jpeg;base64,") and sources[1:] == ["images/1.jpg", None]
+    with Image.open(tmp_path / "report" / sources[1]) as picture:
+        assert picture.size == (171, 256)  # at most PICTURE_SIDE a side, the aspect kept
+    with Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1]))) as picture:
+        assert picture.size == (64, 64)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny shapes world and an attention LSTM trained on it briefly."""
@@ -134,7 +150,7 @@ def test_report_has_a_card_per_image_with_its_findings_and_its_decodings_attenti
     index = (tmp_path / "report" / REPORT_INDEX).read_text()
     for image in data["images"]:
         entry, per_image = image["runs"][0], record["per_image"][str(image["row"])]
-        assert entry["c"] == record["predictions"][str(image["row"])] and (tmp_path / "report" / image["src"]).is_file()
+        assert entry["c"] == record["predictions"][str(image["row"])] and image["src"].startswith("data:image/jpeg")
         assert entry["h"] == caption_html(entry["c"], per_image["findings"]) and entry["h"] in index  # no-JS readable
         assert marked_words(entry["h"]) == expected_marked_words(entry["c"], per_image["findings"]["marks"])
         assert (entry["cider"], entry["bleu4"]) == (per_image["CIDEr"], per_image["BLEU-4"])

@@ -67,16 +67,17 @@ def test_screenshot_is_not_blank(report, tmp_path):
 
 
 def test_the_error_checks_catch_a_missing_picture_and_a_script_error(report, tmp_path):
-    index, data = report
+    index, _ = report
     broken = tmp_path / "broken"
     shutil.copytree(index.parent, broken)
-    (broken / data["images"][0]["src"]).unlink()
+    page_data = broken / "report-data.js"
+    page_data.write_text(re.sub(r'"src":"data:[^"]*"', '"src":"images/missing.jpg"', page_data.read_text(), count=1))
     with open(broken / "report.js", "a") as script:
         script.write("\nundefinedFunction();\n")
     dom, console = run_chromium(CHROMIUM, (broken / index.name).as_uri(), "--dump-dom")
     errors = re.findall(r'data-errors="([^"]*)"', dom)
     # A file:// script's own error reaches the hook masked ("Script error."); the console line names it.
     caught = errors[0].split(" | ") if errors else []
-    assert len(caught) == 2 and caught[1].startswith("cannot load") and caught[1].endswith(data["images"][0]["src"])
+    assert len(caught) == 2 and caught[1].startswith("cannot load") and caught[1].endswith("/images/missing.jpg")
     assert caught[0] in ("Script error.", "Uncaught ReferenceError: undefinedFunction is not defined")
     assert any("undefinedFunction" in line for line in console)

@@ -120,9 +120,9 @@ def attention_map_file(name):
     return f"attention_{name}.png"
 
 
-def report_image_file(row, suffix):
-    """A picture of an evaluation report, relative to its folder: ``images/17.png`` for image row 17."""
-    return f"{REPORT_IMAGES_DIR}/{row}{suffix}"
+def report_image_file(row):
+    """A picture of an evaluation report, relative to its folder: ``images/17.jpg`` for image row 17."""
+    return f"{REPORT_IMAGES_DIR}/{row}.jpg"
 
 
 def default_data_dir(name):

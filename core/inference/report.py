@@ -3,7 +3,8 @@ with no server and no network request.
 
 A report folder holds ``index.html`` (the summary and, for readers without JavaScript, every caption: written by
 ``core.inference.report_html``), the data the page's script reads (``report-data.js``, which sets
-``window.REPORT_DATA``), the script and style (``report_assets``) and a picture per image (``images/<row>.png``).
+``window.REPORT_DATA``, small pictures included as data URIs), the script and style (``report_assets``) and the
+larger pictures (``images/<row>.jpg``).
 The script renders the cards a page at a time, sorts and filters them, keeps its state in the URL's hash and
 draws each word's attention over the picture.
 
@@ -15,6 +16,7 @@ the attention recorded while the captions were decoded.
 Dimension legend: T words of a caption, R grid cells.
 """
 import base64
+import io
 import json
 import shutil
 import time
@@ -26,8 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.data.images import ImageSource
-from core.data.layout import (REPORT_DATA, REPORT_IMAGES_DIR, REPORT_INDEX, REPORT_SCRIPT, REPORT_STYLE,
-                              report_image_file)
+from core.data.layout import REPORT_DATA, REPORT_INDEX, REPORT_SCRIPT, REPORT_STYLE, report_image_file
 from core.evaluation.loop import per_image_record
 from core.inference.report_html import GENERATOR, caption_html, index_html
 from core.runtime.errors import UserError
@@ -38,7 +39,12 @@ DATA_PREFIX, DATA_SUFFIX = "window.REPORT_DATA = ", ";\n"
 ATTENTION_TOTAL = 10000  # each word's weights are stored as integers summing to this: exactly 1 once divided
 PAGE_SIZE = 50  # cards on a page
 PICTURE_SIDE = 256  # larger pictures are scaled down to this many pixels a side
-PNG_SIDE = 128  # pictures up to this side are stored losslessly (PNG), larger ones as JPEG
+# Pictures up to this side travel in the page's data as data URIs (a shapes picture's JPEG is about 3 kB, and
+# thousands of tiny files cost more to write than to encode); larger ones are files of the report.
+INLINE_SIDE = 128
+# JPEG at this quality without chroma subsampling keeps a shapes picture's edges and colours, at a third of a PNG's
+# bytes and a tenth of its encoding time (the pictures' noise is what makes PNG large and slow).
+JPEG_QUALITY = 90
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,8 @@ def write_report(out, runs, picture, title, progress=True):
 
 
 def _write_pictures(folder, rows, picture, progress):
-    """Each row's picture as a file of the report (small ones PNG, larger ones JPEG of at most PICTURE_SIDE a
-    side): row -> its path relative to the report, or None where there is no picture."""
-    (folder / REPORT_IMAGES_DIR).mkdir()
+    """Each row's picture as a JPEG of at most PICTURE_SIDE a side: row -> a data URI (up to INLINE_SIDE a side) or
+    the path of a file of the report, relative to it; None where there is no picture."""
     sources = {}
     for row in tqdm(rows, desc="report pictures", disable=not progress, leave=False):
         pixels = picture(row)
@@ -99,8 +104,14 @@ def _write_pictures(folder, rows, picture, progress):
             continue
         image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
         image.thumbnail((PICTURE_SIDE, PICTURE_SIDE))
-        sources[row] = report_image_file(row, ".png" if max(image.size) <= PNG_SIDE else ".jpg")
-        image.save(folder / sources[row], **({} if sources[row].endswith(".png") else {"quality": 85}))
+        jpeg = io.BytesIO()
+        image.save(jpeg, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+        if max(image.size) <= INLINE_SIDE:
+            sources[row] = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode("ascii")
+        else:
+            sources[row] = report_image_file(row)
+            (folder / sources[row]).parent.mkdir(exist_ok=True)
+            (folder / sources[row]).write_bytes(jpeg.getvalue())
     return sources
 
 

@@ -102,11 +102,13 @@ def _summary(runs):
 
 
 def _static_list(data):
-    """Every image and its captions as plain HTML, for readers without JavaScript."""
+    """Every image and its captions as plain HTML, for readers without JavaScript (with the pictures that are
+    files; those in the page's data are left to the script)."""
     items = []
     for image in data["images"]:
         alt = escape(image["runs"][0]["c"])
-        picture = f'<img src="{escape(image["src"])}" alt="{alt}" loading="lazy">' if image["src"] else ""
+        picture = f'<img src="{escape(image["src"])}" alt="{alt}" loading="lazy">' \
+            if image["src"] and not image["src"].startswith("data:") else ""
         runs = "".join(f'<div class="run"><h3>{escape(run["name"])}</h3>{entry["h"]}<p class="scores">CIDEr-D '
                        f'{entry["cider"]:.3f} · BLEU-4 {entry["bleu4"]:.3f}</p></div>'
                        for run, entry in zip(data["runs"], image["runs"]))
