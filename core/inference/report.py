@@ -230,14 +230,15 @@ def _read_output(path):
 
 
 def describe_decoding(decoding, with_length=True):
-    """A run's decoding settings (the record's ``decoding``) in words: ``greedy``, ``beam 3, length penalty 0.6``,
-    ``sampled at temperature 0.8``; ``with_length``: and the most words, where given."""
+    """A run's decoding settings (the record's ``decoding``) in words: ``greedy``, ``beam 3``, ``beam 3, length
+    penalty 0.6``, ``sampled at temperature 0.8``; ``with_length``: and the most words, where given."""
     if not decoding:
         return "?"
     if decoding.get("temperature") is not None:
         text = f"sampled at temperature {decoding['temperature']}"
     elif decoding.get("beam_size", 1) > 1:
-        text = f"beam {decoding['beam_size']}, length penalty {decoding.get('length_penalty', 0.0)}"
+        penalty = decoding.get("length_penalty") or 0.0
+        text = f"beam {decoding['beam_size']}" + (f", length penalty {penalty}" if penalty else "")
     else:
         text = "greedy"
     return f"{text}, at most {decoding['max_length']} words" if with_length and "max_length" in decoding else text

@@ -98,7 +98,8 @@ def _summary(runs):
             + "</tr>" for name in dict.fromkeys(name for c in cells for name in c))
         tables.append(f'<table class="summary"><caption>{escape(group)}</caption><thead><tr><td></td>{head}</tr>'
                       f'</thead><tbody>{body}</tbody></table>')
-    return f'<div class="summaries">{"".join(tables)}</div><p class="legend">95% intervals in brackets.</p>'
+    return (f'<details class="summary" open><summary>Summary: every figure of the evaluation, 95% intervals in '
+            f'brackets</summary><div class="summaries">{"".join(tables)}</div></details>')
 
 
 def _static_list(data):
