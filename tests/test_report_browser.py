@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.bench_report import find_chromium, first_render_ms, run_chromium, synthetic_report
-from core.inference.report import PAGE_SIZE, read_report_data
+from core.inference.report import PAGE_SIZE, decode_attention, read_report_data
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; "
@@ -81,3 +81,34 @@ def test_the_error_checks_catch_a_missing_picture_and_a_script_error(report, tmp
     assert len(caught) == 2 and caught[1].startswith("cannot load") and caught[1].endswith("/images/missing.jpg")
     assert caught[0] in ("Script error.", "Uncaught ReferenceError: undefinedFunction is not defined")
     assert any("undefinedFunction" in line for line in console)
+
+
+PROBE = """<script>
+var cards = document.querySelectorAll(".card"), word = cards[0].querySelector(".run.att .cap .w");
+word.click();
+var canvas = cards[0].querySelector("canvas.heat"), alpha = [];
+var pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+for (var i = 3; i < pixels.length; i += 4) alpha.push(pixels[i]);
+cards[0].focus();
+cards[0].dispatchEvent(new KeyboardEvent("keydown", {key: "j", bubbles: true}));
+document.body.setAttribute("data-probe", [canvas.hidden, canvas.width, Math.min.apply(null, alpha),
+  Math.max.apply(null, alpha), cards[0].querySelector(".mapnote").textContent,
+  document.activeElement.getAttribute("data-image")].join("|"));
+</script>"""
+
+
+def test_a_clicked_word_shows_its_map_and_keys_move_between_cards(report, tmp_path):
+    index, data = report
+    probed = tmp_path / "probed"
+    shutil.copytree(index.parent, probed)
+    page = probed / index.name
+    page.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom, _ = open_page(page)
+    hidden, side, low, high, note, focused = re.search(r'data-probe="([^"]*)"', dom).group(1).split("|")
+    first = data["images"][0]["runs"][0]
+    caption = decode_attention(first["att"])  # (T, R)
+    assert (hidden, side) == ("false", "8") and note.startswith(f"attention of \u201c{first['c'].split()[0]}\u201d")
+    # Dimmed by 0.75 where the first word put no attention, not at all where a word of the caption put the most.
+    dimming = np.round(255 * 0.75 * (1 - caption[0] / caption.max()))
+    assert (int(low), int(high)) == (dimming.min(), dimming.max()) and dimming.min() < dimming.max()
+    assert focused == str(data["images"][1]["row"])
