@@ -62,6 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--coco-results", default=DEFAULTS["coco_results"], metavar="FILE",
                    help="with --evaluate: also write the captions in the COCO results format ([{image_id, caption}], "
                         "ids from the image file names), for the official evaluation tools and server")
+    p.add_argument("--report", default=DEFAULTS["report"], metavar="DIR",
+                   help="with --evaluate: also write a static report page, DIR/index.html (every image with its "
+                        "caption, references, per-image CIDEr-D and BLEU-4, grounding marks, beam hypotheses, "
+                        "attention maps; sorting, filtering), opened from file:// with no server")
+    p.add_argument("--compare", default=DEFAULTS["compare"], metavar="FILE",
+                   help="with --report: show this earlier --output JSON's captions of the same split and images "
+                        "beside this evaluation's")
     p.add_argument("--image", nargs="+", default=[], metavar="FILE",
                    help="caption your own image files (encoded like the training dataset's images)")
     p.add_argument("--images-dir", default=DEFAULTS["images_dir"],
@@ -78,6 +85,10 @@ def parse_args(argv=None):
         p.error("--image and --evaluate do not go together: evaluation needs a dataset split")
     if args.coco_results and not args.evaluate:
         p.error("--coco-results goes with --evaluate: it writes the evaluated captions")
+    if args.report and not args.evaluate:
+        p.error("--report goes with --evaluate: it shows the evaluated captions; add --evaluate")
+    if args.compare and not args.report:
+        p.error("--compare goes with --report: it shows an earlier --output beside this evaluation; add --report DIR")
     return args
 
 

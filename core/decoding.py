@@ -182,16 +182,7 @@ def sample_decode(model, features, max_length, temperature=1.0, *, rng):
 
 
 def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0, return_scores=False):
-    """Beam search batched over images and beams: slot b of image n is row n * B + b of the scores; the
-    model's state holds only the hypotheses still going.
-
-    A hypothesis ends at its first <END> (its length counts the <END>) or at max_length words without
-    one. Hypotheses are ranked by log P(words) / ((5 + length) / 6) ** length_penalty (GNMT). Finished
-    hypotheses keep their beam slot and compete with live ones at every step; the only continuation
-    of a finished slot is <NULL> at log-probability 0. With B >= V ** (L - 1) no hypothesis is pruned
-    before the last step, so the result is the best of all captions up to length L (exact search).
-    Ties go to the lower word index, as ``np.argmax`` does, so ``beam_size=1`` reproduces
-    ``greedy_decode`` exactly.
+    """Beam search batched over images and beams (``beam_hypotheses``), keeping each image's best hypothesis.
 
     Inputs:
     - model: an object with the step interface above.
@@ -206,6 +197,40 @@ def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0,
       ``greedy_decode`` returns them.
     - scores (only with return_scores): float64 array of shape (N,).
     """
+    beams = beam_hypotheses(model, features, beam_size, max_length, length_penalty)
+    if return_scores:
+        return beams.captions[:, 0], beams.scores[:, 0]
+    return beams.captions[:, 0]
+
+
+@dataclass(frozen=True)
+class Beams:
+    """What a beam search ends with: every image's B hypotheses, best first, and how they were reached.
+
+    - captions: int64 of shape (N, B, L), each laid out as ``greedy_decode`` returns captions.
+    - scores: float64 of shape (N, B), each hypothesis' ranking score (-inf for a slot no hypothesis reached).
+    - history: per step t, (parents, words) of shape (N, B): slot b's word at t and the slot it extended.
+    - live: per step t, the slots (n * B + b, before that step's selection) of the model's state rows, in the
+      order ``decode_step`` saw them.
+    """
+    captions: np.ndarray
+    scores: np.ndarray
+    history: list
+    live: list
+
+
+def beam_hypotheses(model, features, beam_size, max_length, length_penalty=0.0):
+    """Beam search batched over images and beams: slot b of image n is row n * B + b of the scores; the
+    model's state holds only the hypotheses still going. Returns ``Beams``.
+
+    A hypothesis ends at its first <END> (its length counts the <END>) or at max_length words without
+    one. Hypotheses are ranked by log P(words) / ((5 + length) / 6) ** length_penalty (GNMT). Finished
+    hypotheses keep their beam slot and compete with live ones at every step; the only continuation
+    of a finished slot is <NULL> at log-probability 0. With B >= V ** (L - 1) no hypothesis is pruned
+    before the last step, so the result is the best of all captions up to length L (exact search).
+    Ties go to the lower word index, as ``np.argmax`` does, so ``beam_size=1`` reproduces
+    ``greedy_decode`` exactly.
+    """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     N, B = features.shape[0], beam_size
@@ -219,9 +244,10 @@ def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0,
     scores[:, 0] = 0.0
     finished = np.zeros((N, B), dtype=bool)
     lengths = np.zeros((N, B), dtype=np.int64)
-    history = []  # per step: (parents, words), each of shape (N, B)
+    history, lives = [], []  # per step: (parents, words), each of shape (N, B); the live slots
     for t in range(max_length):
         live_log_probs, state = model.decode_step(tokens, state)
+        lives.append(live)
         V = live_log_probs.shape[1]
         log_probs = np.zeros((N * B, V))  # rows of finished or unused slots are overwritten or -inf below
         log_probs[live] = live_log_probs
@@ -244,10 +270,8 @@ def beam_search(model, features, beam_size=3, max_length=30, length_penalty=0.0,
         state_row[live] = np.arange(live.size)
         state = model.reorder_state(state, state_row[(images * B + parents).ravel()[going]])
         live, tokens = np.flatnonzero(going), words.ravel()[going]
-    captions = _backtrack(history, N, max_length, model.null_idx)
-    if return_scores:
-        return captions, scores[:, 0] / _length_penalty(lengths[:, 0], length_penalty)
-    return captions
+    captions = np.stack([_backtrack(history, N, max_length, model.null_idx, b) for b in range(B)], axis=1)
+    return Beams(captions, scores / _length_penalty(lengths, length_penalty), history, lives)
 
 
 def _length_penalty(lengths, alpha):
@@ -282,10 +306,10 @@ def top_k_indices(values, k):
     return index
 
 
-def _backtrack(history, N, max_length, null_idx):
-    """Words of beam slot 0 (the best) of every image from per-step (parents, words), (N, max_length)."""
+def _backtrack(history, N, max_length, null_idx, slot=0):
+    """Words of beam slot ``slot`` of every image from per-step (parents, words), (N, max_length)."""
     captions = np.full((N, max_length), null_idx, dtype=np.int64)
-    slot = np.zeros(N, dtype=np.int64)
+    slot = np.full(N, slot, dtype=np.int64)
     images = np.arange(N)
     for t in range(len(history) - 1, -1, -1):
         parents, words = history[t]

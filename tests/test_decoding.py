@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from core.decoding import DecodeConfig, beam_search, decode, greedy_decode, sample_decode, top_k_indices
+from core.decoding import DecodeConfig, beam_hypotheses, beam_search, decode, greedy_decode, sample_decode, \
+    top_k_indices
 from core.runtime.errors import UserError
 
 NULL, START, END = 0, 1, 2
@@ -113,6 +114,26 @@ def test_beam_search_equals_exhaustive_search(alpha):
                                    length_penalty=alpha, return_scores=True)
     np.testing.assert_array_equal(captions, expected)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_beam_hypotheses_score_their_own_captions_best_first(alpha):
+    """Every slot holds a caption with its own ranking score, best first; slot 0 is beam_search's caption."""
+    rng = np.random.default_rng(4)
+    V, L, B = 5, 3, 5 ** 2
+    model = make_model(rng, V)
+    features = 2.0 * rng.standard_normal((4, V))
+    beams = beam_hypotheses(model, features, B, L, alpha)
+    assert beams.captions.shape == (4, B, L) and (np.diff(beams.scores, axis=1) <= 1e-12).all()
+    np.testing.assert_array_equal(beams.captions[:, 0], beam_search(model, features, B, L, alpha))
+    for n in range(4):
+        for caption, score in zip(beams.captions[n, :3], beams.scores[n, :3]):
+            words = caption[:np.flatnonzero((caption == END) | (np.arange(L) == L - 1))[0] + 1]
+            state, total = model.init_decode(features[n:n + 1]), 0.0
+            for previous, word in zip([START, *words[:-1]], words):
+                log_probs, state = model.decode_step(np.array([previous]), state)
+                total += float(log_probs[0, word])
+            assert score == pytest.approx(total / ((5.0 + len(words)) / 6.0) ** alpha, rel=1e-9)
 
 
 def test_length_penalty_changes_the_answer():

@@ -1,10 +1,12 @@
-"""core.results: decoding times are medians over runs taken in turns, one per decoding."""
+"""core.results: decoding times are medians over runs taken in turns, one per decoding; the table and the
+comparison report have every kind of row."""
 import json
 
 import numpy as np
 
 from core.coco_utils import load_coco_data
 from core.decoding import DecodeConfig
+from core.inference.report import read_report_data
 from core.model.registry import model_kind
 from core.results.study import ResultsSettings, _decode_seconds, run_results
 from tests.test_attention_models import TINY_WORLD
@@ -40,3 +42,6 @@ def test_the_table_has_every_kind_of_row_on_the_test_split(tmp_path):
     table = (tmp_path / "runs" / "results.md").read_text()
     assert "test split" in table and "| lstm | SCST (mean baseline) | greedy |" in table and "att. corr." in table
     assert len(json.loads((tmp_path / "runs" / "results.json").read_text())) == len(rows)
+    report = read_report_data(tmp_path / "runs" / "report")  # every model's captions, one under the other
+    assert [run["name"] for run in report["runs"]] == [", ".join(kind) for kind in kinds[:4]]
+    assert len(report["images"]) == 8 and all(len(image["runs"]) == 4 for image in report["images"])

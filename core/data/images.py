@@ -116,7 +116,7 @@ class ImageSource:
         self.fetch_urls = bool(fetch_urls)
         self.timeout = float(timeout)
         self._shapes_path = self.base_dir / SHAPES_IMAGES_FILE
-        self._shapes_file = None
+        self._shapes_file, self._shapes_datasets = None, {}
         if self.images_dir is not None and not self.images_dir.is_dir():
             raise UserError(f"images folder {self.images_dir} does not exist; give the folder holding the "
                             "COCO images (the unzipped val2014, or its parent)")
@@ -131,7 +131,7 @@ class ImageSource:
         """Close the shapes image file if it was opened."""
         if self._shapes_file is not None:
             self._shapes_file.close()
-            self._shapes_file = None
+            self._shapes_file, self._shapes_datasets = None, {}
 
     def get(self, split, image_idx, url):
         """The image of row ``image_idx`` of ``split`` as uint8 of shape (H, W, 3), or None if not found.
@@ -154,6 +154,14 @@ class ImageSource:
 
     def _shapes_image(self, split, image_idx):
         """One image of the shapes world's image file, read lazily."""
+        images = self._shapes_datasets.get(split) or self._shapes_dataset(split)
+        if not 0 <= image_idx < images.shape[0]:
+            raise ValueError(f"image index {image_idx} out of range for {images.name} of {images.shape[0]} images")
+        return images[image_idx]
+
+    def _shapes_dataset(self, split):
+        """The shapes file's dataset of ``split``'s images, checked, kept open: its rows are stored compressed in
+        chunks of many images, which the dataset's chunk cache decompresses once rather than once a row."""
         if self._shapes_file is None:
             try:
                 self._shapes_file = h5py.File(self._shapes_path, "r")
@@ -168,9 +176,8 @@ class ImageSource:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise UserError(f"{self._shapes_path}: {name} is {images.dtype} {images.shape}, not uint8 "
                             "(M, S, S, 3); delete it and rebuild the shapes dataset")
-        if not 0 <= image_idx < images.shape[0]:
-            raise ValueError(f"image index {image_idx} out of range for {name} of {images.shape[0]} images")
-        return images[image_idx]
+        self._shapes_datasets[split] = images
+        return images
 
     def _local_path(self, split, url):
         """The local file holding the URL's image, or None."""

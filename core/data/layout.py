@@ -66,6 +66,14 @@ DRY_RUN_DIR = "dry-run"  # where --dry-run writes when the run folder holds a tr
 # The results run's folder.
 RESULTS_JSON = "results.json"
 RESULTS_TABLE = "results.md"
+RESULTS_REPORT_DIR = "report"  # its comparison report of every model
+# An evaluation report's folder (inference.py --report, the results run's comparison): a static page, its script and
+# style, the data the script reads, and the pictures.
+REPORT_INDEX = "index.html"
+REPORT_DATA = "report-data.js"
+REPORT_SCRIPT = "report.js"
+REPORT_STYLE = "report.css"
+REPORT_IMAGES_DIR = "images"
 
 
 def features_file(split, pca_features):
@@ -116,6 +124,11 @@ def gallery_file(name):
 def attention_map_file(name):
     """An attention-map PNG of a run folder, e.g. ``attention_val_17.png`` (split and image row)."""
     return f"attention_{name}.png"
+
+
+def report_image_file(row):
+    """A picture of an evaluation report, relative to its folder: ``images/17.jpg`` for image row 17."""
+    return f"{REPORT_IMAGES_DIR}/{row}.jpg"
 
 
 def default_data_dir(name):

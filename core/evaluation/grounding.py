@@ -25,7 +25,7 @@ What a caption claims, and how each claim is scored (all figures are micro-avera
 An accuracy over zero claims is NaN; the ``n_*`` entries give the number of claims behind each figure.
 """
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.runtime.errors import UserError
 from core.shapes_world.spec import (
@@ -48,13 +48,15 @@ class Mention:
     """One noun phrase: canonical colour/shape/size (None where the phrase does not say) and count.
 
     ``count`` is the number the phrase states (``a``/``one`` -> 1, ``two`` -> 2), None without a
-    determiner; ``counted`` is True only for numerals, the phrases that make a count claim.
+    determiner; ``counted`` is True only for numerals, the phrases that make a count claim. ``words`` is where
+    the phrase stands in its caption, (first word, one past the noun), and takes no part in comparisons.
     """
     colour: str | None
     shape: str | None
     size: str | None = None
     count: int | None = None
     counted: bool = False
+    words: tuple = field(default=(0, 0), compare=False)
 
     def matches(self, obj):
         """True iff the scene object ``obj`` (a scene dict entry) has every attribute this names."""
@@ -64,10 +66,12 @@ class Mention:
 
 @dataclass(frozen=True)
 class Relation:
-    """The claim ``a <relation> b`` with relation one of shapes_spec.RELATION_WORDS's keys."""
+    """The claim ``a <relation> b`` with relation one of shapes_spec.RELATION_WORDS's keys; ``words`` is where the
+    relation words stand in the caption, (first, one past the last), and takes no part in comparisons."""
     a: Mention
     relation: str
     b: Mention
+    words: tuple = field(default=(0, 0), compare=False)
 
 
 @dataclass(frozen=True)
@@ -106,15 +110,16 @@ def _read_phrase(words, noun_pos, floor):
         start -= 1
         counted = words[start] in NUMERALS
         count = NUMERALS[words[start]] if counted else ARTICLES[words[start]]
-    return Mention(colour, shape, size, count, counted), start
+    return Mention(colour, shape, size, count, counted, (start, noun_pos + 1)), start
 
 
 def _relation_before(gap):
-    """The canonical relation that the words ``gap`` between two phrases end with, else None."""
+    """The canonical relation that the words ``gap`` between two phrases end with and how many words state it;
+    (None, 0) when they state none."""
     for sequence, relation in RELATION_SEQUENCES:
         if tuple(gap[len(gap) - len(sequence):]) == sequence:
-            return relation
-    return None
+            return relation, len(sequence)
+    return None, 0
 
 
 def parse_caption(caption):
@@ -135,9 +140,9 @@ def parse_caption(caption):
         if word not in NOUNS:
             continue
         mention, start = _read_phrase(words, pos, prev_end)
-        relation = _relation_before(words[prev_end:start]) if mentions else None
+        relation, length = _relation_before(words[prev_end:start]) if mentions else (None, 0)
         if relation is not None:
-            relations.append(Relation(mentions[-1], relation, mention))
+            relations.append(Relation(mentions[-1], relation, mention, (start - length, start)))
         mentions.append(mention)
         prev_end = pos + 1
     return ParsedCaption(tuple(mentions), tuple(relations))
@@ -163,35 +168,102 @@ def relation_holds(claim, objects):
                for j, b in enumerate(objects) if j != i and claim.b.matches(b))
 
 
-def _identity_keys(parsed):
-    """The caption's distinct (colour, shape) keys, generic phrases naming neither left out."""
-    return {(m.colour, m.shape) for m in parsed.mentions if (m.colour, m.shape) != (None, None)}
-
-
 def _present(mention, objects):
     """True iff some object of the scene matches ``mention``."""
     return any(mention.matches(obj) for obj in objects)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a caption checked against a scene: its kind (``CLAIM_KINDS``), whether the scene bears it
+    out, and the Mention or Relation that makes it (whose ``words`` say where it stands)."""
+    kind: str
+    correct: bool
+    said: Mention | Relation
+
+
+CLAIM_KINDS = ("object", "count", "size", "relation")
+
+
+def caption_claims(parsed, objects):
+    """Every claim of a parsed caption against a scene's objects (module docstring): for each phrase in reading
+    order its identity (colour and shape, unless it names neither), its numeral, its size word (when its colour
+    and shape match some object); then each relation."""
+    claims = []
+    for m in parsed.mentions:
+        identity = Mention(m.colour, m.shape)
+        if (m.colour, m.shape) != (None, None):
+            claims.append(Claim("object", _present(identity, objects), m))
+        if m.counted:
+            claims.append(Claim("count", sum(m.matches(obj) for obj in objects) == m.count, m))
+        if m.size is not None and _present(identity, objects):
+            claims.append(Claim("size", _present(m, objects), m))
+    claims += [Claim("relation", relation_holds(r, objects), r) for r in parsed.relations]
+    return claims
+
+
+def missed_pairs(parsed, objects):
+    """The scene's (colour, shape) pairs that no phrase of the caption names with both words, sorted."""
+    named = {(m.colour, m.shape) for m in parsed.mentions}
+    return sorted({(obj["colour"], obj["shape"]) for obj in objects} - named)
+
+
 def _caption_tallies(parsed, objects):
-    """Counts of claims and correct claims of one caption against one scene's objects."""
-    keys = _identity_keys(parsed)
-    correct_keys = sum(_present(Mention(*key), objects) for key in keys)
+    """Counts of claims and correct claims of one caption against one scene's objects; an identity named by
+    several phrases counts once."""
+    claims = caption_claims(parsed, objects)
+    keys = {(c.said.colour, c.said.shape): c.correct for c in claims if c.kind == "object"}
     scene_pairs = {(obj["colour"], obj["shape"]) for obj in objects}
-    full_keys = {key for key in keys if None not in key}
-    counts = [m for m in parsed.mentions if m.counted]
-    sized = [m for m in parsed.mentions
-             if m.size is not None and _present(Mention(m.colour, m.shape), objects)]
-    return {
-        "keys": len(keys), "keys_correct": correct_keys,
-        "pairs": len(scene_pairs), "pairs_named": len(full_keys & scene_pairs),
-        "hallucinated": int(correct_keys < len(keys)),
-        "counts": len(counts),
-        "counts_correct": sum(sum(m.matches(obj) for obj in objects) == m.count for m in counts),
-        "relations": len(parsed.relations),
-        "relations_correct": sum(relation_holds(claim, objects) for claim in parsed.relations),
-        "sizes": len(sized), "sizes_correct": sum(_present(m, objects) for m in sized),
-    }
+    tallies = {"keys": len(keys), "keys_correct": sum(keys.values()), "pairs": len(scene_pairs),
+               "pairs_named": len(scene_pairs) - len(missed_pairs(parsed, objects)),
+               "hallucinated": int(not all(keys.values()))}
+    for kind, name in (("count", "counts"), ("size", "sizes"), ("relation", "relations")):
+        tallies[name] = sum(c.kind == kind for c in claims)
+        tallies[f"{name}_correct"] = sum(c.kind == kind and c.correct for c in claims)
+    return tallies
+
+
+# What a wrong claim of each kind shows as on a caption.
+MARK_OF_CLAIM = {"object": "hallucination", "count": "count", "size": "size", "relation": "relation"}
+
+
+def caption_findings(caption, objects):
+    """What one caption gets wrong about its scene's objects, to show on the caption: the wrong claims of
+    ``caption_claims`` and the scene's pairs it leaves unnamed (``missed_pairs``).
+
+    Returns a JSON-able dict: ``marks``, one per wrong claim in caption order, ``{"kind": MARK_OF_CLAIM[kind],
+    "words": [first, one past the last] word positions, "note": what the scene has instead}``; ``missed``, the
+    unnamed pairs as ``"colour shape"``; ``hallucinated``, whether the caption counts towards hallucination_rate.
+    """
+    parsed = parse_caption(caption)
+    marks = []
+    for claim in caption_claims(parsed, objects):
+        if not claim.correct:
+            marks.append({"kind": MARK_OF_CLAIM[claim.kind], "words": list(claim.said.words),
+                          "note": _note(claim, objects)})
+    marks.sort(key=lambda mark: mark["words"])
+    return {"marks": marks, "missed": [f"{colour} {shape}" for colour, shape in missed_pairs(parsed, objects)],
+            "hallucinated": any(mark["kind"] == "hallucination" for mark in marks)}
+
+
+def _name(mention):
+    """A phrase's object in canonical words: ``large red circle``, ``red thing``, ``circle``, ``object``."""
+    return " ".join(word for word in (mention.size, mention.colour, mention.shape or
+                                      ("thing" if mention.colour else "object")) if word)
+
+
+def _note(claim, objects):
+    """One line saying why a wrong claim is wrong."""
+    said = claim.said
+    if claim.kind == "object":
+        return f"no {_name(Mention(said.colour, said.shape))} in the scene"
+    if claim.kind == "count":
+        present = sum(said.matches(obj) for obj in objects)
+        return f"the scene has {present} {_name(said)}{'' if present == 1 else 's'}, not {said.count}"
+    if claim.kind == "size":
+        return f"no {_name(said)} in the scene"
+    return f"no {_name(said.a)} {said.relation} {'of ' if said.relation in ('left', 'right') else ''}" \
+           f"a {_name(said.b)} in the scene"
 
 
 def _ratio(numerator, denominator):

@@ -12,11 +12,11 @@ import numpy as np
 
 from core.data.layout import HELD_OUT_PAIRS_KEY, HELD_OUT_SPLIT, NOVEL_SPLIT, SHAPES_SCENES_FILE
 from core.data.vocab import decode_captions
-from core.decoding import DecodeConfig, decode
-from core.evaluation.attention import correctness_of
+from core.decoding import DecodeConfig
+from core.evaluation.attention import correctness_of, decode_recorded
 from core.evaluation.composition import pair_metrics
-from core.evaluation.grounding import grounding_metrics
-from core.evaluation.metrics import compute_metrics
+from core.evaluation.grounding import caption_findings, grounding_metrics
+from core.evaluation.metrics import caption_scores, per_image_scores
 from core.evaluation.relation_probe import forced_relation_accuracy, wilson_interval
 from core.runtime.distributed import SINGLE
 from core.runtime.errors import UserError
@@ -27,21 +27,53 @@ def caption_features(model, features, max_length, decode_config=None, batch_size
 
     ``decode_config`` is a ``core.decoding.DecodeConfig`` (default greedy); ``max_length`` counts <END>.
     """
-    captions = []
+    return [record["caption"] for record in decode_records(model, features, max_length, decode_config, batch_size,
+                                                           rng)]
+
+
+def decode_records(model, features, max_length, decode_config=None, batch_size=500, rng=None, attention_cells=None):
+    """What decoding shows of each image of ``features`` (M, D), ``batch_size`` images at a time: a dict per image
+    with its ``caption``; with ``attention_cells`` (R, for a model attending over cells) the ``attention`` of each
+    of its words and of its <END>, float32 of shape (T, R), recorded in the same pass; with beam search its
+    ``beams``, every hypothesis as [caption, ranking score], best first."""
+    records = []
     for start in range(0, len(features), batch_size):
         batch = np.asarray(features[start:start + batch_size], dtype=np.float32)  # (B, D)
-        ids = decode(model, batch, max_length, config=decode_config, rng=rng)  # (B, max_length)
-        captions.extend(decode_captions(ids, model.idx_to_word))
-    return captions
+        ids, weights, beams = decode_recorded(model, batch, max_length, decode_config, rng, attention_cells)
+        for n, text in enumerate(decode_captions(ids, model.idx_to_word)):  # ids: (B, max_length)
+            record = {"caption": text}
+            if weights is not None:
+                record["attention"] = weights[n][_spoken(ids[n], model)]  # (T, R)
+            if beams is not None:
+                texts = decode_captions(beams.captions[n], model.idx_to_word)  # (B, L) -> B captions
+                record["beams"] = [[t, float(score)] for t, score in zip(texts, beams.scores[n]) if np.isfinite(score)]
+            records.append(record)
+    return records
+
+
+def _spoken(ids, model):
+    """Positions of a decoded row's words as its caption text keeps them, and of its <END>: up to the first
+    <END>, <NULL> and <START> left out as ``decode_captions`` leaves them."""
+    ends = np.flatnonzero(ids == model.end_idx)
+    row = ids[:ends[0] + 1] if len(ends) else ids
+    return np.flatnonzero((row != model.null_idx) & (row != model.start_idx))
 
 
 def caption_shards(group, model, features, images, max_length, decode_config=None, rng=None):
     """Captions of ``images`` (rows of ``features``), each rank of ``group`` decoding its shard: the list, in the
     images' order, on rank 0; None on the other ranks. Sampling (a temperature) draws per rank."""
+    records = record_shards(group, model, features, images, max_length, decode_config, rng)
+    return None if records is None else [record["caption"] for record in records]
+
+
+def record_shards(group, model, features, images, max_length, decode_config=None, rng=None, attention_cells=None):
+    """``decode_records`` of ``images`` (rows of ``features``), each rank of ``group`` decoding its shard: the
+    list, in the images' order, on rank 0; None on the other ranks. Sampling (a temperature) draws per rank."""
     mine = group.shard(images)
-    captions = caption_features(model, features[mine], max_length, decode_config, rng=rng) if len(mine) else []
-    gathered = group.gather(captions)
-    return None if gathered is None else [caption for part in gathered for caption in part]
+    records = decode_records(model, features[mine], max_length, decode_config, rng=rng,
+                             attention_cells=attention_cells) if len(mine) else []
+    gathered = group.gather(records)
+    return None if gathered is None else [record for part in gathered for record in part]
 
 
 def split_images(data, split):
@@ -100,33 +132,41 @@ def novel_composition(predictions, references, scenes, held_out, test=None):
 
 
 def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None,
-                   group=SINGLE):
+                   group=SINGLE, keep_attention=False):
     """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
 
-    ``attention_cells``: R, for a model that attends over R grid cells: on the shapes world its greedy
-    captions' attention correctness is measured too (``core.evaluation.attention``).
+    ``attention_cells``: R, for a model that attends over R grid cells: each caption's attention is recorded as it
+    is decoded and, on the shapes world, greedy captions' attention correctness is measured
+    (``core.evaluation.attention``); ``keep_attention`` returns the recorded attention too.
 
     ``group`` (a ``core.runtime.distributed.Group``): each rank captions its shard of the images, and rank 0 alone
     scores all of them; the other ranks return None.
 
-    Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics,
+    Returns a dict: predictions (image row -> caption), references (image row -> captions), metrics, per_image
+    (``score_predictions``'s, with each image's beam-search hypotheses as ``beams`` when decoding by beam search),
     grounding (None off the shapes world), novel_composition (``novel_composition``'s figures on a shapes world with
     held-out pairs, else None; on the novel split with the test split in ``data``, its images are captioned too, for
     the seen pairs' recall there), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
     the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
-    or None), decode_seconds and num_images.
+    or None), decode_seconds and num_images; with ``keep_attention``, attention_weights (image row -> (T, R), each
+    word's and <END>'s attention, or None for a model that attends over no cells).
     """
     images, references = split_images(data, split)
     if limit is not None:
         images = images[:limit]
     start = time.perf_counter()
-    captions = caption_shards(group, model, data[f"{split}_features"], images, max_length, decode_config, rng)
+    records = record_shards(group, model, data[f"{split}_features"], images, max_length, decode_config, rng,
+                            attention_cells)
     seconds = time.perf_counter() - start
     test = _test_captions(group, model, data, limit, max_length, decode_config, rng) if split == NOVEL_SPLIT else None
-    if captions is None:
+    if records is None:
         return None  # this rank's captions went to rank 0
-    predictions = {int(i): c for i, c in zip(images.tolist(), captions)}
+    records = dict(zip(images.tolist(), records))
+    predictions = {row: record["caption"] for row, record in records.items()}
     result = score_predictions(predictions, {i: references[i] for i in predictions}, data["base_dir"], split)
+    for row, record in records.items():
+        if "beams" in record:
+            result["per_image"][row]["beams"] = record["beams"]
     result["novel_composition"] = _composition(data["base_dir"], split, predictions, result["references"], test)
     attention = probe = None
     scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
@@ -138,10 +178,13 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
         probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
             round(grounding["relation_accuracy"] * n) if n else 0, n)
     if attention_cells and scenes is not None:
-        greedy = predictions if decode_config is None or decode_config == DecodeConfig() else \
-            dict(zip(images.tolist(), caption_features(model, data[f"{split}_features"][images], max_length)))
-        attention = correctness_of(model, data[f"{split}_features"], images, greedy, scenes, max_length,
-                                   attention_cells, image_size)
+        greedy = records if decode_config is None or decode_config == DecodeConfig() else dict(zip(
+            images.tolist(), decode_records(model, data[f"{split}_features"][images], max_length,
+                                            attention_cells=attention_cells)))
+        attention = correctness_of({row: r["caption"] for row, r in greedy.items()},
+                                   {row: r["attention"] for row, r in greedy.items()}, scenes, image_size)
+    if keep_attention:
+        result["attention_weights"] = {row: r["attention"] for row, r in records.items()} if attention_cells else None
     return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)
 
 
@@ -168,13 +211,31 @@ def _composition(data_dir, split, predictions, references, test_predictions):
 
 
 def score_predictions(predictions, references, data_dir, split):
-    """Metrics (and grounding, on the shapes world) of captions for images of ``split``, keyed by image row."""
+    """Metrics (and grounding, on the shapes world) of captions for images of ``split``, keyed by image row; and
+    ``per_image``, each image's CIDEr-D and BLEU-4 and, on the shapes world, its grounding ``findings``
+    (``per_image_record``)."""
     scenes = load_scenes(data_dir, split)
+    metrics, per_image = caption_scores(predictions, references)
     grounding = None
     if scenes is not None:
         grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions})
-    return {"split": split, "predictions": predictions, "references": references,
-            "metrics": compute_metrics(predictions, references), "grounding": grounding}
+    return {"split": split, "predictions": predictions, "references": references, "metrics": metrics,
+            "per_image": _with_findings(per_image, predictions, scenes), "grounding": grounding}
+
+
+def per_image_record(predictions, references, data_dir, split):
+    """Each image's CIDEr-D and BLEU-4 (``core.evaluation.metrics.per_image_scores``) and, on the shapes world, its
+    ``findings`` (``core.evaluation.grounding.caption_findings``): image row -> dict; what ``score_predictions``
+    gives as ``per_image``, without the corpus metrics."""
+    return _with_findings(per_image_scores(predictions, references), predictions, load_scenes(data_dir, split))
+
+
+def _with_findings(per_image, predictions, scenes):
+    """``per_image`` with each caption's grounding findings added where ``scenes`` (image row -> scene) are known."""
+    if scenes is not None:
+        for row, caption in predictions.items():
+            per_image[row]["findings"] = caption_findings(caption, scenes[row]["objects"])
+    return per_image
 
 
 def coco_results(predictions, urls, urls_path):

@@ -48,9 +48,14 @@ def compute_metrics(predictions, references):
       BLEU and METEOR over the corpus, ROUGE-L and CIDEr as the mean of per-image scores (CIDEr's
       document frequencies come from these references).
     """
+    return caption_scores(predictions, references)[0]
+
+
+def caption_scores(predictions, references):
+    """``compute_metrics``'s corpus metrics, and from the same scorer runs each image's own CIDEr-D and BLEU-4
+    (``per_image_scores``): (metrics, {image id: {"CIDEr": float, "BLEU-4": float}})."""
     gts, res = _scorer_inputs(predictions, references)
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    metrics = {f"BLEU-{n}": float(score) for n, score in enumerate(bleu, start=1)}
+    metrics, per_image = _bleu_and_cider(gts, res)
     if java_available():
         with _meteor_scorer() as meteor:
             metrics["METEOR"] = float(meteor.compute_score(gts, res)[0])
@@ -58,8 +63,26 @@ def compute_metrics(predictions, references):
         warnings.warn("METEOR left out: no `java` on PATH; install a Java runtime to get it", RuntimeWarning,
                       stacklevel=2)
     metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
-    metrics["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    return metrics
+    return {name: metrics[name] for name in METRIC_NAMES if name in metrics}, per_image
+
+
+def per_image_scores(predictions, references):
+    """Each image's CIDEr-D and BLEU-4, {image id: {"CIDEr": float, "BLEU-4": float}}, as ``compute_metrics``
+    scores the corpus. An image's BLEU-4 is pycocoevalcap's sentence score (its brevity penalty per caption), so
+    the corpus BLEU-4 is not their mean; the corpus CIDEr-D is."""
+    return _bleu_and_cider(*_scorer_inputs(predictions, references))[1]
+
+
+def _bleu_and_cider(gts, res):
+    """BLEU-1..4 and CIDEr-D of pycocoevalcap's inputs: (corpus metrics, per-image CIDEr-D and BLEU-4)."""
+    bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
+    metrics = {f"BLEU-{n}": float(score) for n, score in enumerate(bleu, start=1)}
+    cider, cider_per_image = Cider().compute_score(gts, res)
+    metrics["CIDEr"] = float(cider)
+    # Both scorers walk the images in gts' order.
+    per_image = {image_id: {"CIDEr": float(c), "BLEU-4": float(b)}
+                 for image_id, c, b in zip(gts, cider_per_image, bleu_per_image[3])}
+    return metrics, per_image
 
 
 def _scorer_inputs(predictions, references):

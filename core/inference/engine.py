@@ -29,6 +29,7 @@ from core.decoding import DecodeConfig, check_max_length
 from core.evaluation.attention import greedy_with_attention
 from core.evaluation.loop import caption_features, coco_results, evaluate_split, split_images
 from core.inference.attention_maps import save_attention_map
+from core.inference.report import check_report_dir, compare_run, evaluated_run, evaluation_report
 from core.model.registry import input_shape, load_model, model_kind
 from core.runtime.cli import seed_everything
 from core.runtime.distributed import process_group
@@ -54,6 +55,8 @@ class InferenceSettings:
     out: str | None = None  # galleries; None: the checkpoint's directory
     output: str | None = None  # JSON of predictions, references, metrics
     coco_results: str | None = None  # the evaluated captions in the COCO results format
+    report: str | None = None  # folder of the evaluation's static report page
+    compare: str | None = None  # an earlier --output JSON shown beside this evaluation in the report
     images: tuple = ()  # the user's own image files
     images_dir: str | None = None
     fetch_urls: bool = True
@@ -106,6 +109,8 @@ def _run_inference(settings, group):
     for path, flag in ((settings.output, "--output"), (settings.coco_results, "--coco-results")):
         if path:
             writable_file(path, flag)  # before any work, not after it
+    if settings.report:
+        check_report_dir(settings.report, "--report")
     device = group.place(kind.device(settings.device))
     model, meta = load_model(checkpoint, device=device, expect_type=settings.model)
     _check_outputs(settings, checkpoint, meta)
@@ -116,9 +121,7 @@ def _run_inference(settings, group):
     record = mode(run)
     if record is None:
         return None  # under torchrun, rank 0 reports for the group
-    record["checkpoint"] = str(checkpoint)
-    record["decoding"] = {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
-                          "temperature": settings.decode.temperature, "max_length": settings.max_length}
+    record["checkpoint"], record["model"], record["decoding"] = str(checkpoint), settings.model, _decoding(settings)
     if settings.output:
         atomic_write_text(settings.output, json.dumps(record, indent=1))
     return record
@@ -131,6 +134,12 @@ def _check_outputs(settings, checkpoint, meta):
     reads = [(checkpoint, "the checkpoint"), *((image, "an image") for image in settings.images),
              *((path, "a dataset file") for folder in folders if folder for path in files_under(folder))]
     check_outputs([(settings.output, "--output"), (settings.coco_results, "--coco-results")], reads)
+
+
+def _decoding(settings):
+    """The decoding settings a record keeps."""
+    return {"beam_size": settings.decode.beam_size, "length_penalty": settings.decode.length_penalty,
+            "temperature": settings.decode.temperature, "max_length": settings.max_length}
 
 
 def _dataset(run):
@@ -148,14 +157,26 @@ def _split_data(run, data_dir, protocol, splits):
 
 
 def _evaluation(run):
-    """--evaluate: caption every image of one split (val by default) and score them; None on ranks other than 0.
-    With the novel split the test split is read too where there is one (its seen pairs' recall, for comparison)."""
-    split = run.settings.split or "val"
+    """--evaluate: caption every image of one split (val by default), score them and, with --report, show them;
+    None on ranks other than 0. With the novel split the test split is read too where there is one (its seen pairs'
+    recall, for comparison)."""
+    settings = run.settings
+    split = settings.split or "val"
     data_dir, protocol = _dataset(run)
     splits = (split, HELD_OUT_SPLIT) if split == NOVEL_SPLIT and has_split(data_dir, HELD_OUT_SPLIT) else (split,)
     data = _split_data(run, data_dir, protocol, splits)
-    record = _evaluate(run.model, run.config, data, split, run.settings, run.rng, run.group)
-    return None if record is None else dict(record, protocol=protocol)
+    other = None
+    if settings.compare:
+        images, references = split_images(data, split)
+        other = compare_run(settings.compare, split, images[:settings.num_samples], references, data_dir)
+    record = _evaluate(run.model, run.config, data, split, settings, run.rng, run.group)
+    if record is None:
+        return None
+    if settings.report:
+        runs = [evaluated_run(settings.model, run.checkpoint, _decoding(settings), record)] + ([other] if other else [])
+        evaluation_report(settings.report, runs, data, split, settings.images_dir, settings.progress)
+    record.pop("attention_weights", None)  # shown in the report; too heavy for --output
+    return dict(record, protocol=protocol)
 
 
 def _galleries(run):
@@ -242,7 +263,8 @@ def _attention_maps(model, config, features, images, names, settings, out_dir):
 
 def _evaluate(model, config, data, split, settings, rng, group):
     result = evaluate_split(model, data, split, settings.max_length, settings.decode, limit=settings.num_samples,
-                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None, group=group)
+                            rng=rng, attention_cells=config.num_cells if config.reads_grid else None, group=group,
+                            keep_attention=bool(settings.report))
     if result is None:
         return None
     print(f"{split}: {result['num_images']} images decoded in {result['decode_seconds']:.1f} s")

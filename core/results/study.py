@@ -14,12 +14,22 @@ from pathlib import Path
 import numpy as np
 
 from core.data.grid import model_inputs
-from core.data.layout import HELD_OUT_SPLIT, MAX_DECODE_LENGTH, RESULTS_JSON, RESULTS_TABLE, SPLITS, checkpoint_file
+from core.data.images import ImageSource
+from core.data.layout import (
+    HELD_OUT_SPLIT,
+    MAX_DECODE_LENGTH,
+    RESULTS_JSON,
+    RESULTS_REPORT_DIR,
+    RESULTS_TABLE,
+    SPLITS,
+    checkpoint_file,
+)
 from core.data.loader import load_coco_data
 from core.datasets.resolve import resolve_data_dir
 from core.decoding import DecodeConfig
 from core.evaluation.baselines import nearest_neighbour_captions
 from core.evaluation.loop import caption_features, evaluate_split, score_predictions, split_images, summary_row
+from core.inference.report import ReportRun, check_report_dir, describe_decoding, write_report
 from core.model.registry import MODEL_TYPES, model_kind
 from core.runtime.fileio import atomic_write_text
 from core.training.engine import TrainSettings, run_training
@@ -50,27 +60,43 @@ class ResultsSettings:
 
 
 def run_results(settings):
-    """Train, evaluate and tabulate; writes ``<out>/results.json`` and ``results.md`` and updates the README.
+    """Train, evaluate and tabulate; writes ``<out>/results.json``, ``results.md`` and the comparison report of
+    every model's captions (``<out>/report/index.html``), and updates the README.
 
     The dataset is read once and serves every training run, evaluation and baseline.
     """
+    out = Path(settings.out)
+    check_report_dir(out / RESULTS_REPORT_DIR, "--out")  # before hours of training, not after them
     data_dir = resolve_data_dir("shapes", settings.data_dir, progress=settings.progress)
     data = load_coco_data(data_dir, splits=(*SPLITS, settings.split), grid=True)
-    rows, out = [], Path(settings.out)
+    rows, runs = [], []
     for model_type in settings.models:
-        rows += _model_rows(model_type, data, settings)
+        model_rows, model_runs = _model_rows(model_type, data, settings)
+        rows, runs = rows + model_rows, runs + model_runs
         atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))  # an interrupted run keeps its rows
     rows += _retrieval_rows(data, settings)
     table = format_table(rows, settings)
     atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))
     atomic_write_text(out / RESULTS_TABLE, table)
+    _write_report(out / RESULTS_REPORT_DIR, runs, data, settings)
     if settings.readme:
         _update_readme(Path(settings.readme), table)
     return rows
 
 
+def _write_report(folder, runs, data, settings):
+    """The comparison report: every evaluated model's captions of each image, one under the other."""
+    urls = data[f"{settings.split}_urls"]
+    title = f"Every model on the {settings.split} split ({len(runs[0].result['predictions'])} images)"
+    with ImageSource(data["base_dir"]) as source:
+        path = write_report(folder, runs, lambda row: source.get(settings.split, row, str(urls[row])), title,
+                            settings.progress)
+    print(f"report: {path}")
+
+
 def _model_rows(model_type, data, settings):
-    """The rows of one model kind: cross-entropy (greedy, beam), self-critical from it, blind."""
+    """The rows of one model kind: cross-entropy (greedy, beam), self-critical from it, blind; and each row's
+    evaluation as a ReportRun."""
     base = f"{settings.out}/{model_type}"
     # The study's runs are its own outputs, retrained on every call: each replaces the one an earlier call left.
     runs = [(model_type, "XE", TrainSettings(model=model_type, seed=settings.seed, out=base, overwrite=True,
@@ -85,7 +111,7 @@ def _model_rows(model_type, data, settings):
                                                                 shuffle_features=True, out=f"{base}-blind",
                                                                 overwrite=True, epochs=settings.epochs,
                                                                 progress=settings.progress)))
-    rows = []
+    rows, evaluated = [], []
     for name, training, train_settings in runs:
         summary = run_training(train_settings, data=data)
         model = summary["model"]  # in its best state
@@ -97,11 +123,17 @@ def _model_rows(model_type, data, settings):
         seconds = _decode_seconds(model, inputs, settings.split, settings.max_length, decodings)
         for decoding, decode_config in decodings.items():
             result = evaluate_split(model, inputs, settings.split, settings.max_length, decode_config,
-                                    attention_cells=config.num_cells if config.reads_grid else None)
+                                    attention_cells=config.num_cells if config.reads_grid else None,
+                                    keep_attention=True)
             rows.append({"name": name, "training": training, "decoding": decoding, "steps": summary["steps"],
                          "train_seconds": summary["seconds"], "decode_seconds": seconds[decoding],
                          **summary_row(result)})
-    return rows
+            details = {"checkpoint": str(Path(train_settings.out) / checkpoint_file(
+                "best", model_kind(model_type).checkpoint_suffix)), "model": model_type, "training": training,
+                "split": settings.split, "decoding": describe_decoding({**asdict(decode_config),
+                                                                        "max_length": settings.max_length})}
+            evaluated.append(ReportRun(f"{name}, {training}, {decoding}", details, result))
+    return rows, evaluated
 
 
 def _decode_seconds(model, data, split, max_length, decodings, repeats=5):
