@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from core.decoding import DecodeConfig, beam_hypotheses, beam_search, decode, greedy_decode, sample_decode, \
-    top_k_indices
+from core.decoding import (
+    DecodeConfig,
+    beam_hypotheses,
+    beam_search,
+    decode,
+    greedy_decode,
+    sample_decode,
+    top_k_indices,
+)
 from core.runtime.errors import UserError
 
 NULL, START, END = 0, 1, 2

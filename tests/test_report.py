@@ -36,7 +36,8 @@ def mark(kind, first, end, note):
 
 @pytest.mark.parametrize("caption, marks, missed", [
     ("two green stars left of a red circle",
-     [mark("hallucination", 0, 3, "no green star in the scene"), mark("count", 0, 3, "the scene has 0 green stars, not 2"),
+     [mark("hallucination", 0, 3, "no green star in the scene"),
+      mark("count", 0, 3, "the scene has 0 green stars, not 2"),
       mark("relation", 3, 5, "no green star left of a red circle in the scene")], ["blue star", "green square"]),
     ("one red circle above a big blue star",
      [mark("count", 0, 3, "the scene has 2 red circles, not 1"),
@@ -45,11 +46,13 @@ def mark(kind, first, end, note):
      [mark("size", 0, 4, "no small blue star in the scene"),
       mark("relation", 4, 5, "no small blue star below a red circle in the scene")], ["green square"]),
     ("two red circles and a blue star and a green square", [], []),
-    ("three shapes", [mark("count", 0, 2, "the scene has 4 objects, not 3")], ["blue star", "green square", "red circle"]),
+    ("three shapes", [mark("count", 0, 2, "the scene has 4 objects, not 3")],
+     ["blue star", "green square", "red circle"]),
 ])
 def test_marks_are_the_grounding_findings_on_hand_made_scenes(caption, marks, missed):
     findings = caption_findings(caption, SCENE)
-    assert findings == {"marks": marks, "missed": missed, "hallucinated": any(m["kind"] == "hallucination" for m in marks)}
+    hallucinated = any(m["kind"] == "hallucination" for m in marks)
+    assert findings == {"marks": marks, "missed": missed, "hallucinated": hallucinated}
     metrics = grounding_metrics({0: caption}, {0: {"objects": SCENE}})
     assert findings["hallucinated"] == (metrics["hallucination_rate"] == 1)
     for kind, figure, claims in (("count", "count_accuracy", "n_count_claims"),
