@@ -17,8 +17,9 @@ from tests.test_bad_inputs import (
     checkpoint_edit,
     digest,
     rewrite_h5,
-    run_with_edited_last,  # noqa: F401 (fixture)
-    )
+    run_with_edited_last,
+    world,  # noqa: F401 (a fixture, passed by pytest)
+)
 
 
 def meta_change(change):
