@@ -78,7 +78,8 @@ def run_results(settings):
     table = format_table(rows, settings)
     atomic_write_text(out / RESULTS_JSON, json.dumps(rows, indent=1))
     atomic_write_text(out / RESULTS_TABLE, table)
-    _write_report(out / RESULTS_REPORT_DIR, runs, data, settings)
+    if runs:
+        _write_report(out / RESULTS_REPORT_DIR, runs, data, settings)
     if settings.readme:
         _update_readme(Path(settings.readme), table)
     return rows
