@@ -96,3 +96,23 @@ def test_folder_that_cannot_be_made(server, tmp_path):  # noqa: F811
     result = run_installer(SCRIPT, target, server.url("coco_captioning.zip"))
     assert_one_error_line(result, "cannot write in", "plain_file")
     assert (tmp_path / "plain_file").read_text() == "not a folder"
+
+
+@pytest.fixture
+def bare_python(tmp_path):
+    """An interpreter without the project's packages: python without site-packages, isolated from PYTHONPATH."""
+    path = tmp_path / "bare_python"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_the_script_without_the_environment_answers_help_and_refuses_the_rest(bare_python, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": bare_python}
+    shown = subprocess.run(SCRIPT + ["--help"], cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=30)
+    assert shown.returncode == 0 and "Download the CS231n COCO captioning data" in shown.stdout, shown.stderr
+    assert "Traceback" not in shown.stderr
+    run = subprocess.run(SCRIPT + ["--dir", str(tmp_path / "coco")], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert_one_error_line(run, "cannot import the project's packages", "make test")
+    assert not (tmp_path / "coco").exists()
