@@ -121,3 +121,15 @@ def test_resume_refuses_another_model(tiny_dataset, tmp_path):
     other.meta = dict(other.meta, model_type="lstm")
     with pytest.raises(UserError, match="model_type"):
         other.resume()
+
+
+def test_a_run_that_diverges_before_any_checkpoint_leaves_no_record(tiny_dataset, tmp_path, monkeypatch):
+    """A NaN at the first step: one line, and the run folder holds no config.json (nothing was trained)."""
+    from core.training.engine import TrainSettings, run_training
+    from core.training.optim import NumpyUpdater
+
+    monkeypatch.setattr(NumpyUpdater, "train_step", lambda self, *args, **kwargs: math.nan)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet"):
+        run_training(TrainSettings(model="rnn", data_dir=str(tiny_dataset), out=str(out), progress=False))
+    assert not (out / "config.json").exists()

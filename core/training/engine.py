@@ -154,12 +154,11 @@ def _solve(settings, kind, model, updater, data, device, out_dir, group):
     start = time.perf_counter()
     try:
         history = solver.train()
-    except KeyboardInterrupt:
-        if solver.last_saved_step is None:
-            print(f"interrupted at step {solver.step}, before any checkpoint was written", file=sys.stderr)
-        else:
-            print(f"interrupted at step {solver.step}: resumable checkpoint {solver.last_path} (step "
-                  f"{solver.last_saved_step}); continue with the same command plus --resume", file=sys.stderr)
+    except (KeyboardInterrupt, UserError) as stop:
+        if group.is_main and not (solver.last_path.is_file() or solver.best_path.is_file()):
+            (out_dir / CONFIG_FILE).unlink(missing_ok=True)  # nothing was trained: no record of a run stays
+        if isinstance(stop, KeyboardInterrupt):
+            _say_interrupted(solver)
         raise
     best = solver.best_params or load_training_state(solver.best_path)[1]["params"]
     kind.load_params(model, best, solver.best_path)
@@ -168,6 +167,14 @@ def _solve(settings, kind, model, updater, data, device, out_dir, group):
             "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
             "steps": solver.step, "device": str(device), "model": model, "metric": updater.metric,
             "main": group.is_main}
+
+
+def _say_interrupted(solver):
+    if solver.last_saved_step is None:
+        print(f"interrupted at step {solver.step}, before any checkpoint was written", file=sys.stderr)
+    else:
+        print(f"interrupted at step {solver.step}: resumable checkpoint {solver.last_path} (step "
+              f"{solver.last_saved_step}); continue with the same command plus --resume", file=sys.stderr)
 
 
 def _scst_config(settings):
