@@ -10,7 +10,10 @@ Reports, measured in the same run with the same thread count:
   Both compute only the steps each caption runs, with the same work hoisted out of the time loop; ``--dense``
   makes every caption full length;
 - the step's FLOP count (its matmuls, matrix-vector products included) over the first backend's step time, as
-  FLOP/s and as a fraction of numpy's (n, n) @ (n, n) matmul throughput, timed in the same rounds.
+  FLOP/s and as a fraction of numpy's (n, n) @ (n, n) matmul throughput, timed in the same rounds;
+- with the torch backend, where the time of its step and of the autograd step goes (matmuls, copies, elementwise;
+  benchmarks.op_breakdown), after the timed rounds, and the ceiling of their ratio: the autograd step over the
+  backend's matmul time.
 """
 import argparse
 import math
@@ -33,6 +36,7 @@ from benchmarks.harness import (
     report_blas,
     report_machine,
 )
+from benchmarks.op_breakdown import breakdown_rows
 from core.data.layout import SPECIAL_TOKENS
 from core.layers.packing import Packing
 from core.model.att_lstm import AttLSTMConfig, CaptioningAttLSTM
@@ -196,7 +200,18 @@ def run_benchmark(cfg, repeats, threads, backends=("numpy",), device="cpu", dens
                    ("numpy matmul peak", f"{peak / 1e9:.1f} GFLOP/s, (1024, 1024) products in the same rounds "
                                          f"(fastest round {probe_flops / min(times['peak']) / 1e9:.1f})"),
                    ("fraction of peak", f"{flops / step_time / peak:.0%}"),
-               ])
+               ] + torch_breakdown(fns, seconds["torch"], backends))
+
+
+def torch_breakdown(fns, torch_seconds, backends):
+    """Rows of where the autograd step's and the torch backend's time goes, and the ceiling of their ratio (none
+    without the torch backend)."""
+    if "torch" not in backends:
+        return []
+    reference, _ = breakdown_rows("torch autograd", fns["torch"])
+    ours, matmul_seconds = breakdown_rows("torch backend", fns["torch backend"])
+    return reference + ours + [("ceiling of ratio torch autograd/torch backend",
+                                f"{torch_seconds / matmul_seconds:.2f} (autograd step over the backend's matmuls)")]
 
 
 def parse_args(argv=None):

@@ -10,8 +10,10 @@ Reports, measured in the same run with the same thread count:
   PackedSequence, which skips the same steps; ``--dense`` makes every caption full length (nothing to skip);
 - the step's FLOP count (its matmuls) over the first backend's step time, as FLOP/s and as a fraction of numpy's
   (n, n) @ (n, n) matmul throughput, timed in the same rounds (median; the fastest round too);
-- the "matmul floor": the time of the step's matmuls alone, same shapes, in the same order. The gap between
-  it and the step is the elementwise work (gate nonlinearities, softmax), which numpy runs on one core.
+- the "matmul floor": the time of the step's matmuls alone, same shapes, in the same order, in numpy and in
+  torch. The gap between a floor and its step is the elementwise work (gate nonlinearities, softmax), which
+  numpy runs on one core. torch's step over a backend's floor is the ceiling of that backend's ratio: the
+  ratio it would reach if everything but its matmuls took no time.
 """
 import argparse
 from dataclasses import dataclass
@@ -71,14 +73,17 @@ def step_matmuls(cfg, gates, sizes, scored):
     return forward + backward
 
 
-def matmul_floor(shapes, rng):
-    """A function running just the matmuls of ``shapes`` (float32, preallocated outputs) back to back."""
-    operands = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32),
-                 np.empty((m, n), dtype=np.float32)) for m, k, n in shapes]
+def matmul_floor(shapes, rng, library=np):
+    """A function running just the matmuls of ``shapes`` (float32, preallocated outputs) back to back, with
+    ``library``'s matmul: numpy, or torch (its CPU tensors share the numpy arrays' memory)."""
+    wrap = torch.from_numpy if library is torch else np.asarray
+    operands = [tuple(wrap(v) for v in (rng.standard_normal((m, k), dtype=np.float32),
+                                        rng.standard_normal((k, n), dtype=np.float32),
+                                        np.empty((m, n), dtype=np.float32))) for m, k, n in shapes]
 
     def run():
         for a, b, out in operands:
-            np.matmul(a, b, out=out)  # (m, k) @ (k, n) -> (m, n)
+            library.matmul(a, b, out=out)  # (m, k) @ (k, n) -> (m, n)
     return run
 
 
@@ -148,6 +153,7 @@ def contenders(cell, cfg, rng, backends=("numpy",), device="cpu", dense=False):
            "torch": torch_step(cfg, cell, null_idx, features, captions, packed=False),
            "torch packed": torch_step(cfg, cell, null_idx, features, captions, packed=True),
            "floor": matmul_floor(shapes, rng),
+           "torch floor": matmul_floor(shapes, rng, library=torch),
            "peak": probe}
     return fns, sizes, sum(2 * m * k * n for m, k, n in shapes), probe_flops
 
@@ -181,6 +187,11 @@ def run_benchmark(cell, repeats, threads, backends=("numpy",), device="cpu", den
                    ("matmul floor (matmuls alone)", f"{floor_time * 1e3:.1f} ms "
                                                     f"({flops / floor_time / peak:.0%} of peak)"),
                    ("non-matmul share of step", f"{max(0.0, 1 - floor_time / step_time):.0%}"),
+                   ("torch matmul floor (same matmuls)", f"{seconds['torch floor'] * 1e3:.1f} ms"),
+                   ("ceiling of ratio torch padded/numpy", f"{seconds['torch'] / floor_time:.2f} (torch step over "
+                                                           "the numpy floor)"),
+                   ("ceiling of ratio torch padded/torch backend", f"{seconds['torch'] / seconds['torch floor']:.2f} "
+                                                                   "(torch step over the torch floor)"),
                ])
 
 

@@ -24,5 +24,6 @@ def test_a_tiny_run_prints_every_figure(capsys):
                   backends=("numpy", "torch"), dense=True)
     out = capsys.readouterr().out
     for label in ("numpy backend step", "torch backend step", "torch step", "ratio torch autograd/numpy backend",
-                  "ratio torch autograd/torch backend", "dense", "step FLOPs", "fraction of peak"):
+                  "ratio torch autograd/torch backend", "dense", "step FLOPs", "fraction of peak",
+                  "torch backend, time by operator", "ceiling of ratio torch autograd/torch backend"):
         assert label in out

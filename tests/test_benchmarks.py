@@ -23,7 +23,8 @@ def test_a_tiny_rnn_run_prints_every_backend(capsys):
                   cfg=BenchConfig(N=6, T=5, W=4, H=8, V=20, I=6))
     out = capsys.readouterr().out
     for label in ("numpy backend step", "torch backend step", "ratio torch autograd padded/torch backend",
-                  "non-matmul share"):
+                  "non-matmul share", "torch matmul floor", "ceiling of ratio torch padded/numpy",
+                  "ceiling of ratio torch padded/torch backend"):
         assert label in out
     assert any(line.split()[:2] == ["positions", "computed"] and "30 of 30" in line for line in out.splitlines())
 
@@ -119,3 +120,14 @@ def test_gpu_check_without_cuda_says_so_and_succeeds(capsys):
         pytest.skip("CUDA is here: the check itself runs (benchmarks.gpu_check), not its refusal")
     assert gpu_check.main([]) == 0
     assert "a GPU check needs CUDA" in capsys.readouterr().out
+
+
+def test_op_breakdown_puts_matmuls_copies_and_elementwise_apart():
+    from benchmarks.op_breakdown import CATEGORIES, category, op_breakdown
+
+    assert [category(name) for name in ("aten::mm", "aten::index_select", "aten::tanh")] == list(CATEGORIES)
+    a = torch.randn(64, 64)
+    only_matmul = op_breakdown(lambda: torch.mm(a, a), rounds=2)
+    assert only_matmul[CATEGORIES[0]] > only_matmul[CATEGORIES[2]]  # the rest: allocating the output
+    assert op_breakdown(lambda: torch.tanh(a), rounds=2)[CATEGORIES[0]] == 0
+    assert set(op_breakdown(lambda: np.tanh(np.ones(3)), rounds=1).values()) == {0.0}
