@@ -8,7 +8,9 @@ dataset's 1,004 words), with synthetic captions. The two set-ups are launched as
 round each, and the median over the rounds is reported. Communication share: for the numpy models, the time the
 step spends on its gradients' all-reduces, which overlap the backward pass (handing each gradient over, and the
 wait before the update), over the step; the Transformer's, whose all-reduce DDP overlaps with its backward pass,
-as 1 - (step under ``no_sync``) / (step).
+as 1 - (step under ``no_sync``) / (step). The bound on that share: the all-reduce of every gradient alone, with
+nothing computing beside it, over the step (on two cores both busy with the step, the communication finds no idle
+core to overlap onto).
 """
 import argparse
 import json
@@ -76,6 +78,22 @@ def synthetic_batch(batch_size, seed=0):
     return rng.standard_normal((batch_size, FEATURES)).astype(np.float32), captions
 
 
+def all_reduce_alone(sizes, group, count=5):
+    """Seconds of one all-reduce of gradients of ``sizes`` (element counts), all started at once and then waited
+    for, as the step does, with nothing else computing; the median of ``count``."""
+    import torch
+
+    buffers = [torch.ones(size, dtype=torch.float32) for size in sizes]
+    seconds = []
+    for _ in range(count):
+        group.barrier()
+        start = time.perf_counter()
+        for work in [torch.distributed.all_reduce(buffer, async_op=True) for buffer in buffers]:
+            work.wait()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
 def worker(args):
     """One set-up's steps, in this process (of a torchrun group or alone); rank 0 prints a JSON line."""
     import torch
@@ -114,8 +132,13 @@ def worker(args):
         if group.distributed and kind.framework == "torch":
             with updater.trainer.no_sync():
                 comm = max(0.0, 1 - steps(args.steps) / seconds)
+        alone = 0.0
+        if group.distributed:
+            params = model.params.values() if kind.framework == "numpy" else model.parameters()
+            alone = all_reduce_alone([int(np.prod(p.shape)) for p in params], group) / (seconds / args.steps)
         if group.is_main:
-            print(json.dumps({"steps_per_second": args.steps / seconds, "communication": comm}), flush=True)
+            print(json.dumps({"steps_per_second": args.steps / seconds, "communication": comm,
+                              "all_reduce_alone": alone}), flush=True)
 
 
 def launch(model, processes, args):
@@ -158,11 +181,13 @@ def main(argv=None):
         one = float(np.median([r["steps_per_second"] for r in results[1]]))
         two = float(np.median([r["steps_per_second"] for r in results[2]]))
         comm = float(np.median([r["communication"] for r in results[2]]))
+        alone = float(np.median([r["all_reduce_alone"] for r in results[2]]))
         print_rows(f"{model}: global batch {args.batch_size}, {args.steps} steps a launch, median of {args.rounds}", [
             (f"1 process x {args.threads} threads", f"{one:.2f} steps/s"),
             ("2 processes x 1 thread (gloo)", f"{two:.2f} steps/s"),
             ("speed-up (2 processes / 1)", f"{two / one:.2f}x"),
-            ("communication share of a 2-process step", f"{100 * comm:.1f}%")])
+            ("communication share of a 2-process step", f"{100 * comm:.1f}%"),
+            ("all-reduce of every gradient alone, over a step", f"{100 * alone:.1f}%")])
 
 
 if __name__ == "__main__":

@@ -131,3 +131,15 @@ def test_op_breakdown_puts_matmuls_copies_and_elementwise_apart():
     assert only_matmul[CATEGORIES[0]] > only_matmul[CATEGORIES[2]]  # the rest: allocating the output
     assert op_breakdown(lambda: torch.tanh(a), rounds=2)[CATEGORIES[0]] == 0
     assert set(op_breakdown(lambda: np.tanh(np.ones(3)), rounds=1).values()) == {0.0}
+
+
+def test_distributed_benchmark_reports_the_bound_on_communication(capsys):
+    from benchmarks import bench_distributed
+
+    bench_distributed.main(["--models", "lstm", "--small", "--steps", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for label in ("2 processes x 1 thread (gloo)", "communication share of a 2-process step",
+                  "all-reduce of every gradient alone, over a step"):
+        assert label in out
+    share = float(out.split("all-reduce of every gradient alone, over a step")[1].split("%")[0])
+    assert 0 < share < 1000
