@@ -2,6 +2,7 @@
 flags (read from its parser, nothing is run), docs/cli.md lists every flag of every script, links and file paths
 resolve, the README stays a short manual, no page outside CHANGELOG.md narrates the project's history, and the
 licence and citation files are there and well-formed."""
+import argparse
 import datetime
 import re
 from functools import cache
@@ -76,7 +77,7 @@ def invoked_script(segment):
 
 
 def cli_sections():
-    """docs/cli.md's sections: {script: [the flags its table's first column names]}."""
+    """docs/cli.md's sections: {script: [(the flags a row of its table names, the row's default cell)]}."""
     sections, script = {}, None
     for line in CLI_PAGE.read_text().splitlines():
         if line.startswith("## "):
@@ -85,8 +86,20 @@ def cli_sections():
                 raise AssertionError(f"docs/cli.md: section {line!r} names none of {sorted(SCRIPTS)}")
             sections[script] = []
         elif script and line.startswith("| `--"):
-            sections[script] += FLAG.findall(line.split("|")[1])
+            cells = line.split("|")
+            sections[script].append((FLAG.findall(cells[1]), cells[2].strip()))
     return sections
+
+
+def shown_default(value):
+    """A parser's default as docs/cli.md writes it; None where it has none to show (None, a switch, suppressed)."""
+    if value is None or isinstance(value, bool) or value == argparse.SUPPRESS:
+        return None
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    if isinstance(value, Path) and ROOT in value.parents:
+        return str(value.relative_to(ROOT))
+    return str(value)
 
 
 def history_phrases(text):
@@ -128,11 +141,24 @@ def test_cli_reference_lists_exactly_each_scripts_flags():
     sections = cli_sections()
     assert set(sections) == set(SCRIPTS), f"docs/cli.md lacks a section for {sorted(set(SCRIPTS) - set(sections))}"
     problems = []
-    for script, documented in sections.items():
+    for script, rows in sections.items():
+        documented = [flag for row_flags, _ in rows for flag in row_flags]
         flags = script_flags(script) - {"--help"}  # on every script, said once at the top of the page
         problems += [f"{script}: no row for {flag}" for flag in sorted(flags - set(documented))]
         problems += [f"{script}: a row for {flag}, which it lacks" for flag in sorted(set(documented) - flags)]
     assert not problems, f"docs/cli.md: {problems}"
+
+
+def test_cli_reference_defaults_are_the_parsers():
+    wrong = []
+    for script, rows in cli_sections().items():
+        defaults = {option: action.default for action in parser_of(SCRIPTS[script])._actions
+                    for option in action.option_strings}
+        for flags, cell in rows:
+            default = shown_default(defaults.get(flags[0]))
+            if default is not None and default not in cell:
+                wrong.append(f"{script} {flags[0]}: the parser's default is {default}, the page says {cell!r}")
+    assert not wrong, f"docs/cli.md: {wrong}"
 
 
 def test_readme_is_a_short_manual():
