@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.runtime import machine
 from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks.harness import interleaved_times, make_captions, matmul_peak_probe, report_blas, report_machine
+from core.runtime import machine
 
 
 def test_step_flops_follow_the_formula():
