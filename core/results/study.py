@@ -65,7 +65,9 @@ class ResultsSettings:
     seeds: int = 1  # every row over seeds seed .. seed + seeds - 1
     seed: int = 0
     beam_size: int = 3
-    patience: int = 2  # a run stops once this many epochs have not improved its validation loss or reward
+    # A run stops once this many epochs in a row have not improved its validation loss (reward, for SCST); its best
+    # checkpoint is kept, so a stop costs only what epochs after a flat one would have gained.
+    patience: int = 1
     blind: bool = True
     scst: bool = True  # a self-critical row under each model
     scst_baseline: str = SCSTConfig.baseline
@@ -144,10 +146,16 @@ def _seeds_text(settings):
             "(retrieval rows are deterministic: one run)")
 
 
+def _patience_text(settings):
+    if not settings.patience:
+        return "every run trains its kind's epochs"
+    epochs = "an epoch has" if settings.patience == 1 else f"{settings.patience} epochs in a row have"
+    return f"a run stops once {epochs} not improved its validation loss, or reward for SCST"
+
+
 def _note(settings, data_dir):
     return (f"Dataset {Path(data_dir).name} ({settings.world} world), {settings.split} split (best checkpoints "
-            f"chosen on val; a run stops once {settings.patience} epochs in a row have not improved its validation "
-            f"loss, or reward for SCST), {_seeds_text(settings)}. Metrics x100 (pycocoevalcap); object F1, "
+            f"chosen on val; {_patience_text(settings)}), {_seeds_text(settings)}. Metrics x100 (pycocoevalcap); object F1, "
             "hallucination rate, relation accuracy (of the relations greedy captions state; their number and 95% "
             f"interval are in {RESULTS_JSON}), forced-relation accuracy (reference captions fed up to their relation "
             "words, the model naming the second object), attention correctness (attention models: mass on the named "
