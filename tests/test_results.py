@@ -67,6 +67,9 @@ def test_patience_stops_a_run_on_a_hand_made_validation_history(tiny_dataset, tm
     assert saved["stopped_early"] is True and saved["best_epoch"] == 2
     full = scripted_solver(data, tmp_path / "full", losses, patience=0).train()  # the default: every epoch
     assert full["epoch_val_loss"] == losses
+    last = scripted_solver(data, tmp_path / "last", [3.0, 2.0, 2.5], patience=1, epochs=3)
+    assert len(last.train()["epoch_val_loss"]) == 3 and not last.stopped_early  # flat on its last epoch: not early
+    assert json.loads((tmp_path / "last" / "history.json").read_text())["stopped_early"] is False
 
 
 def test_rows_of_several_seeds_become_mean_and_sample_standard_deviation():

@@ -155,15 +155,15 @@ def _patience_text(settings):
 
 def _note(settings, data_dir):
     return (f"Dataset {Path(data_dir).name} ({settings.world} world), {settings.split} split (best checkpoints "
-            f"chosen on val; {_patience_text(settings)}), {_seeds_text(settings)}. Metrics x100 (pycocoevalcap); object F1, "
-            "hallucination rate, relation accuracy (of the relations greedy captions state; their number and 95% "
-            f"interval are in {RESULTS_JSON}), forced-relation accuracy (reference captions fed up to their relation "
-            "words, the model naming the second object), attention correctness (attention models: mass on the named "
-            f"object's cells; the uniform baseline is in {RESULTS_JSON}) as fractions. Novel-pair recall: greedy "
-            f"captions of the {NOVEL_SPLIT} split stating the attribute-shape pairs held out of training; seen-pair "
-            f"recall: the pairs seen in training, on the {settings.split} split (intervals in {RESULTS_JSON}). "
-            "Epochs: those run (fewer than the kind's when validation stopped improving); train min and decode s: "
-            "wall time of training and of one decoding pass over the split.")
+            f"chosen on val; {_patience_text(settings)}), {_seeds_text(settings)}. Metrics x100 (pycocoevalcap); "
+            "object F1, hallucination rate, relation accuracy (of the relations greedy captions state; their "
+            f"number and 95% interval are in {RESULTS_JSON}), forced-relation accuracy (reference captions fed up to "
+            "their relation words, the model naming the second object), attention correctness (attention models: "
+            f"mass on the named object's cells; the uniform baseline is in {RESULTS_JSON}) as fractions. Novel-pair "
+            f"recall: greedy captions of the {NOVEL_SPLIT} split stating the attribute-shape pairs held out of "
+            f"training; seen-pair recall: the pairs seen in training, on the {settings.split} split (intervals in "
+            f"{RESULTS_JSON}). Epochs: those run (fewer than the kind's when validation stopped improving); train "
+            "min and decode s: wall time of training and of one decoding pass over the split.")
 
 
 def _headline_note(settings):

@@ -184,7 +184,7 @@ class Solver:
     @property
     def stopped_early(self):
         """Whether validation has not improved for ``patience`` epochs, so the run ends before its last epoch."""
-        return patience_spent(self.history["epoch_val_loss"], self.config.patience)
+        return self.step < self.total_steps and patience_spent(self.history["epoch_val_loss"], self.config.patience)
 
     def _say_stopped_early(self):
         epochs = len(self.history["epoch_val_loss"])
