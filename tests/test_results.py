@@ -25,7 +25,7 @@ from core.results.tables import (
 from core.runtime import cli
 from core.training.recipes import OptimConfig, recipe
 from core.training.solver import Solver, SolverConfig, patience_spent
-from tests.test_attention_models import TINY_WORLD
+from tests.test_attention_models import SMALL, TINY_WORLD
 
 
 @pytest.mark.parametrize("losses, patience, spent", [
@@ -157,10 +157,42 @@ def test_every_flag_names_its_default():
     assert flags and all("default" in " ".join(chunk.split()) for chunk in flags), flags
 
 
-def test_a_tiny_study_has_every_kind_of_row_and_writes_its_blocks(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A tiny shapes world with test and novel splits and the 8 x 8 grid."""
     from core.datasets.shapes_build import build_shapes_dataset
 
-    data_dir = build_shapes_dataset(tmp_path / "data", TINY_WORLD, progress=False)
+    return build_shapes_dataset(tmp_path_factory.mktemp("results_world") / "data", TINY_WORLD, progress=False)
+
+
+def test_a_beam_evaluation_takes_the_greedy_ones_attention_and_probe_instead_of_measuring_again(tiny_world,
+                                                                                                 monkeypatch):
+    from core.data.grid import model_inputs
+    from core.decoding import DecodeConfig
+    from core.evaluation import loop
+    from core.evaluation.loop import evaluate_split
+
+    data = load_coco_data(tiny_world, splits=("train", "val", "test"), grid=True)
+    kind = model_kind("att_lstm")
+    config = kind.make_config(SMALL["att_lstm"], has_grid=True).for_data(model_inputs(data, True)["train_features"])
+    model, inputs = kind.build(data["word_to_idx"], config, seed=0), model_inputs(data, True)
+    beam = DecodeConfig(beam_size=2)
+    greedy = evaluate_split(model, inputs, "test", 16, DecodeConfig(), attention_cells=config.num_cells)
+    fresh = evaluate_split(model, inputs, "test", 16, beam, attention_cells=config.num_cells)
+    calls = []
+    for name in ("decode_records", "forced_relation_accuracy"):
+        original = getattr(loop, name)
+        monkeypatch.setattr(loop, name, lambda *a, name=name, original=original, **k: (calls.append(name),
+                                                                                          original(*a, **k))[1])
+    reused = evaluate_split(model, inputs, "test", 16, beam, attention_cells=config.num_cells, greedy=greedy)
+    assert calls == ["decode_records"]  # the beam search itself, nothing more
+    assert reused["attention"] == fresh["attention"] == greedy["attention"] is not None
+    assert reused["relation_probe"] == fresh["relation_probe"]
+    assert reused["predictions"] == fresh["predictions"]
+
+
+def test_a_tiny_study_has_every_kind_of_row_and_writes_its_blocks(tiny_world, tmp_path):
+    data_dir = tiny_world
     (tmp_path / "README.md").write_text(f"# Project\n\n{BLOCK_START}\nold\n{BLOCK_END}\n\nMore prose.\n")
     settings = ResultsSettings(models=("lstm",), out=str(tmp_path / "runs"), data_dir=str(data_dir), epochs=1,
                                seeds=2, root=str(tmp_path), progress=False)

@@ -15,18 +15,17 @@ from core.data.layout import NOVEL_SPLIT, checkpoint_file
 from core.decoding import DecodeConfig
 from core.evaluation.baselines import nearest_neighbour_captions
 from core.evaluation.loop import (
+    caption_features,
     evaluate_split,
     load_held_out_pairs,
     load_scenes,
     novel_composition,
-    record_shards,
     score_predictions,
     split_images,
     summary_row,
 )
 from core.inference.report import ReportRun, describe_decoding
 from core.model.registry import model_kind
-from core.runtime.distributed import SINGLE
 from core.training.engine import TrainSettings, run_training
 
 RETRIEVALS = (("nearest neighbour", 1), ("nearest neighbour (consensus, k=5)", 5))
@@ -93,10 +92,8 @@ def evaluate_model(model, model_type, data, beam, settings):
         return dict(result, decode_config=decode_config, novel_composition=None)
 
     greedy = evaluate(DecodeConfig())
-    greedy["novel_composition"] = composition(
-        data, greedy["predictions"], settings.split,
-        lambda images: [r["caption"] for r in record_shards(SINGLE, model, inputs[f"{NOVEL_SPLIT}_features"],
-                                                             images, settings.max_length)])
+    greedy["novel_composition"] = composition(data, greedy["predictions"], settings.split, lambda images: (
+        caption_features(model, inputs[f"{NOVEL_SPLIT}_features"][images], settings.max_length)))
     results = {"greedy": greedy}
     if beam:
         results[f"beam {settings.beam_size}"] = evaluate(DecodeConfig(beam_size=settings.beam_size), greedy=greedy)
