@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=cli.non_negative_int, default=DEFAULTS["save_every"],
                    help="also write the resumable last checkpoint every N steps within an epoch (default 0: "
                         "every 10 minutes of training)")
+    p.add_argument("--patience", type=cli.non_negative_int, default=DEFAULTS["patience"],
+                   help="stop once this many epochs in a row have not improved the validation loss (the reward "
+                        f"with --objective scst); the best checkpoint is kept (default {DEFAULTS['patience']}: never)")
     p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULTS["objective"],
                    help="xe: cross-entropy (teacher forcing); scst: self-critical training of the CIDEr-D of sampled "
                         "captions, starting from --init-from; minibatches are then --batch-size images (default "

@@ -4,20 +4,14 @@ and BLAS they ran on, and the hand-written models' step on each array backend.
 Benchmarks report ratios against a reference measured in the same run, never absolute targets.
 """
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from core.data.layout import SPECIAL_TOKENS
 from core.runtime.arrays import BACKENDS, pick_backend
-
-try:
-    import threadpoolctl
-except ImportError:  # a virtual environment from before requirements.txt listed it
-    threadpoolctl = None
+from core.runtime.machine import blas_lines, cpu_line
 
 
 def time_call(fn, repeats=5, warmup=1):
@@ -89,40 +83,17 @@ def print_rows(title, rows):
 
 def report_machine():
     """Print and return the line naming the CPU model, its logical cores and the operating system's kernel."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    line = f"CPU: {model}, {os.cpu_count()} logical cores; kernel {platform.system()} {platform.release()}"
+    line = cpu_line()
     print(line)
     return line
 
 
 def report_blas():
-    """Print and return the line naming numpy's BLAS (library, version, kernel, threads), plus a warning line
-    when OPENBLAS_CORETYPE is set, since figures measured under it are not those users get."""
-    lines = [f"numpy BLAS: {_numpy_blas()}"]
-    coretype = os.environ.get("OPENBLAS_CORETYPE")
-    if coretype is not None:
-        lines.append(f"warning: OPENBLAS_CORETYPE={coretype} is set: numpy uses older kernels here (up to 1.5x "
-                     "slower matmuls on some machines); unset it for figures users will see")
+    """Print and return the lines naming numpy's BLAS (``core.runtime.machine.blas_lines``)."""
+    lines = blas_lines()
     for line in lines:
         print(line)
     return lines
-
-
-def _numpy_blas():
-    """What threadpoolctl sees of the BLAS numpy loaded, else what numpy was built against."""
-    loaded = [] if threadpoolctl is None else [info for info in threadpoolctl.threadpool_info()
-                                               if info["user_api"] == "blas"]
-    # torch may load a BLAS of its own; numpy's wheels keep theirs inside numpy's folders.
-    ours = [info for info in loaded if "numpy" in info["filepath"]] or loaded
-    if ours:
-        info = ours[0]
-        kernel = f", kernel {info['architecture']}" if info.get("architecture") else ""
-        return f"{info['internal_api']} {info['version']}{kernel}, {info['num_threads']} threads"
-    built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    return f"{built['name']} {built.get('version', '')} as built (kernel and threads unknown: install threadpoolctl)"
 
 
 def add_rounds_and_threads(parser, repeats):

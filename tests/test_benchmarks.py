@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import harness
 from benchmarks.bench_rnn import BenchConfig, run_benchmark, step_matmuls
 from benchmarks.harness import interleaved_times, make_captions, matmul_peak_probe, report_blas, report_machine
+from core.runtime import machine
 
 
 def test_step_flops_follow_the_formula():
@@ -70,7 +70,7 @@ def test_report_blas_names_numpys_library_kernel_and_threads(monkeypatch, capsys
     monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
     loaded = [blas_info("/venv/torch/lib/libmkl.so", "mkl"),
               blas_info("/venv/numpy.libs/libscipy_openblas64_.so", "openblas", "Haswell")]
-    monkeypatch.setattr(harness.threadpoolctl, "threadpool_info", lambda: loaded)
+    monkeypatch.setattr(machine.threadpoolctl, "threadpool_info", lambda: loaded)
     expected = ["numpy BLAS: openblas 0.3.27, kernel Haswell, 2 threads"]
     assert report_blas() == expected
     assert capsys.readouterr().out.splitlines() == expected
@@ -78,7 +78,7 @@ def test_report_blas_names_numpys_library_kernel_and_threads(monkeypatch, capsys
 
 def test_report_blas_falls_back_on_numpys_build_config(monkeypatch):
     monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
-    monkeypatch.setattr(harness.threadpoolctl, "threadpool_info", lambda: [])
+    monkeypatch.setattr(machine.threadpoolctl, "threadpool_info", lambda: [])
     built = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     (line,) = report_blas()
     assert line.startswith(f"numpy BLAS: {built['name']} ") and "install threadpoolctl" in line

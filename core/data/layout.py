@@ -67,6 +67,13 @@ DRY_RUN_DIR = "dry-run"  # where --dry-run writes when the run folder holds a tr
 RESULTS_JSON = "results.json"
 RESULTS_TABLE = "results.md"
 RESULTS_REPORT_DIR = "report"  # its comparison report of every model
+RESULTS_RUN_DIR = "runs/results"  # the results run's default folder; on the harder world, the next one
+RESULTS_HARD_RUN_DIR = "runs/results-hard"
+RESULTS_SEED_DIR = "seed-{seed}"  # where a results run puts the models of its seeds after the first
+# The pages whose generated blocks the results run rewrites: the README's headline rows, each world's full table.
+README_FILE = "README.md"
+RESULTS_DOC = "docs/results.md"
+RESULTS_HARD_DOC = "docs/results-hard.md"
 # An evaluation report's folder (inference.py --report, the results run's comparison): a static page, its script and
 # style, the data the script reads, and the pictures.
 REPORT_INDEX = "index.html"

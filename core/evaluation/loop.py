@@ -132,7 +132,7 @@ def novel_composition(predictions, references, scenes, held_out, test=None):
 
 
 def evaluate_split(model, data, split, max_length, decode_config=None, limit=None, rng=None, attention_cells=None,
-                   group=SINGLE, keep_attention=False):
+                   group=SINGLE, keep_attention=False, greedy=None):
     """Caption every image of ``split`` (the first ``limit`` if given) and score the captions.
 
     ``attention_cells``: R, for a model that attends over R grid cells: each caption's attention is recorded as it
@@ -150,6 +150,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
     or None), decode_seconds and num_images; with ``keep_attention``, attention_weights (image row -> (T, R), each
     word's and <END>'s attention, or None for a model that attends over no cells).
+
+    ``greedy``: this function's result for the same model, split and images decoded greedily, whose attention
+    correctness and forced-relation accuracy (neither depends on the decoding) are taken instead of measured again.
     """
     images, references = split_images(data, split)
     if limit is not None:
@@ -171,18 +174,20 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     attention = probe = None
     scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
     if scenes is not None:
-        probe = forced_relation_accuracy(model, data[f"{split}_features"], {i: references[i] for i in predictions},
-                                         scenes, max_length)
+        probe = dict(greedy["relation_probe"]) if greedy is not None else forced_relation_accuracy(
+            model, data[f"{split}_features"], {i: references[i] for i in predictions}, scenes, max_length)
         grounding = result["grounding"]
         n = grounding["n_relation_claims"]
         probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
             round(grounding["relation_accuracy"] * n) if n else 0, n)
-    if attention_cells and scenes is not None:
-        greedy = records if decode_config is None or decode_config == DecodeConfig() else dict(zip(
+    if attention_cells and scenes is not None and greedy is not None:
+        attention = greedy["attention"]
+    elif attention_cells and scenes is not None:
+        greedy_records = records if decode_config is None or decode_config == DecodeConfig() else dict(zip(
             images.tolist(), decode_records(model, data[f"{split}_features"][images], max_length,
                                             attention_cells=attention_cells)))
-        attention = correctness_of({row: r["caption"] for row, r in greedy.items()},
-                                   {row: r["attention"] for row, r in greedy.items()}, scenes, image_size)
+        attention = correctness_of({row: r["caption"] for row, r in greedy_records.items()},
+                                   {row: r["attention"] for row, r in greedy_records.items()}, scenes, image_size)
     if keep_attention:
         result["attention_weights"] = {row: r["attention"] for row, r in records.items()} if attention_cells else None
     return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)

@@ -53,6 +53,7 @@ class TrainSettings:
     overwrite: bool = False  # start afresh in a folder that holds a trained run, replacing it
     dry_run: bool = False  # one step and one validation pass, never over a trained run's files
     save_every: int = SolverConfig.save_every  # steps between checkpoints within an epoch; 0: every 10 minutes
+    patience: int = SolverConfig.patience  # epochs without a better validation loss (reward) before stopping; 0: never
     objective: str = "xe"  # "xe": cross-entropy; "scst": self-critical CIDEr-D training from an XE checkpoint
     init_from: str | None = None  # scst: the checkpoint to start from; None: runs/<model>/best
     scst_samples: int = SCSTConfig.samples
@@ -165,8 +166,8 @@ def _solve(settings, kind, model, updater, data, device, out_dir, group):
     return {"out_dir": str(out_dir), "best": str(solver.best_path), "last": str(solver.last_path),
             "seconds": time.perf_counter() - start, "best_val_loss": solver.best_val_loss,
             "final_train_loss": history["epoch_train_loss"][-1] if history["epoch_train_loss"] else math.nan,
-            "steps": solver.step, "device": str(device), "model": model, "metric": updater.metric,
-            "main": group.is_main}
+            "steps": solver.step, "epochs": len(history["epoch_val_loss"]), "device": str(device), "model": model,
+            "metric": updater.metric, "main": group.is_main}
 
 
 def _say_interrupted(solver):
@@ -250,7 +251,7 @@ def _solver_config(settings, kind, num_rows):
     epochs = settings.epochs or max(recipe(kind).epochs, math.ceil(settings.min_steps / iterations))
     return SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
                         max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
-                        save_every=settings.save_every)
+                        save_every=settings.save_every, patience=settings.patience)
 
 
 def _record(settings, model, solver_config, optim_config, data, device):

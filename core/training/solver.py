@@ -69,6 +69,17 @@ class SolverConfig:
     save_seconds: float = 600.0
     # Every this many steps, a "(Iteration i / n) loss: x" line, CS231n's verbose output (0: none).
     print_every: int = 0
+    # Stop once this many epochs in a row have not lowered the validation loss (0: never stop early); the best
+    # checkpoint stays the best epoch's.
+    patience: int = 0
+
+
+def patience_spent(val_losses, patience):
+    """Whether the last ``patience`` epochs of ``val_losses`` (one validation loss per epoch) all failed to go
+    below the best before them; never with ``patience`` 0."""
+    if not patience or len(val_losses) <= patience:
+        return False
+    return len(val_losses) - 1 - int(np.argmin(val_losses)) >= patience
 
 
 class TrainingDiverged(UserError):
@@ -161,12 +172,27 @@ class Solver:
         # train -> _train_epoch -> updater.train_step (core.training.optim.NumpyUpdater: model.loss, then an
         # update rule such as optim.adam on every parameter; or core.training.torch_optim.TorchUpdater).
         with stop_on_sigint(self._stop, self._saving):
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self.stopped_early:
                 epoch, first = divmod(self.step, self.iterations_per_epoch)
                 if not self._train_epoch(epoch, first):
                     self._save("last")
                     raise KeyboardInterrupt
+        if self.stopped_early:
+            self._say_stopped_early()
         return self.history
+
+    @property
+    def stopped_early(self):
+        """Whether validation has not improved for ``patience`` epochs, so the run ends before its last epoch."""
+        return self.step < self.total_steps and patience_spent(self.history["epoch_val_loss"], self.config.patience)
+
+    def _say_stopped_early(self):
+        epochs = len(self.history["epoch_val_loss"])
+        if self.writes:
+            self._write_history(final=True)
+        if self.config.progress:
+            tqdm.write(f"stopped after epoch {epochs}/{self.config.epochs}: {self.metric.name} on validation has not "
+                       f"improved for {self.config.patience} epochs (patience); best epoch {self.best_epoch + 1}")
 
     def _train_epoch(self, epoch, first):
         """One epoch from iteration ``first``; returns False when stopped early on request (a stop on the epoch's
@@ -287,14 +313,16 @@ class Solver:
             if name == "last":
                 self._saved_at, self.last_saved_step = time.perf_counter(), self.step
 
-    def _write_history(self):
+    def _write_history(self, final=False):
+        """history.json, and the loss plot at most every PLOT_SECONDS, always at the run's end (``final``)."""
         if not self.writes:
             return
-        history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch)
+        history = dict(self.history, best_val_loss=self.best_val_loss, best_epoch=self.best_epoch,
+                       stopped_early=self.stopped_early)
         atomic_write_text(self.out_dir / HISTORY_FILE, json.dumps(history, indent=1))
         # Redrawing costs up to seconds: at most every PLOT_SECONDS during a run, always at its end.
         now = time.perf_counter()
-        if self.step == self.total_steps or now - self._plotted_at > PLOT_SECONDS:
+        if final or self.step == self.total_steps or now - self._plotted_at > PLOT_SECONDS:
             plot_loss(self.history, self.out_dir / LOSS_PLOT, title=self.meta.get("title"))
             self._plotted_at = now
 
