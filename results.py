@@ -45,7 +45,7 @@ def parse_args(argv=None):
                    help="stop a training run once this many epochs in a row have not improved its validation loss "
                         f"(reward, for self-critical runs); 0: never (default {DEFAULTS['patience']})")
     p.add_argument("--no-blind", action="store_true",
-                   help="skip the blind (shuffled-features) baselines (default: a blind row under each model)")
+                   help="skip the blind (shuffled-features) baseline (default: the first of --models trained blind)")
     p.add_argument("--no-scst", action="store_true",
                    help="skip the self-critical rows, each fine-tuning its model's cross-entropy checkpoint (default: "
                         "a self-critical row under each model)")

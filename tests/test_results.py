@@ -222,3 +222,12 @@ def test_a_tiny_study_has_every_kind_of_row_and_writes_its_blocks(tiny_world, tm
     report = read_report_data(tmp_path / "runs" / "report")  # the first seed's captions, one model under the other
     assert [run["name"] for run in report["runs"]] == [", ".join(kind) for kind in kinds[:4]]
     assert len(report["images"]) == 8 and all(len(image["runs"]) == 4 for image in report["images"])
+
+
+def test_only_the_first_model_trains_blind():
+    from core.results.rows import variants
+
+    settings = ResultsSettings(models=("rnn", "lstm"))
+    names = {model: [v.name for v in variants(model, 0, "runs", settings)] for model in settings.models}
+    assert names == {"rnn": ["rnn", "rnn", "rnn blind"], "lstm": ["lstm", "lstm"]}
+    assert [v.name for v in variants("rnn", 0, "runs", ResultsSettings(models=("rnn",), blind=False))] == ["rnn"] * 2

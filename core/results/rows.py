@@ -43,7 +43,8 @@ class Variant:
 
 def variants(model_type, seed, out, settings):
     """The study's training runs of ``model_type`` with ``seed`` into folder ``out``: cross-entropy, self-critical
-    from its best checkpoint, blind, as ``settings`` (ResultsSettings) ask."""
+    from its best checkpoint, and blind for the first of the study's models, as ``settings`` (ResultsSettings) ask.
+    One blind model is the baseline: what the captions' language alone earns, whatever decoder learns it."""
     common = dict(model=model_type, seed=seed, overwrite=True, epochs=settings.epochs, patience=settings.patience,
                   progress=settings.progress)
     # The study's runs are its own outputs, retrained on every call: each replaces the one an earlier call left.
@@ -54,7 +55,7 @@ def variants(model_type, seed, out, settings):
         runs.append(Variant(model_type, f"SCST ({settings.scst_baseline} baseline)", TrainSettings(
             objective="scst", init_from=str(best), scst_baseline=settings.scst_baseline, out=f"{base}-scst",
             **common), beam=False, headline=True))
-    if settings.blind:
+    if settings.blind and model_type == settings.models[0]:
         runs.append(Variant(f"{model_type} blind", "XE", TrainSettings(shuffle_features=True, out=f"{base}-blind",
                                                                        **common), beam=False, headline=False))
     return runs

@@ -3,7 +3,7 @@ a run stopped once validation stops improving), evaluated on the held-out test s
 one or more seeds, and written as tables that carry their provenance.
 
 Rows (``core.results.rows``): each model decoded greedily and with beam search; each model fine-tuned by
-self-critical training from its cross-entropy checkpoint; each model trained blind (shuffled features);
+self-critical training from its cross-entropy checkpoint; the first model trained blind (shuffled features);
 nearest-neighbour retrieval (plain and consensus). Greedy rows carry the novel split's composition figures where the
 world has them. Over several seeds a row shows the mean ± standard deviation (``core.results.tables``).
 
@@ -68,7 +68,7 @@ class ResultsSettings:
     # A run stops once this many epochs in a row have not improved its validation loss (reward, for SCST); its best
     # checkpoint is kept, so a stop costs only what epochs after a flat one would have gained.
     patience: int = 1
-    blind: bool = True
+    blind: bool = True  # the blind baseline (shuffled features), trained for the first of ``models``
     scst: bool = True  # a self-critical row under each model
     scst_baseline: str = SCSTConfig.baseline
     split: str = HELD_OUT_SPLIT  # what the table reports; the best checkpoint is chosen on val
