@@ -1,7 +1,7 @@
 """Caption templates of the harder shapes world: five differently worded captions per scene, in the grammar of
 ``spec`` with the words of ``hard_spec`` (synonyms chosen at random phrase by phrase).
 
-A caption must name the scene's required objects (``hard.required_objects``: at least ``VISIBLE_THRESHOLD`` of each
+A caption must name the scene's required objects (``spec.required_objects``: at least ``VISIBLE_THRESHOLD`` of each
 visible); an object hidden beyond it is never required but may be named in a stacking relation ("a red circle on top
 of a blue star"). Six objects do not fit in ``MAX_CAPTION_WORDS`` words, so a caption names as many as fit, the
 template's own first, and says how many required objects it leaves unnamed ("and two other shapes"): a generic
@@ -19,9 +19,8 @@ Sizes are said in about half the captions, and dropped where saying them would e
 import math
 
 from core.shapes_world.captions import vertical_relation
-from core.shapes_world.hard import required_objects
 from core.shapes_world.hard_spec import HARD_WORLD
-from core.shapes_world.spec import ARTICLES, MAX_CAPTION_WORDS, NEAR_REACH
+from core.shapes_world.spec import ARTICLES, MAX_CAPTION_WORDS, NEAR_REACH, required_objects
 
 _PREFIXES = (("an", "image", "of"), ("a", "picture", "of"), ("a", "scene", "with"), ("a", "drawing", "of"),
              ("a", "photo", "of"), ("a", "view", "of"), ("a", "sketch", "of"), ("there", "is"), ("we", "can", "see"),

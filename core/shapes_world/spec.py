@@ -39,9 +39,16 @@ RELATION_WORDS = {
     "below": (("below",), ("under",)),
 }
 MAX_CAPTION_WORDS = 15
+VISIBLE_THRESHOLD = 0.5  # an object with less of itself visible (hidden by others) is not required in captions
 ARTICLES = ("a", "an")  # count words that say one object without claiming a count
 # "next to" holds when the centres are at most this many times the sum of the two radii apart.
 NEAR_REACH = 2.5
+
+
+def required_objects(scene, threshold=VISIBLE_THRESHOLD):
+    """The objects a caption must name: those with at least ``threshold`` of themselves visible (every object of the
+    default world, which records no ``visible``: its objects never overlap)."""
+    return [obj for obj in scene["objects"] if obj.get("visible", 1.0) >= threshold]
 
 
 @dataclass(frozen=True)
