@@ -152,12 +152,12 @@ def _others(count, rng):
 
 
 def _fit(template, scene, objects, rng, image_size):
-    """The template's words within ``MAX_CAPTION_WORDS``: with sizes in about half of the captions, then without,
-    then without the lead and tail words, naming fewer chunks at each step until the caption fits."""
+    """The template's words within ``MAX_CAPTION_WORDS``, naming as many chunks as fit: each count of chunks is
+    tried with sizes (in about half of the captions), then without, then without the lead and tail words."""
     with_size = bool(rng.integers(2))
-    for sizes in dict.fromkeys((with_size, False)):
-        lead, chunks, tail = template(scene, objects, rng, sizes, image_size)
-        for keep in range(len(chunks), 0, -1):
+    wordings = [template(scene, objects, rng, sizes, image_size) for sizes in dict.fromkeys((with_size, False))]
+    for keep in range(max(len(chunks) for _, chunks, _ in wordings), 0, -1):
+        for lead, chunks, tail in wordings:
             words = [word for words, _ in chunks[:keep] for word in ["and"] + words][1:]
             rest = _others(sum(n for _, n in chunks[keep:]), rng)
             for framed in (lead + words + rest + tail, words + rest):
