@@ -4,8 +4,8 @@ grounding parser finds true, in a vocabulary of at least 150 words."""
 import numpy as np
 import pytest
 
-from core.data.vocab import build_vocab
 from core.data.layout import SPECIAL_TOKENS
+from core.data.vocab import build_vocab
 from core.evaluation.grounding import grounding_metrics, missed_pairs, parse_caption
 from core.runtime.errors import UserError
 from core.shapes_world import hard

@@ -27,7 +27,6 @@ from core.data.layout import (
     CAPTIONS_FILE,
     FEATURES_KEY,
     HELD_OUT_PAIRS_KEY,
-    HELD_OUT_SPLIT,
     MANIFEST_FILE,
     NOVEL_SPLIT,
     SHAPES_IMAGES_FILE,
@@ -175,7 +174,8 @@ def _build_into(out, config, progress):
         _world_files(out, scenes, images, config, held_out)
     return {"builder_version": BUILDER_VERSION, "world": config.world, "config": config.as_json(), "seconds": seconds,
             "total_seconds": round(sum(seconds.values()), 2), "vocab_size": vocab_size,
-            "train_caption_length_histogram": histogram, HELD_OUT_PAIRS_KEY: [pair_words(pair, config.spec) for pair in held_out],
+            "train_caption_length_histogram": histogram,
+            HELD_OUT_PAIRS_KEY: [pair_words(pair, config.spec) for pair in held_out],
             "sizes": {split: {"images": len(scenes[split]), "captions": 5 * len(scenes[split])}
                       for split in config.splits},
             **measured}
@@ -240,8 +240,29 @@ def _world_default(name):
                                                  WORLD_DEFAULTS.items() if name in values])
 
 
+def _config_flags():
+    """Flag name -> (type, what it sets): each sets the ShapesConfig field of its name; unset, the --world's
+    default."""
+    from core.runtime.cli import non_negative_int, positive_int, seed
+    return {
+        "num_train": (positive_int, "train images"),
+        "num_val": (positive_int, "val images"),
+        "num_test": (non_negative_int, "images of the held-out test split (0: none)"),
+        "num_novel": (non_negative_int, "images of the novel-composition split, each holding a held-out pair "
+                                        "(0: none)"),
+        "novel_colour_pairs": (non_negative_int, "colour-shape pairs held out of train/val/test"),
+        "novel_size_pairs": (non_negative_int, "size-shape pairs held out of train/val/test"),
+        "seed": (seed, "seed of every random choice"),
+        "image_size": (positive_int, "image side in pixels, a multiple of 8 in 64..96 (hard world: 96..128)"),
+        "encoder_epochs": (positive_int, "epochs of encoder pretraining"),
+        "extra_train_scenes": (non_negative_int, "extra freshly rendered scenes for encoder pretraining only"),
+        "pca_dim": (positive_int, "width of the *_pca.h5 features, at most --num-train"),
+        "threads": (positive_int, "torch CPU threads"),
+    }
+
+
 def _parse_args(argv=None):
-    from core.runtime.cli import ArgumentParser, add_no_progress, non_negative_int, positive_int, seed
+    from core.runtime.cli import ArgumentParser, add_no_progress
     defaults = ShapesConfig()
     parser = ArgumentParser(description="Build the generated shapes captioning dataset (CS231n layout).")
     parser.add_argument("--world", choices=tuple(WORLDS), default=defaults.world,
@@ -250,44 +271,18 @@ def _parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help="dataset folder to write (default: core/datasets/shapes, or core/datasets/shapes-hard "
                              "for --world hard)")
-    parser.add_argument("--num-train", type=positive_int, default=None, help=f"train images ({_world_default('num_train')})")
-    parser.add_argument("--num-val", type=positive_int, default=None, help=f"val images ({_world_default('num_val')})")
-    parser.add_argument("--num-test", type=non_negative_int, default=None,
-                        help=f"images of the held-out test split (0: none; {_world_default('num_test')})")
-    parser.add_argument("--num-novel", type=non_negative_int, default=None,
-                        help=f"images of the novel-composition split, each holding a held-out pair (0: none; "
-                             f"{_world_default('num_novel')})")
-    parser.add_argument("--novel-colour-pairs", type=non_negative_int, default=None,
-                        help=f"colour-shape pairs held out of train/val/test ({_world_default('novel_colour_pairs')})")
-    parser.add_argument("--novel-size-pairs", type=non_negative_int, default=None,
-                        help=f"size-shape pairs held out of train/val/test ({_world_default('novel_size_pairs')})")
-    parser.add_argument("--seed", type=seed, default=None, help=f"seed of every random choice ({_world_default('seed')})")
-    parser.add_argument("--image-size", type=positive_int, default=None,
-                        help=f"image side in pixels, a multiple of 8 in 64..96 (hard world: 96..128; "
-                             f"{_world_default('image_size')})")
-    parser.add_argument("--encoder-epochs", type=positive_int, default=None,
-                        help=f"epochs of encoder pretraining ({_world_default('encoder_epochs')})")
-    parser.add_argument("--extra-train-scenes", type=non_negative_int, default=None,
-                        help=f"extra freshly rendered scenes for encoder pretraining only "
-                             f"({_world_default('extra_train_scenes')})")
-    parser.add_argument("--pca-dim", type=positive_int, default=None,
-                        help=f"width of the *_pca.h5 features, at most --num-train ({_world_default('pca_dim')})")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help=f"torch CPU threads ({_world_default('threads')})")
+    for name, (kind, what) in _config_flags().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help=f"{what} ({_world_default(name)})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a shapes dataset of another config in --out (default: refused)")
     add_no_progress(parser)
     return parser.parse_args(argv)
 
 
-# The flags that set ShapesConfig fields of the same name.
-_CONFIG_FLAGS = ("num_train", "num_val", "num_test", "num_novel", "novel_colour_pairs", "novel_size_pairs", "seed",
-                 "image_size", "encoder_epochs", "extra_train_scenes", "pca_dim", "threads")
-
-
 def main(argv=None):
     args = _parse_args(argv)
-    config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in _CONFIG_FLAGS
+    config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in _config_flags()
                                                    if getattr(args, name) is not None})
     out = args.out if args.out is not None else world_home(config.world)
     built = read_manifest(out) or {}

@@ -161,9 +161,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     grounding (None off the shapes world), novel_composition (``novel_composition``'s figures on a shapes world with
     held-out pairs, else None; on the novel split with the test split in ``data``, its images are captioned too, for
     the seen pairs' recall there), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
-    the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
-    or None; the default world only), decode_seconds and num_images; with ``keep_attention``, attention_weights (image row -> (T, R), each
-    word's and <END>'s attention, or None for a model that attends over no cells).
+    the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness, on
+    the default world only, or None), decode_seconds and num_images; with ``keep_attention``, attention_weights
+    (image row -> (T, R), each word's and <END>'s attention, or None for a model that attends over no cells).
     """
     images, references = split_images(data, split)
     if limit is not None:

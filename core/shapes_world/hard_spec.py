@@ -21,12 +21,14 @@ _SHAPE_NOUNS = {
     "cross": (("cross", "plus"), ("crosses", "pluses")),
 }
 _COLOUR_WORDS = {
-    "red": ("red", "scarlet"), "pink": ("pink", "rose"), "orange": ("orange", "tangerine"), "brown": ("brown", "chocolate"),
+    "red": ("red", "scarlet"), "pink": ("pink", "rose"), "orange": ("orange", "tangerine"),
+    "brown": ("brown", "chocolate"),
     "yellow": ("yellow", "golden", "lemon"), "lime": ("lime", "chartreuse"), "green": ("green", "emerald"),
     "teal": ("teal", "turquoise"), "blue": ("blue", "cobalt"), "navy": ("navy",), "purple": ("purple", "violet"),
     "grey": ("grey", "gray", "silver"),
 }
-_SIZE_WORDS = {"small": ("small", "little", "tiny"), "medium": ("medium", "midsize", "average"), "large": ("large", "big", "huge", "giant")}
+_SIZE_WORDS = {"small": ("small", "little", "tiny"), "medium": ("medium", "midsize", "average"),
+               "large": ("large", "big", "huge", "giant")}
 _RELATION_WORDS = {
     "left": (("left", "of"), ("to", "the", "left", "of"), ("on", "the", "left", "of")),
     "right": (("right", "of"), ("to", "the", "right", "of"), ("on", "the", "right", "of")),

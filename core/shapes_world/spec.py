@@ -16,7 +16,6 @@ relations "next to", "on top of", "behind" and the three-phrase ``<phrase> betwe
 from dataclasses import dataclass
 from functools import cached_property
 
-
 SHAPES = ("circle", "square", "triangle", "star")
 # Canonical shape -> (singular nouns, plural nouns) used in captions.
 SHAPE_NOUNS = {
