@@ -6,7 +6,8 @@ import math
 import pytest
 
 from core.evaluation.composition import pair_metrics, stated_pairs
-from core.evaluation.grounding import Mention, caption_findings, grounding_metrics, parse_caption, relation_holds
+from core.evaluation.grounding import Mention, caption_findings, grounding_metrics, parse_caption
+from core.evaluation.relations import relation_holds
 from core.shapes_world.hard_spec import HARD_WORLD
 
 

@@ -31,12 +31,12 @@ What a caption claims, and how each claim is scored (all figures are micro-avera
   of those objects has that size. Mentions matching no object are left to the hallucination figures.
 An accuracy over zero claims is NaN; the ``n_*`` entries give the number of claims behind each figure.
 """
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from core.evaluation.relations import relation_holds
 from core.runtime.errors import UserError
-from core.shapes_world.spec import DEFAULT_WORLD, NEAR_REACH, required_objects
+from core.shapes_world.spec import DEFAULT_WORLD, required_objects
 
 # Articles -> the number they imply. They are not count claims: "a red circle" stays true when the
 # scene holds two red circles, while "one red circle" does not.
@@ -144,36 +144,6 @@ def parse_caption(caption, world=DEFAULT_WORLD):
         mentions.append(mention)
         prev_end = pos + 1
     return ParsedCaption(tuple(mentions), tuple(relations))
-
-
-def _holds(relation, first, second):
-    """True iff the objects of ``first`` and ``second``, each (index in the scene's objects, as ``covers`` counts
-    them; scene dict), satisfy ``a <relation> b``."""
-    (i, a), (j, b) = first, second
-    tests = {"left": lambda: a["x"] < b["x"], "right": lambda: a["x"] > b["x"],
-             "above": lambda: a["y"] < b["y"], "below": lambda: a["y"] > b["y"],
-             "next": lambda: math.hypot(a["x"] - b["x"], a["y"] - b["y"]) <= NEAR_REACH * (a["r"] + b["r"]),
-             "top": lambda: j in a.get("covers", ()), "behind": lambda: i in b.get("covers", ())}
-    if relation not in tests:
-        raise ValueError(f"unknown relation {relation!r}")
-    return tests[relation]()
-
-
-def _matching(mention, objects, skip=()):
-    """(index, object) of the objects matching ``mention``, leaving out the indices ``skip``."""
-    return [(i, obj) for i, obj in enumerate(objects) if i not in skip and mention.matches(obj)]
-
-
-def relation_holds(claim, objects):
-    """True iff some object matching ``claim.a`` and a different one matching ``claim.b`` (and, for "between", a
-    third matching ``claim.c``, a's centre between b's and c's left to right) satisfy it."""
-    if claim.relation == "between":
-        return claim.c is not None and any(
-            min(b["x"], c["x"]) < a["x"] < max(b["x"], c["x"])
-            for i, a in _matching(claim.a, objects) for j, b in _matching(claim.b, objects, (i,))
-            for _, c in _matching(claim.c, objects, (i, j)))
-    return any(_holds(claim.relation, a, b)
-               for a in _matching(claim.a, objects) for b in _matching(claim.b, objects, (a[0],)))
 
 
 def _present(mention, objects):

@@ -4,7 +4,7 @@ Greedy captions state a relation in few captions (about one in twenty on the sha
 accuracy rests on a hundred-odd claims and says little. The probe asks for a relation every time: each
 reference caption that states one is fed to the model up to and including its relation words ("a red circle
 left of"), the model completes it greedily, and the relation the completed caption states is checked against
-the scene (``core.evaluation.grounding.relation_holds``). A completion that names no second object counts as wrong.
+the scene (``core.evaluation.relations.relation_holds``). A completion that names no second object counts as wrong.
 
 Dimension legend: P probed prefixes, k prefix length in words, L most words decoded.
 """
@@ -15,7 +15,8 @@ import numpy as np
 
 from core.data.vocab import decode_captions
 from core.decoding import prefixed_greedy_decode
-from core.evaluation.grounding import parse_caption, relation_holds
+from core.evaluation.grounding import parse_caption
+from core.evaluation.relations import relation_holds
 from core.shapes_world.spec import DEFAULT_WORLD
 
 
