@@ -32,7 +32,7 @@ What a caption claims, and how each claim is scored (all figures are micro-avera
 An accuracy over zero claims is NaN; the ``n_*`` entries give the number of claims behind each figure.
 """
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.evaluation.relations import relation_holds
 from core.runtime.errors import UserError
@@ -115,6 +115,14 @@ def _relation_before(gap, world):
     return None, 0
 
 
+def _open_between(relations, mentions, gap):
+    """True iff the phrase after the words ``gap`` is the third of a "between" that the previous phrase left open:
+    ``<a> between <b> and <c>``."""
+    last = relations[-1] if relations else None
+    return last is not None and last.relation == "between" and last.c is None and last.b is mentions[-1] \
+        and gap == ["and"]
+
+
 def parse_caption(caption, world=DEFAULT_WORLD):
     """Read a shapes-world caption into its mentions and relation claims.
 
@@ -136,9 +144,8 @@ def parse_caption(caption, world=DEFAULT_WORLD):
         mention, start = _read_phrase(words, pos, prev_end, world)
         gap = words[prev_end:start]
         relation, length = _relation_before(gap, world) if mentions else (None, 0)
-        if relations and relations[-1].relation == "between" and relations[-1].c is None \
-                and relations[-1].b is mentions[-1] and gap == ["and"]:
-            relations[-1] = Relation(relations[-1].a, "between", relations[-1].b, relations[-1].words, mention)
+        if _open_between(relations, mentions, gap):
+            relations[-1] = replace(relations[-1], c=mention)
         elif relation is not None:
             relations.append(Relation(mentions[-1], relation, mention, (start - length, start)))
         mentions.append(mention)
