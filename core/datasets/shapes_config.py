@@ -70,7 +70,7 @@ class ShapesConfig:
     def for_world(cls, world="default", **values):
         """The config of ``world`` with its defaults (``WORLD_DEFAULTS``), ``values`` taking precedence."""
         get_world(world)
-        return cls(world=world, **{**WORLD_DEFAULTS[world], **values})
+        return cls(world=world, **{**WORLD_DEFAULTS.get(world, {}), **values})
 
     @property
     def spec(self):
