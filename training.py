@@ -2,6 +2,7 @@
 CS231n-layout folder.
 
     python training.py --model lstm                        # the default dataset, built on first use
+    python training.py --model lstm --dataset shapes-hard  # the harder generated world, built on first use
     python training.py --model rnn --num_samples 300       # the classic overfitting sanity check
     python training.py --model transformer --resume        # continue runs/transformer/last.pt
     python training.py --model lstm --objective scst       # self-critical CIDEr-D training from runs/lstm/best.npz
@@ -43,8 +44,9 @@ def parse_args(argv=None):
                    default=DEFAULTS["num_samples"],
                    help="number of training captions, drawn without replacement by --seed (default: all)")
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
-                   help="shapes: the generated default dataset (built on first use); coco: core/datasets/"
-                        "coco_captioning (get it with bash core/datasets/get_datasets.sh)")
+                   help="shapes: the generated default dataset; shapes-hard: the harder generated world (both built "
+                        "on first use); coco: core/datasets/coco_captioning (get it with bash "
+                        f"core/datasets/get_datasets.sh) (default {DEFAULTS['dataset']})")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"],
                    help="any folder in the CS231n coco_captioning layout; overrides --dataset")
     p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],

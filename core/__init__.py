@@ -3,7 +3,7 @@
 The packages, lowest floor first; a module imports only from its own floor or below (tests/test_architecture.py):
   runtime     errors, atomic files and locks, devices, CLI helpers, checkpoints, plots, the torch.distributed group
   data        the on-disk layout, HDF5 feature stores, the CS231n loader, vocabulary, images, downloads
-  shapes_world  the generated world: its words, scenes, rendering, caption templates
+  shapes_world  the generated worlds (default and hard): their words, scenes, rendering, caption templates
   layers      numpy RNN/LSTM/attention-LSTM layers with hand-written backward passes; torch Transformer layers
   features    image encoders (VGG16, the shapes CNN) and PCA
   model       the captioning models and the registry of model kinds

@@ -4,7 +4,9 @@ from pathlib import Path
 from core.data.layout import COCO_ARCHIVE_TOP, HELD_OUT_SPLIT, PROTOCOLS, default_data_dir
 from core.runtime.errors import UserError
 
-DATASETS = ("shapes", "coco")
+# The generated datasets by name, each the world it is built from (core.shapes_world.worlds); every dataset name.
+SHAPES_DATASETS = {"shapes": "default", "shapes-hard": "hard"}
+DATASETS = (*SHAPES_DATASETS, "coco")
 
 
 def dataset_home(dataset):
@@ -13,21 +15,24 @@ def dataset_home(dataset):
 
 
 def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PROTOCOLS[0]):
-    """The dataset directory to load; builds the default shapes dataset on first use. ``protocol`` is the split
-    protocol it will be loaded with: Karpathy's splits are COCO's, refused for the shapes world before building it."""
+    """The dataset directory to load; builds a generated dataset (``SHAPES_DATASETS``) in its default home on first
+    use. ``protocol`` is the split protocol it will be loaded with: Karpathy's splits are COCO's, refused for the
+    shapes worlds before building one."""
     if data_dir is not None:
         path = Path(data_dir)
         if not path.is_dir():
             raise UserError(f"--data-dir {path} is not a directory: give a folder in the CS231n coco_captioning "
                             "layout (see README, 'Data layout')")
         return path
-    if dataset == "shapes":
+    if dataset in SHAPES_DATASETS:
         if protocol == "karpathy":
             raise UserError(f"--splits karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
                             "split; drop --splits karpathy or pass --dataset coco")
         from core.datasets.shapes_build import ensure_shapes_dataset
+        from core.datasets.shapes_config import ShapesConfig
 
-        return ensure_shapes_dataset(progress=progress)
+        return ensure_shapes_dataset(dataset_home(dataset), ShapesConfig.for_world(SHAPES_DATASETS[dataset]),
+                                     progress=progress)
     if dataset == "coco":
         path = dataset_home(dataset)
         if not path.is_dir():

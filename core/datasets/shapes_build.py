@@ -7,13 +7,15 @@ written into a temporary folder beside the target and renamed into place at the 
 leaves no partial dataset. The same config (seed included) gives the same files.
 
     python -m core.datasets.shapes_build --out DIR --num-train 10000 --num-val 2000 --seed 0
+    python -m core.datasets.shapes_build --world hard     # the harder world, into core/datasets/shapes-hard
+
+Both worlds write the same files (the manifest and the scene file name the world), so the same readers load both.
 
 Dimension legend: M images of a split, S image side, N captions of a split (5 per image).
 """
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import h5py
@@ -25,110 +27,31 @@ from core.data.layout import (
     CAPTIONS_FILE,
     FEATURES_KEY,
     HELD_OUT_PAIRS_KEY,
-    HELD_OUT_SPLIT,
     MANIFEST_FILE,
     NOVEL_SPLIT,
-    PCA_DIM,
     SHAPES_IMAGES_FILE,
     SHAPES_SCENES_FILE,
     SPLITS,
     VOCAB_FILE,
     captions_key,
-    default_data_dir,
     features_file,
     image_idxs_key,
     images_key,
 )
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
+from core.datasets.resolve import SHAPES_DATASETS, dataset_home
+from core.datasets.shapes_config import WORLD_DEFAULTS, ShapesConfig, stream_rng
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
 from core.runtime.errors import UserError
 from core.runtime.fileio import build_folder
-from core.shapes_world.captions import scene_captions
-from core.shapes_world.composition import MAX_HELD_OUT, choose_held_out_pairs, pair_words
+from core.shapes_world.composition import pair_words
 from core.shapes_world.render import render_scenes, sample_scenes
+from core.shapes_world.worlds import WORLDS, get_world
 
-BUILDER_VERSION = 6  # 6: held-out attribute-shape pairs and the novel split
-# Independent random streams per purpose, so that e.g. more val images leave the train split unchanged.
-_STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captions": 3, "extra_scenes": 4,
-            "probe_shuffle": 5, "test_scenes": 6, "test_captions": 7, "novel_scenes": 8, "novel_captions": 9,
-            "held_out_pairs": 10}
-
-
-@dataclass(frozen=True)
-class ShapesConfig:
-    """Everything that determines a shapes dataset; the manifest records it, and a mismatch rebuilds."""
-    num_train: int = 10000
-    num_val: int = 2000
-    num_test: int = 2000           # the held-out split: no training or model selection reads it
-    num_novel: int = 1000          # the novel-composition split: scenes holding a held-out pair
-    novel_colour_pairs: int = 6    # colour-shape pairs held out of train, val and test (and encoder pretraining)
-    novel_size_pairs: int = 2      # size-shape pairs held out likewise
-    image_size: int = 64
-    seed: int = 0
-    extra_train_scenes: int = 0    # freshly rendered scenes used only to pretrain the encoder
-    encoder_epochs: int = 4
-    encoder_batch_size: int = 64
-    encoder_lr: float = 3e-3
-    encoder_widths: tuple = (32, 64, 64, 64)
-    encoder_pools: tuple = (True, False, True, False)
-    feature_dim: int = 1024
-    pca_dim: int = PCA_DIM
-    probe_epochs: int = 20
-    threads: int = 2               # torch threads, fixed so that a build is reproducible
-
-    def __post_init__(self):
-        if not 64 <= self.image_size <= 96 or self.image_size % 8:
-            raise UserError(f"image size {self.image_size} unsupported: use a multiple of 8 in 64..96")
-        if self.num_test < 0 or self.extra_train_scenes < 0:
-            raise UserError(f"--num-test {self.num_test} and --extra-train-scenes {self.extra_train_scenes}: give 0 "
-                            "or more")
-        if not 0 <= self.seed < 2 ** 32:
-            raise UserError(f"--seed {self.seed}: give a seed in 0..{2 ** 32 - 1}")
-        if self.num_novel < 0:
-            raise UserError(f"--num-novel {self.num_novel}: give 0 (no novel split) or more")
-        for kind, count in (("colour", self.novel_colour_pairs), ("size", self.novel_size_pairs)):
-            if not 0 <= count <= MAX_HELD_OUT[kind]:
-                raise UserError(f"--novel-{kind}-pairs {count}: give 0..{MAX_HELD_OUT[kind]}, so that every shape "
-                                f"and {kind} is still seen in training with other partners")
-        if self.num_novel and not self.novel_colour_pairs + self.novel_size_pairs:
-            raise UserError(f"--num-novel {self.num_novel} needs held-out pairs: give --novel-colour-pairs or "
-                            "--novel-size-pairs above 0, or --num-novel 0")
-        if min(self.num_train, self.num_val) < 1 or self.num_train < self.pca_dim:
-            raise UserError(f"need num_train >= pca_dim ({self.pca_dim}) and num_val >= 1, got "
-                            f"{self.num_train} train / {self.num_val} val images")
-
-    @property
-    def splits(self):
-        """The splits a build writes: train, val, the held-out test split unless num_test is 0 and the novel split
-        unless num_novel is 0."""
-        return (*SPLITS, *((HELD_OUT_SPLIT,) if self.num_test else ()), *((NOVEL_SPLIT,) if self.num_novel else ()))
-
-    def held_out_pairs(self):
-        """The attribute-shape pairs no train, val or test scene holds: seeded, a stream of their own."""
-        return choose_held_out_pairs(_rng(self, "held_out_pairs"), self.novel_colour_pairs, self.novel_size_pairs)
-
-    @classmethod
-    def from_dict(cls, values):
-        """Build from a dict (e.g. a manifest's config); UserError naming any unknown option."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown shapes dataset options {sorted(unknown)}: valid ones are "
-                            f"{[f.name for f in fields(cls)]}")
-        values = dict(values)
-        for key in ("encoder_widths", "encoder_pools"):
-            values[key] = tuple(values.get(key, getattr(cls, key)))
-        return cls(**values)
-
-    def as_json(self):
-        """The config as a JSON-ready dict (tuples become lists, as they read back from JSON)."""
-        return json.loads(json.dumps(asdict(self)))
-
-
-def _rng(config, stream):
-    return np.random.default_rng([config.seed, _STREAMS[stream]])
+BUILDER_VERSION = 7  # 7: the world a dataset is built from (default or hard)
 
 
 @contextmanager
@@ -154,8 +77,9 @@ def _caption_files(out, scenes, config):
     """Write the captions h5 and vocabulary; returns (vocabulary size, train caption-length histogram)."""
     texts = {}
     for split in config.splits:
-        rng = _rng(config, f"{split}_captions")  # one stream per split: wordings vary from scene to scene
-        texts[split] = [caption for scene in scenes[split] for caption in scene_captions(scene, rng, config.image_size)]
+        rng = stream_rng(config, f"{split}_captions")  # one stream per split: wordings vary from scene to scene
+        texts[split] = [caption for scene in scenes[split]
+                        for caption in get_world(config.world).scene_captions(scene, rng, config.image_size)]
     word_to_idx, idx_to_word = build_vocab(texts["train"])
     arrays = {}
     for split in config.splits:
@@ -171,10 +95,17 @@ def _caption_files(out, scenes, config):
 def _split_scenes(config, held_out):
     """Each split's scenes from a stream of its own: no held-out pair in train, val and test; at least one in each
     novel scene."""
-    held_out = frozenset(held_out)
-    return {split: sample_scenes(getattr(config, f"num_{split}"), _rng(config, f"{split}_scenes"), config.image_size,
+    held_out, sampler = frozenset(held_out), get_world(config.world).sample_scene
+    return {split: sample_scenes(getattr(config, f"num_{split}"), stream_rng(config, f"{split}_scenes"),
+                                 config.image_size, sampler=sampler,
                                  **({"required": held_out} if split == NOVEL_SPLIT else {"excluded": held_out}))
             for split in config.splits}
+
+
+def _render(scenes, config, name, progress):
+    """The images of ``scenes`` in the config's world, uint8 of shape (M, S, S, 3)."""
+    return render_scenes(scenes, config.image_size, desc=f"render {name}", progress=progress,
+                         renderer=get_world(config.world).render_scene)
 
 
 def _world_files(out, scenes, images, config, held_out):
@@ -183,7 +114,8 @@ def _world_files(out, scenes, images, config, held_out):
         for split in config.splits:
             h5.create_dataset(images_key(split), data=images[split], compression="gzip",
                               chunks=(min(256, len(images[split])), *images[split].shape[1:]))
-    payload = {"image_size": config.image_size, HELD_OUT_PAIRS_KEY: [list(pair) for pair in held_out],
+    payload = {"world": config.world, "image_size": config.image_size,
+               HELD_OUT_PAIRS_KEY: [list(pair) for pair in held_out],
                **{split: scenes[split] for split in config.splits}}
     (out / SHAPES_SCENES_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
@@ -191,12 +123,12 @@ def _world_files(out, scenes, images, config, held_out):
 def _pretrain(scenes, images, config, seconds, progress, held_out):
     """Render the extra scenes (if any, without held-out pairs) and pretrain the encoder on them plus the train
     split."""
-    extra = sample_scenes(config.extra_train_scenes, _rng(config, "extra_scenes"), config.image_size,
-                          excluded=frozenset(held_out))
+    extra = sample_scenes(config.extra_train_scenes, stream_rng(config, "extra_scenes"), config.image_size,
+                          excluded=frozenset(held_out), sampler=get_world(config.world).sample_scene)
     with _stage(seconds, "render_extra"):
-        extra_images = render_scenes(extra, config.image_size, desc="render extra", progress=progress)
+        extra_images = _render(extra, config, "extra", progress)
     encoder_config = ShapesEncoderConfig(config.image_size, config.encoder_widths, config.encoder_pools,
-                                         config.feature_dim)
+                                         config.feature_dim, world=config.world)
     training = HeadTrainingConfig(epochs=config.encoder_epochs, batch_size=config.encoder_batch_size,
                                   lr=config.encoder_lr, seed=config.seed, progress=progress)
     with _stage(seconds, "encoder_pretraining"):
@@ -214,8 +146,9 @@ def _measure(out, encoder, scenes, images, config, progress):
                                progress=progress)
     args = (features["train"], scenes["train"], features["val"], scenes["val"], config.image_size, probe)
     return {"encoder_val_accuracy": evaluate_encoder(encoder, images["val"], scenes["val"]),
-            "probe_val_accuracy": linear_probe(*args),
-            "probe_shuffled_val_accuracy": linear_probe(*args, rng=_rng(config, "probe_shuffle"))}
+            "probe_val_accuracy": linear_probe(*args, spec=config.spec),
+            "probe_shuffled_val_accuracy": linear_probe(*args, rng=stream_rng(config, "probe_shuffle"),
+                                                        spec=config.spec)}
 
 
 def _build_into(out, config, progress):
@@ -225,8 +158,7 @@ def _build_into(out, config, progress):
     with _stage(seconds, "scenes"):
         scenes = _split_scenes(config, held_out)
     with _stage(seconds, "render"):
-        images = {split: render_scenes(scenes[split], config.image_size, desc=f"render {split}", progress=progress)
-                  for split in config.splits}
+        images = {split: _render(scenes[split], config, split, progress) for split in config.splits}
     with _stage(seconds, "captions"):
         vocab_size, histogram = _caption_files(out, scenes, config)
     encoder = _pretrain(scenes, images, config, seconds, progress, held_out)
@@ -240,9 +172,10 @@ def _build_into(out, config, progress):
         measured = _measure(out, encoder, scenes, images, config, progress)
     with _stage(seconds, "write_world"):
         _world_files(out, scenes, images, config, held_out)
-    return {"builder_version": BUILDER_VERSION, "config": config.as_json(), "seconds": seconds,
+    return {"builder_version": BUILDER_VERSION, "world": config.world, "config": config.as_json(), "seconds": seconds,
             "total_seconds": round(sum(seconds.values()), 2), "vocab_size": vocab_size,
-            "train_caption_length_histogram": histogram, HELD_OUT_PAIRS_KEY: [pair_words(pair) for pair in held_out],
+            "train_caption_length_histogram": histogram,
+            HELD_OUT_PAIRS_KEY: [pair_words(pair, config.spec) for pair in held_out],
             "sizes": {split: {"images": len(scenes[split]), "captions": 5 * len(scenes[split])}
                       for split in config.splits},
             **measured}
@@ -275,72 +208,90 @@ def read_manifest(base_dir):
         return None
 
 
+def world_home(world):
+    """The default folder of a world's dataset: that of its name in ``SHAPES_DATASETS``."""
+    return dataset_home(next(name for name, of in SHAPES_DATASETS.items() if of == world))
+
+
 def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
     """The shapes dataset folder, built first if missing or made by another config or builder version.
 
     Inputs:
-    - base_dir: the dataset folder; None uses ``default_data_dir("shapes")``.
-    - config: ShapesConfig; None uses the defaults.
+    - base_dir: the dataset folder; None uses the config's world's home (``world_home``).
+    - config: ShapesConfig; None uses the default world's defaults.
     - progress: print a line before building, and show the stages' progress bars.
     """
-    base_dir = Path(base_dir) if base_dir is not None else default_data_dir("shapes")
     config = config or ShapesConfig()
+    base_dir = Path(base_dir) if base_dir is not None else world_home(config.world)
     manifest = read_manifest(base_dir)
     if (manifest and manifest.get("builder_version") == BUILDER_VERSION
             and manifest.get("config") == config.as_json()):
         return base_dir
     if progress:
-        print(f"building the shapes dataset in {base_dir} (once; a few minutes on a CPU)", flush=True)
+        print(f"building the {config.world} shapes world's dataset in {base_dir} (once; a few minutes on a CPU)",
+              flush=True)
     return build_shapes_dataset(base_dir, config, progress)
 
 
+def _world_default(name):
+    """The help text of a default that differs between worlds: "default: N; hard world: M"."""
+    default = getattr(ShapesConfig(), name)
+    return "; ".join([f"default: {default}"] + [f"{world} world: {values[name]}" for world, values in
+                                                 WORLD_DEFAULTS.items() if name in values])
+
+
+def _config_flags():
+    """Flag name -> (type, what it sets): each sets the ShapesConfig field of its name; unset, the --world's
+    default."""
+    from core.runtime.cli import non_negative_int, positive_int, seed
+    return {
+        "num_train": (positive_int, "train images"),
+        "num_val": (positive_int, "val images"),
+        "num_test": (non_negative_int, "images of the held-out test split (0: none)"),
+        "num_novel": (non_negative_int, "images of the novel-composition split, each holding a held-out pair "
+                                        "(0: none)"),
+        "novel_colour_pairs": (non_negative_int, "colour-shape pairs held out of train/val/test"),
+        "novel_size_pairs": (non_negative_int, "size-shape pairs held out of train/val/test"),
+        "seed": (seed, "seed of every random choice"),
+        "image_size": (positive_int, "image side in pixels, a multiple of 8 in 64..96 (hard world: 96..128)"),
+        "encoder_epochs": (positive_int, "epochs of encoder pretraining"),
+        "extra_train_scenes": (non_negative_int, "extra freshly rendered scenes for encoder pretraining only"),
+        "pca_dim": (positive_int, "width of the *_pca.h5 features, at most --num-train"),
+        "threads": (positive_int, "torch CPU threads"),
+    }
+
+
 def _parse_args(argv=None):
-    from core.runtime.cli import ArgumentParser, non_negative_int, positive_int, seed
+    from core.runtime.cli import ArgumentParser, add_no_progress
     defaults = ShapesConfig()
     parser = ArgumentParser(description="Build the generated shapes captioning dataset (CS231n layout).")
-    parser.add_argument("--out", type=Path, default=default_data_dir("shapes"),
-                        help="dataset folder to write (default: core/datasets/shapes)")
-    parser.add_argument("--num-train", type=positive_int, default=defaults.num_train, help="train images")
-    parser.add_argument("--num-val", type=positive_int, default=defaults.num_val, help="val images")
-    parser.add_argument("--num-test", type=non_negative_int, default=defaults.num_test,
-                        help=f"images of the held-out test split (0: none; default {defaults.num_test})")
-    parser.add_argument("--num-novel", type=non_negative_int, default=defaults.num_novel,
-                        help=f"images of the novel-composition split, each holding a held-out pair (0: none; default "
-                             f"{defaults.num_novel})")
-    parser.add_argument("--novel-colour-pairs", type=non_negative_int, default=defaults.novel_colour_pairs,
-                        help=f"colour-shape pairs held out of train/val/test (default {defaults.novel_colour_pairs})")
-    parser.add_argument("--novel-size-pairs", type=non_negative_int, default=defaults.novel_size_pairs,
-                        help=f"size-shape pairs held out of train/val/test (default {defaults.novel_size_pairs})")
-    parser.add_argument("--seed", type=seed, default=defaults.seed,
-                        help=f"seed of every random choice (default {defaults.seed})")
-    parser.add_argument("--image-size", type=positive_int, default=defaults.image_size,
-                        help="image side in pixels, a multiple of 8 in 64..96")
-    parser.add_argument("--encoder-epochs", type=positive_int, default=defaults.encoder_epochs,
-                        help="epochs of encoder pretraining")
-    parser.add_argument("--extra-train-scenes", type=non_negative_int, default=defaults.extra_train_scenes,
-                        help="extra freshly rendered scenes for encoder pretraining only")
-    parser.add_argument("--pca-dim", type=positive_int, default=defaults.pca_dim,
-                        help="width of the *_pca.h5 features (at most --num-train)")
-    parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="torch CPU threads")
+    parser.add_argument("--world", choices=tuple(WORLDS), default=defaults.world,
+                        help=f"the generated world: default (up to 3 separate objects) or hard (2-6 overlapping "
+                             f"objects, 8 shapes, 12 colours, textures; default: {defaults.world})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="dataset folder to write (default: core/datasets/shapes, or core/datasets/shapes-hard "
+                             "for --world hard)")
+    for name, (kind, what) in _config_flags().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help=f"{what} ({_world_default(name)})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a shapes dataset of another config in --out (default: refused)")
+    add_no_progress(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = _parse_args(argv)
-    config = ShapesConfig(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
-                          num_novel=args.num_novel, novel_colour_pairs=args.novel_colour_pairs,
-                          novel_size_pairs=args.novel_size_pairs, image_size=args.image_size,
-                          seed=args.seed, extra_train_scenes=args.extra_train_scenes,
-                          encoder_epochs=args.encoder_epochs, pca_dim=args.pca_dim, threads=args.threads)
-    built = read_manifest(args.out) or {}
+    config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in _config_flags()
+                                                   if getattr(args, name) is not None})
+    out = args.out if args.out is not None else world_home(config.world)
+    built = read_manifest(out) or {}
     if "builder_version" in built and built.get("config") != config.as_json() and not args.overwrite:
-        raise UserError(f"--out {args.out} holds a shapes dataset of another config: pass --overwrite to replace it, "
+        raise UserError(f"--out {out} holds a shapes dataset of another config: pass --overwrite to replace it, "
                         "or another --out")
-    out = build_shapes_dataset(args.out, config)
+    out = build_shapes_dataset(out, config, progress=not args.no_progress)
     manifest = read_manifest(out)
-    print(json.dumps({key: manifest[key] for key in ("seconds", "total_seconds", "vocab_size",
+    print(json.dumps({key: manifest[key] for key in ("world", "sizes", "seconds", "total_seconds", "vocab_size",
                                                      "encoder_val_accuracy", "probe_val_accuracy",
                                                      "probe_shuffled_val_accuracy")}, indent=2))
 

@@ -1,3 +1,4 @@
 """Scoring captions: COCO metrics (``metrics``), CIDEr-D (``cider``), grounding against scene truth
-(``grounding``), the forced-relation probe, attention correctness, the blind and nearest-neighbour baselines, and
-the evaluation loop that decodes a split and scores it (``loop``). Imports data, layers, decoding and models."""
+(``grounding``, its relations in ``relations``; either world's words), the forced-relation probe, attention
+correctness, the blind and nearest-neighbour baselines, and the evaluation loop that decodes a split and scores it
+(``loop``). Imports data, layers, decoding and models."""

@@ -26,8 +26,9 @@ import math
 
 import numpy as np
 
-from core.evaluation.grounding import NOUNS, Mention, parse_caption
+from core.evaluation.grounding import Mention, parse_caption
 from core.shapes_world import render
+from core.shapes_world.spec import DEFAULT_WORLD
 
 # Row sums further than this from 1 mean the alphas are not attention distributions.
 _SUM_TOLERANCE = 1e-3
@@ -94,7 +95,7 @@ def _scored_positions(words, include_attributes):
     """Yield (positions, mention) for each noun phrase of ``words`` (list of str): the phrase's Mention and
     the indices of its words to score, the noun's alone or, with ``include_attributes``, its colour and size
     words' too."""
-    nouns = [pos for pos, word in enumerate(words) if word in NOUNS]
+    nouns = [pos for pos, word in enumerate(words) if word in DEFAULT_WORLD.noun_shapes]
     # parse_caption makes one mention per noun, in reading order, so the two line up.
     for pos, mention in zip(nouns, parse_caption(" ".join(words)).mentions):
         positions = [pos]

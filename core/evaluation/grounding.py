@@ -2,45 +2,45 @@
 
 The generated world knows every object exactly, so a caption's claims can be verified instead of only
 compared with reference sentences. ``parse_caption`` reads a caption with the grammar of
-``core.shapes_world.spec``; ``grounding_metrics`` scores many captions against their scenes.
+``core.shapes_world.spec`` and the words of a world (a ``WorldSpec``: the default world's, or the harder world's
+synonyms, shapes, colours and relations); ``grounding_metrics`` scores many captions against their scenes.
+
+Occlusion (the harder world): an object with less than ``VISIBLE_THRESHOLD`` of itself visible is not required, so a
+caption that leaves it out misses nothing, but it is in the scene, so naming it is no hallucination.
 
 What a caption claims, and how each claim is scored (all figures are micro-averaged over captions):
 - Objects. Each noun phrase is a mention ``(colour, shape)``; either may be None (``a circle``,
   ``two red things``, ``three shapes``). A caption's mentions are reduced to a set of keys.
   * precision: a key is correct iff some object of the scene has every attribute the key names.
     Keys naming neither colour nor shape (``three shapes``) say nothing about identity and are skipped.
-  * recall: the share of the scene's distinct ``(colour, shape)`` pairs named by a caption with both
-    words. A partial mention such as ``a circle`` cannot say which circle, so it earns no recall.
+  * recall: the share of the scene's distinct ``(colour, shape)`` pairs of required objects named by a caption
+    with both words. A partial mention such as ``a circle`` cannot say which circle, so it earns no recall.
   * f1: harmonic mean of the two micro-averaged figures.
 - hallucination_rate: share of captions with at least one key (as for precision) matching no object,
   in the spirit of CHAIR-i.
-- count_accuracy: a mention with a numeral (``one``, ``two``, ``three``; the article ``a`` is not a count
+- count_accuracy: a mention with a numeral (``one``, ``two``, ...; the article ``a`` is not a count
   claim) is right iff exactly that many objects match it: ``two red circles`` needs exactly two red
-  circles, ``three shapes`` exactly three objects.
+  circles, ``three shapes`` exactly three objects (hidden objects may be counted or not: between the required
+  matches and all matches).
 - relation_accuracy: ``A left of B`` is right iff some object matching A and a different object
   matching B satisfy it: left ``a.x < b.x``, right ``a.x > b.x``, above ``a.y < b.y``, below ``a.y > b.y``
-  (x to the right, y downwards). A phrase matching no object makes the claim wrong.
+  (x to the right, y downwards); next ``a`` and ``b`` within ``NEAR_REACH`` times their radii's sum; top ``a``
+  covers ``b`` (``b`` in ``a["covers"]``), behind ``b`` covers ``a``; ``A between B and C`` needs a third object
+  matching C with ``a.x`` between ``b.x`` and ``c.x``. A phrase matching no object makes the claim wrong.
 - size_accuracy: a mention with a size word whose other attributes match some object is right iff one
   of those objects has that size. Mentions matching no object are left to the hallucination figures.
 An accuracy over zero claims is NaN; the ``n_*`` entries give the number of claims behind each figure.
 """
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from core.evaluation.relations import relation_holds
 from core.runtime.errors import UserError
-from core.shapes_world.spec import (
-    COLOURS,
-    COUNT_WORDS,
-    GENERIC_NOUNS,
-    RELATION_WORDS,
-    SHAPE_NOUNS,
-    SIZE_WORDS,
-)
+from core.shapes_world.spec import DEFAULT_WORLD, required_objects
 
 # Articles -> the number they imply. They are not count claims: "a red circle" stays true when the
 # scene holds two red circles, while "one red circle" does not.
 ARTICLES = {"a": 1, "an": 1, "the": None}
-NUMERALS = {word: n for n, words in COUNT_WORDS.items() for word in words if word not in ARTICLES}
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,14 @@ class Mention:
 
 @dataclass(frozen=True)
 class Relation:
-    """The claim ``a <relation> b`` with relation one of shapes_spec.RELATION_WORDS's keys; ``words`` is where the
-    relation words stand in the caption, (first, one past the last), and takes no part in comparisons."""
+    """The claim ``a <relation> b`` with relation one of the world's relation names (``c``: the third phrase of
+    "between", else None); ``words`` is where the relation words stand in the caption, (first, one past the last),
+    and takes no part in comparisons."""
     a: Mention
     relation: str
     b: Mention
     words: tuple = field(default=(0, 0), compare=False)
+    c: Mention | None = None
 
 
 @dataclass(frozen=True)
@@ -81,54 +83,54 @@ class ParsedCaption:
     relations: tuple
 
 
-# Noun -> canonical shape, singular and plural alike; generic nouns ("things") name no shape.
-NOUNS = {word: shape for shape, forms in SHAPE_NOUNS.items() for nouns in forms for word in nouns}
-NOUNS.update({word: None for nouns in GENERIC_NOUNS for word in nouns})
-SIZE_OF_WORD = {word: size for size, words in SIZE_WORDS.items() for word in words}
-# Longest word sequences first so that "to the left of" is not read as a bare "left of".
-RELATION_SEQUENCES = sorted(((tuple(seq), rel) for rel, seqs in RELATION_WORDS.items() for seq in seqs),
-                            key=lambda item: -len(item[0]))
-
-
-def _read_phrase(words, noun_pos, floor):
+def _read_phrase(words, noun_pos, floor, world):
     """The mention ending at ``words[noun_pos]`` and the index where its phrase starts.
 
     Walks left over the optional ``[article|count] [size] colour`` in that order, never past
     ``floor`` (the end of the previous phrase), so phrases never overlap.
     """
-    shape = NOUNS[words[noun_pos]]
+    shape = world.noun_shapes[words[noun_pos]]
     start = noun_pos
     colour = size = count = None
     counted = False
-    if start - 1 >= floor and words[start - 1] in COLOURS:
+    if start - 1 >= floor and words[start - 1] in world.colour_of_word:
         start -= 1
-        colour = words[start]
-    if start - 1 >= floor and words[start - 1] in SIZE_OF_WORD:
+        colour = world.colour_of_word[words[start]]
+    if start - 1 >= floor and words[start - 1] in world.size_of_word:
         start -= 1
-        size = SIZE_OF_WORD[words[start]]
-    if start - 1 >= floor and (words[start - 1] in ARTICLES or words[start - 1] in NUMERALS):
+        size = world.size_of_word[words[start]]
+    if start - 1 >= floor and (words[start - 1] in ARTICLES or words[start - 1] in world.numerals):
         start -= 1
-        counted = words[start] in NUMERALS
-        count = NUMERALS[words[start]] if counted else ARTICLES[words[start]]
+        counted = words[start] in world.numerals
+        count = world.numerals[words[start]] if counted else ARTICLES[words[start]]
     return Mention(colour, shape, size, count, counted, (start, noun_pos + 1)), start
 
 
-def _relation_before(gap):
+def _relation_before(gap, world):
     """The canonical relation that the words ``gap`` between two phrases end with and how many words state it;
     (None, 0) when they state none."""
-    for sequence, relation in RELATION_SEQUENCES:
+    for sequence, relation in world.relation_sequences:
         if tuple(gap[len(gap) - len(sequence):]) == sequence:
             return relation, len(sequence)
     return None, 0
 
 
-def parse_caption(caption):
+def _open_between(relations, mentions, gap):
+    """True iff the phrase after the words ``gap`` is the third of a "between" that the previous phrase left open:
+    ``<a> between <b> and <c>``."""
+    last = relations[-1] if relations else None
+    return last is not None and last.relation == "between" and last.c is None and last.b is mentions[-1] \
+        and gap == ["and"]
+
+
+def parse_caption(caption, world=DEFAULT_WORLD):
     """Read a shapes-world caption into its mentions and relation claims.
 
     Unknown words are skipped, so model output with stray or repeated words parses without error.
 
     Inputs:
     - caption: str, lower-case words separated by spaces.
+    - world: the WorldSpec whose words the caption uses (``core.shapes_world.worlds``).
 
     Returns:
     - ParsedCaption with ``mentions`` (tuple of Mention) and ``relations`` (tuple of Relation).
@@ -137,35 +139,18 @@ def parse_caption(caption):
     mentions, relations = [], []
     prev_end = 0
     for pos, word in enumerate(words):
-        if word not in NOUNS:
+        if word not in world.noun_shapes:
             continue
-        mention, start = _read_phrase(words, pos, prev_end)
-        relation, length = _relation_before(words[prev_end:start]) if mentions else (None, 0)
-        if relation is not None:
+        mention, start = _read_phrase(words, pos, prev_end, world)
+        gap = words[prev_end:start]
+        relation, length = _relation_before(gap, world) if mentions else (None, 0)
+        if _open_between(relations, mentions, gap):
+            relations[-1] = replace(relations[-1], c=mention)
+        elif relation is not None:
             relations.append(Relation(mentions[-1], relation, mention, (start - length, start)))
         mentions.append(mention)
         prev_end = pos + 1
     return ParsedCaption(tuple(mentions), tuple(relations))
-
-
-def _holds(relation, a, b):
-    """True iff objects ``a`` and ``b`` (scene dicts) satisfy ``a <relation> b``."""
-    if relation == "left":
-        return a["x"] < b["x"]
-    if relation == "right":
-        return a["x"] > b["x"]
-    if relation == "above":
-        return a["y"] < b["y"]
-    if relation == "below":
-        return a["y"] > b["y"]
-    raise ValueError(f"unknown relation {relation!r}")
-
-
-def relation_holds(claim, objects):
-    """True iff some object matching ``claim.a`` and a different one matching ``claim.b`` satisfy it."""
-    return any(_holds(claim.relation, a, b)
-               for i, a in enumerate(objects) if claim.a.matches(a)
-               for j, b in enumerate(objects) if j != i and claim.b.matches(b))
 
 
 def _present(mention, objects):
@@ -195,17 +180,29 @@ def caption_claims(parsed, objects):
         if (m.colour, m.shape) != (None, None):
             claims.append(Claim("object", _present(identity, objects), m))
         if m.counted:
-            claims.append(Claim("count", sum(m.matches(obj) for obj in objects) == m.count, m))
+            claims.append(Claim("count", _count_holds(m, objects), m))
         if m.size is not None and _present(identity, objects):
             claims.append(Claim("size", _present(m, objects), m))
     claims += [Claim("relation", relation_holds(r, objects), r) for r in parsed.relations]
     return claims
 
 
+def _count_holds(mention, objects):
+    """True iff the mention's number lies between the required objects it matches and all it matches."""
+    required = sum(mention.matches(obj) for obj in required_objects({"objects": objects}))
+    return required <= mention.count <= sum(mention.matches(obj) for obj in objects)
+
+
+def _required_pairs(objects):
+    """The distinct (colour, shape) pairs of the scene's required objects (``core.shapes_world.hard``)."""
+    return {(obj["colour"], obj["shape"]) for obj in required_objects({"objects": objects})}
+
+
 def missed_pairs(parsed, objects):
-    """The scene's (colour, shape) pairs that no phrase of the caption names with both words, sorted."""
+    """The (colour, shape) pairs of the scene's required objects that no phrase of the caption names with both
+    words, sorted."""
     named = {(m.colour, m.shape) for m in parsed.mentions}
-    return sorted({(obj["colour"], obj["shape"]) for obj in objects} - named)
+    return sorted(_required_pairs(objects) - named)
 
 
 def _caption_tallies(parsed, objects):
@@ -213,7 +210,7 @@ def _caption_tallies(parsed, objects):
     several phrases counts once."""
     claims = caption_claims(parsed, objects)
     keys = {(c.said.colour, c.said.shape): c.correct for c in claims if c.kind == "object"}
-    scene_pairs = {(obj["colour"], obj["shape"]) for obj in objects}
+    scene_pairs = _required_pairs(objects)
     tallies = {"keys": len(keys), "keys_correct": sum(keys.values()), "pairs": len(scene_pairs),
                "pairs_named": len(scene_pairs) - len(missed_pairs(parsed, objects)),
                "hallucinated": int(not all(keys.values()))}
@@ -227,15 +224,16 @@ def _caption_tallies(parsed, objects):
 MARK_OF_CLAIM = {"object": "hallucination", "count": "count", "size": "size", "relation": "relation"}
 
 
-def caption_findings(caption, objects):
+def caption_findings(caption, objects, world=DEFAULT_WORLD):
     """What one caption gets wrong about its scene's objects, to show on the caption: the wrong claims of
     ``caption_claims`` and the scene's pairs it leaves unnamed (``missed_pairs``).
 
     Returns a JSON-able dict: ``marks``, one per wrong claim in caption order, ``{"kind": MARK_OF_CLAIM[kind],
     "words": [first, one past the last] word positions, "note": what the scene has instead}``; ``missed``, the
     unnamed pairs as ``"colour shape"``; ``hallucinated``, whether the caption counts towards hallucination_rate.
+    ``world``: the WorldSpec whose words the caption uses.
     """
-    parsed = parse_caption(caption)
+    parsed = parse_caption(caption, world)
     marks = []
     for claim in caption_claims(parsed, objects):
         if not claim.correct:
@@ -262,8 +260,13 @@ def _note(claim, objects):
         return f"the scene has {present} {_name(said)}{'' if present == 1 else 's'}, not {said.count}"
     if claim.kind == "size":
         return f"no {_name(said)} in the scene"
-    return f"no {_name(said.a)} {said.relation} {'of ' if said.relation in ('left', 'right') else ''}" \
-           f"a {_name(said.b)} in the scene"
+    third = f" and a {_name(said.c)}" if said.c is not None else ""
+    return f"no {_name(said.a)} {_RELATION_NOTES.get(said.relation, said.relation)} a {_name(said.b)}{third} in " \
+           "the scene"
+
+
+# How a note says each relation, where its canonical name is not the words.
+_RELATION_NOTES = {"left": "left of", "right": "right of", "next": "next to", "top": "on top of"}
 
 
 def _ratio(numerator, denominator):
@@ -278,12 +281,14 @@ def _f1(precision, recall):
     return precision + recall  # 0.0, or NaN propagated from an undefined operand
 
 
-def grounding_metrics(predictions, scenes):
+def grounding_metrics(predictions, scenes, world=DEFAULT_WORLD):
     """Score captions against the scenes they describe (definitions in the module docstring).
 
     Inputs:
     - predictions: dict id -> caption (str); every id must be a key of ``scenes``.
-    - scenes: dict id -> scene (``{"objects": [{"shape", "colour", "size", "x", "y", "r"}, ...]}``).
+    - scenes: dict id -> scene (``{"objects": [{"shape", "colour", "size", "x", "y", "r"}, ...]}``, with
+      ``visible`` and ``covers`` in the harder world).
+    - world: the WorldSpec whose words the captions use.
 
     Returns:
     - dict with floats ``object_precision``, ``object_recall``, ``object_f1``, ``hallucination_rate``,
@@ -297,7 +302,7 @@ def grounding_metrics(predictions, scenes):
                         "score captions against the scenes of the split they were generated for")
     totals = Counter()
     for key, caption in predictions.items():
-        totals.update(_caption_tallies(parse_caption(caption), scenes[key]["objects"]))
+        totals.update(_caption_tallies(parse_caption(caption, world), scenes[key]["objects"]))
     precision = _ratio(totals["keys_correct"], totals["keys"])
     recall = _ratio(totals["pairs_named"], totals["pairs"])
     return {

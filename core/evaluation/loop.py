@@ -20,6 +20,8 @@ from core.evaluation.metrics import caption_scores, per_image_scores
 from core.evaluation.relation_probe import forced_relation_accuracy, wilson_interval
 from core.runtime.distributed import SINGLE
 from core.runtime.errors import UserError
+from core.shapes_world.spec import DEFAULT_WORLD
+from core.shapes_world.worlds import WORLDS
 
 
 def caption_features(model, features, max_length, decode_config=None, batch_size=500, rng=None):
@@ -108,6 +110,16 @@ def load_scenes(data_dir, split, with_image_size=False):
     return world if with_image_size else world[0]
 
 
+def load_world(data_dir):
+    """The WorldSpec whose words a shapes dataset's captions use (its scene file names the world; one written before
+    worlds had names is the default world's); None for other datasets."""
+    name = _read_world(data_dir, "recorded", lambda world: world.get("world", DEFAULT_WORLD.name))
+    if name is not None and name not in WORLDS:
+        raise UserError(f"{Path(data_dir) / SHAPES_SCENES_FILE} names an unknown world {name!r}: rebuild the shapes "
+                        "dataset")
+    return None if name is None else WORLDS[name].spec
+
+
 def load_held_out_pairs(data_dir):
     """The attribute-shape pairs a shapes world held out of training, as a sorted tuple of (attribute, shape);
     () for other datasets and worlds without any."""
@@ -115,19 +127,21 @@ def load_held_out_pairs(data_dir):
     return tuple(sorted(tuple(pair) for pair in pairs or ()))
 
 
-def novel_composition(predictions, references, scenes, held_out, test=None):
+def novel_composition(predictions, references, scenes, held_out, test=None, world=DEFAULT_WORLD):
     """``core.evaluation.composition``'s figures of the captions ``predictions`` (image row -> caption) for the
     held-out and the seen pairs, those of each image's first reference caption (``reference_*``: what the
     references themselves state) and, with ``test`` = (predictions, scenes) of the test split, the seen pairs there
-    (``test_seen_*``: recall on the images the model was meant for, for comparison)."""
+    (``test_seen_*``: recall on the images the model was meant for, for comparison); captions in ``world``'s
+    words."""
     firsts = {row: captions[0] for row, captions in references.items()}
     figures = {}
     for novel in (True, False):
-        figures.update(pair_metrics(predictions, scenes, held_out, novel))
+        figures.update(pair_metrics(predictions, scenes, held_out, novel, world))
         figures.update({f"reference_{key}": value for key, value in
-                        pair_metrics(firsts, scenes, held_out, novel).items()})
+                        pair_metrics(firsts, scenes, held_out, novel, world).items()})
     if test is not None:
-        figures.update({f"test_{key}": value for key, value in pair_metrics(*test, held_out, novel=False).items()})
+        figures.update({f"test_{key}": value for key, value in
+                        pair_metrics(*test, held_out, novel=False, world=world).items()})
     return figures
 
 
@@ -147,9 +161,9 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     grounding (None off the shapes world), novel_composition (``novel_composition``'s figures on a shapes world with
     held-out pairs, else None; on the novel split with the test split in ``data``, its images are captioned too, for
     the seen pairs' recall there), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
-    the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness,
-    or None), decode_seconds and num_images; with ``keep_attention``, attention_weights (image row -> (T, R), each
-    word's and <END>'s attention, or None for a model that attends over no cells).
+    the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness, on
+    the default world only, or None), decode_seconds and num_images; with ``keep_attention``, attention_weights
+    (image row -> (T, R), each word's and <END>'s attention, or None for a model that attends over no cells).
 
     ``greedy``: this function's result for the same model, split and images decoded greedily, whose attention
     correctness and forced-relation accuracy (neither depends on the decoding) are taken instead of measured again.
@@ -173,16 +187,19 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     result["novel_composition"] = _composition(data["base_dir"], split, predictions, result["references"], test)
     attention = probe = None
     scenes, image_size = load_scenes(data["base_dir"], split, with_image_size=True)
+    world = load_world(data["base_dir"])
     if scenes is not None:
         probe = dict(greedy["relation_probe"]) if greedy is not None else forced_relation_accuracy(
-            model, data[f"{split}_features"], {i: references[i] for i in predictions}, scenes, max_length)
+            model, data[f"{split}_features"], {i: references[i] for i in predictions}, scenes, max_length,
+            world=world)
         grounding = result["grounding"]
         n = grounding["n_relation_claims"]
         probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
             round(grounding["relation_accuracy"] * n) if n else 0, n)
-    if attention_cells and scenes is not None and greedy is not None:
+    # Attention correctness rasterises the default world's objects; the harder world's are drawn otherwise.
+    if attention_cells and scenes is not None and world is DEFAULT_WORLD and greedy is not None:
         attention = greedy["attention"]
-    elif attention_cells and scenes is not None:
+    elif attention_cells and scenes is not None and world is DEFAULT_WORLD:
         greedy_records = records if decode_config is None or decode_config == DecodeConfig() else dict(zip(
             images.tolist(), decode_records(model, data[f"{split}_features"][images], max_length,
                                             attention_cells=attention_cells)))
@@ -212,34 +229,37 @@ def _composition(data_dir, split, predictions, references, test_predictions):
     test = None
     if test_predictions is not None:
         test = (test_predictions, load_scenes(data_dir, HELD_OUT_SPLIT))
-    return novel_composition(predictions, references, load_scenes(data_dir, split), held_out, test)
+    return novel_composition(predictions, references, load_scenes(data_dir, split), held_out, test,
+                             load_world(data_dir))
 
 
 def score_predictions(predictions, references, data_dir, split):
     """Metrics (and grounding, on the shapes world) of captions for images of ``split``, keyed by image row; and
     ``per_image``, each image's CIDEr-D and BLEU-4 and, on the shapes world, its grounding ``findings``
     (``per_image_record``)."""
-    scenes = load_scenes(data_dir, split)
+    scenes, world = load_scenes(data_dir, split), load_world(data_dir)
     metrics, per_image = caption_scores(predictions, references)
     grounding = None
     if scenes is not None:
-        grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions})
+        grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions}, world)
     return {"split": split, "predictions": predictions, "references": references, "metrics": metrics,
-            "per_image": _with_findings(per_image, predictions, scenes), "grounding": grounding}
+            "per_image": _with_findings(per_image, predictions, scenes, world), "grounding": grounding}
 
 
 def per_image_record(predictions, references, data_dir, split):
     """Each image's CIDEr-D and BLEU-4 (``core.evaluation.metrics.per_image_scores``) and, on the shapes world, its
     ``findings`` (``core.evaluation.grounding.caption_findings``): image row -> dict; what ``score_predictions``
     gives as ``per_image``, without the corpus metrics."""
-    return _with_findings(per_image_scores(predictions, references), predictions, load_scenes(data_dir, split))
+    return _with_findings(per_image_scores(predictions, references), predictions, load_scenes(data_dir, split),
+                          load_world(data_dir))
 
 
-def _with_findings(per_image, predictions, scenes):
-    """``per_image`` with each caption's grounding findings added where ``scenes`` (image row -> scene) are known."""
+def _with_findings(per_image, predictions, scenes, world):
+    """``per_image`` with each caption's grounding findings added where ``scenes`` (image row -> scene) are known,
+    captions in ``world``'s words."""
     if scenes is not None:
         for row, caption in predictions.items():
-            per_image[row]["findings"] = caption_findings(caption, scenes[row]["objects"])
+            per_image[row]["findings"] = caption_findings(caption, scenes[row]["objects"], world)
     return per_image
 
 

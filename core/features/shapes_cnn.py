@@ -8,6 +8,7 @@ heads exist for pretraining and for measuring what the features encode.
 Dimension legend: B batch, S image side, C channels, F feature width (fc7), K classes of a head,
 J slots of a head (objects left to right, or object pairs).
 """
+import itertools
 import json
 import pickle
 from dataclasses import asdict, dataclass, fields
@@ -19,23 +20,29 @@ from torch import nn
 
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
 from core.runtime.errors import UserError
+from core.shapes_world.worlds import world_spec
 
-# Heads: name -> (slots J, classes K). Object slots are the objects in left-to-right order; "vertical"
-# has one slot per object pair (0, 1), (0, 2), (1, 2): neither / above / below, as captions say them.
-MAX_OBJECTS = 3
-HEADS = {
-    "count": (1, MAX_OBJECTS),
-    "present": (MAX_OBJECTS, 2),
-    "shape": (MAX_OBJECTS, 4),
-    "colour": (MAX_OBJECTS, 6),
-    "size": (MAX_OBJECTS, 2),
-    "row": (MAX_OBJECTS, 3),
-    "vertical": (3, 3),
-}
-# Dense heads, used only in pretraining: for each cell of the trunk's final map, the shape / colour /
-# size of the object covering it, class 0 meaning none. They hand the trunk a direct, local signal of
-# what each shape looks like, which the slot heads alone give only after sorting objects left to right.
-DENSE_HEADS = {"cell_shape": 5, "cell_colour": 7, "cell_size": 3}
+
+def object_pairs_of(spec):
+    """The slot pairs of the "vertical" head: every pair (a, b), a < b, of a world's object slots."""
+    return tuple(itertools.combinations(range(spec.max_objects), 2))
+
+
+def heads(spec):
+    """The slot heads of a world's encoder (a WorldSpec): name -> (slots J, classes K). Object slots are the objects
+    in left-to-right order; "vertical" has one slot per pair of slots (``object_pairs_of``): neither / above /
+    below, as captions say them."""
+    slots = spec.max_objects
+    return {"count": (1, slots), "present": (slots, 2), "shape": (slots, len(spec.shapes)),
+            "colour": (slots, len(spec.colours)), "size": (slots, len(spec.sizes)), "row": (slots, 3),
+            "vertical": (len(object_pairs_of(spec)), 3)}
+
+
+def dense_heads(spec):
+    """Dense heads, used only in pretraining: name -> classes K. For each cell of the trunk's final map, the shape /
+    colour / size of the object covering it, class 0 meaning none. They hand the trunk a direct, local signal of
+    what each shape looks like, which the slot heads alone give only after sorting objects left to right."""
+    return {"cell_shape": len(spec.shapes) + 1, "cell_colour": len(spec.colours) + 1, "cell_size": len(spec.sizes) + 1}
 
 
 @dataclass(frozen=True)
@@ -43,17 +50,24 @@ class ShapesEncoderConfig:
     """Architecture of the shapes CNN.
 
     ``widths`` are the output channels of the convs, the first being the stride-2 stem; ``pools`` says
-    after which convs a 2x2 max-pool halves the map; ``feature_dim`` is the width of fc7.
+    after which convs a 2x2 max-pool halves the map; ``feature_dim`` is the width of fc7; ``world`` names the
+    generated world (``core.shapes_world.worlds``) whose shapes, colours, sizes and counts the heads predict.
     """
     image_size: int = 64
     widths: tuple = (32, 64, 64, 64)
     pools: tuple = (True, False, True, False)
     feature_dim: int = 1024
     chroma: bool = True
+    world: str = "default"
 
     def __post_init__(self):
         if len(self.pools) != len(self.widths):
             raise ValueError(f"pools {self.pools} needs one entry per conv of widths {self.widths}")
+
+    @property
+    def spec(self):
+        """The WorldSpec of the world the heads are for."""
+        return world_spec(self.world)
 
     @property
     def grid(self):
@@ -74,12 +88,14 @@ class ShapesEncoderConfig:
 
 
 class MultiHead(nn.Module):
-    """Linear classification heads over one feature vector: one logit table per entry of ``HEADS``."""
+    """Linear classification heads over one feature vector: one logit table per entry of ``heads`` (name ->
+    (slots J, classes K), as ``heads(spec)`` gives)."""
 
-    def __init__(self, in_dim):
+    def __init__(self, in_dim, heads):
         super().__init__()
+        self.shapes = dict(heads)
         self.linears = nn.ModuleDict({name: nn.Linear(in_dim, slots * classes)
-                                      for name, (slots, classes) in HEADS.items()})
+                                      for name, (slots, classes) in heads.items()})
 
     def forward(self, features):
         """
@@ -87,9 +103,9 @@ class MultiHead(nn.Module):
         - features: float tensor of shape (B, D).
 
         Returns:
-        - logits: dict name -> float tensor of shape (B, J, K) for that head's (J, K) in ``HEADS``.
+        - logits: dict name -> float tensor of shape (B, J, K) for that head's (J, K).
         """
-        return {name: linear(features).view(-1, *HEADS[name])   # (B, J*K) -> (B, J, K)
+        return {name: linear(features).view(-1, *self.shapes[name])   # (B, J*K) -> (B, J, K)
                 for name, linear in self.linears.items()}
 
 
@@ -128,8 +144,9 @@ class ShapesEncoder(nn.Module):
         side = self.config.grid
         self.fc7 = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, self.config.feature_dim),
                                  nn.ReLU(inplace=True))
-        self.heads = MultiHead(self.config.feature_dim)
-        self.dense = nn.Conv2d(widths[-1], sum(DENSE_HEADS.values()), 1)
+        self.heads = MultiHead(self.config.feature_dim, heads(self.config.spec))
+        self.dense_classes = dense_heads(self.config.spec)
+        self.dense = nn.Conv2d(widths[-1], sum(self.dense_classes.values()), 1)
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1))
 
@@ -196,13 +213,13 @@ class ShapesEncoder(nn.Module):
         """Logits of every head for x of shape (B, 3, S, S).
 
         Returns:
-        - logits: dict name -> float tensor of shape (B, J, K): the heads of ``HEADS`` and, with
-          J = s*s cells of the final map in row-major order, those of ``DENSE_HEADS``.
+        - logits: dict name -> float tensor of shape (B, J, K): the world's slot heads (``heads``) and, with
+          J = s*s cells of the final map in row-major order, its dense heads (``dense_heads``).
         """
         cells = self.trunk(self._inputs(x))                        # (B, C, s, s)
         logits = self.heads(self.fc7(cells))
         dense = self.dense(cells).flatten(2).transpose(1, 2)       # (B, K_all, s, s) -> (B, s*s, K_all)
-        for name, part in zip(DENSE_HEADS, dense.split(list(DENSE_HEADS.values()), dim=2)):
+        for name, part in zip(self.dense_classes, dense.split(list(self.dense_classes.values()), dim=2)):
             logits[name] = part                                    # (B, s*s, K)
         return logits
 

@@ -15,12 +15,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.features.shapes_cnn import DENSE_HEADS, HEADS, MultiHead, ShapesEncoder
+from core.features.shapes_cnn import MultiHead, ShapesEncoder, dense_heads, heads, object_pairs_of
 from core.shapes_world.captions import vertical_relation
-from core.shapes_world.spec import COLOURS, SHAPES, SIZES
+from core.shapes_world.spec import DEFAULT_WORLD
 
 IGNORE = -100
-_PAIRS = ((0, 1), (0, 2), (1, 2))
 _VERTICAL_CLASSES = {None: 0, "above": 1, "below": 2}
 
 
@@ -35,51 +34,51 @@ class HeadTrainingConfig:
     progress: bool = True
 
 
-def scene_labels(scenes, image_size):
-    """Per-head class labels of M scenes (objects listed left to right).
+def scene_labels(scenes, image_size, spec=DEFAULT_WORLD):
+    """Per-head class labels of M scenes (objects listed left to right) of the world ``spec`` (a WorldSpec).
 
     Returns:
-    - labels: dict name -> int64 array of shape (M, J) for each head of ``HEADS``; IGNORE where the
+    - labels: dict name -> int64 array of shape (M, J) for each head of ``heads(spec)``; IGNORE where the
       slot is empty (attributes of a missing object, pairs with a missing object).
     """
     labels = {name: np.full((len(scenes), slots), IGNORE, dtype=np.int64)
-              for name, (slots, _) in HEADS.items()}
+              for name, (slots, _) in heads(spec).items()}
     labels["present"][:] = 0
     for i, scene in enumerate(scenes):
         objects = scene["objects"]
         labels["count"][i, 0] = len(objects) - 1
         for j, obj in enumerate(objects):
             labels["present"][i, j] = 1
-            labels["shape"][i, j] = SHAPES.index(obj["shape"])
-            labels["colour"][i, j] = COLOURS.index(obj["colour"])
-            labels["size"][i, j] = SIZES.index(obj["size"])
+            labels["shape"][i, j] = spec.shapes.index(obj["shape"])
+            labels["colour"][i, j] = spec.colours.index(obj["colour"])
+            labels["size"][i, j] = spec.sizes.index(obj["size"])
             labels["row"][i, j] = min(int(3 * obj["y"] / image_size), 2)
-        for p, (a, b) in enumerate(_PAIRS):
+        for p, (a, b) in enumerate(object_pairs_of(spec)):
             if b < len(objects):
                 relation = vertical_relation(objects[a], objects[b], image_size)
                 labels["vertical"][i, p] = _VERTICAL_CLASSES[relation]
     return labels
 
 
-def dense_labels(scenes, image_size, grid):
+def dense_labels(scenes, image_size, grid, spec=DEFAULT_WORLD):
     """Per-cell labels of the dense heads on a (grid, grid) map, cells in row-major order.
 
     A cell belongs to an object when its centre lies within the object's radius ``r``, and the cell
     holding the object's centre always does; class 0 is "no object", class c + 1 is attribute c.
 
     Returns:
-    - labels: dict name -> int64 array of shape (M, grid * grid) for each head of ``DENSE_HEADS``.
+    - labels: dict name -> int64 array of shape (M, grid * grid) for each of ``dense_heads(spec)``.
     """
     cell = image_size / grid
     centres = (np.arange(grid) + 0.5) * cell
-    labels = {name: np.zeros((len(scenes), grid, grid), dtype=np.int64) for name in DENSE_HEADS}
+    labels = {name: np.zeros((len(scenes), grid, grid), dtype=np.int64) for name in dense_heads(spec)}
     for i, scene in enumerate(scenes):
         for obj in scene["objects"]:
             covered = np.hypot(centres[None, :] - obj["x"], centres[:, None] - obj["y"]) <= obj["r"]  # (g, g)
             covered[min(int(obj["y"] // cell), grid - 1), min(int(obj["x"] // cell), grid - 1)] = True
-            labels["cell_shape"][i][covered] = SHAPES.index(obj["shape"]) + 1
-            labels["cell_colour"][i][covered] = COLOURS.index(obj["colour"]) + 1
-            labels["cell_size"][i][covered] = SIZES.index(obj["size"]) + 1
+            labels["cell_shape"][i][covered] = spec.shapes.index(obj["shape"]) + 1
+            labels["cell_colour"][i][covered] = spec.colours.index(obj["colour"]) + 1
+            labels["cell_size"][i][covered] = spec.sizes.index(obj["size"]) + 1
     return {name: values.reshape(len(scenes), grid * grid) for name, values in labels.items()}
 
 
@@ -197,7 +196,8 @@ def pretrain_encoder(images, scenes, encoder_config, config):
     size = encoder_config.image_size
     grid = encoder_config.grid
     both = scenes + mirror_scenes(scenes, size)
-    labels = {**scene_labels(both, size), **dense_labels(both, size, grid)}
+    spec = encoder_config.spec
+    labels = {**scene_labels(both, size, spec), **dense_labels(both, size, grid, spec)}
     train_heads(encoder, encoder.predict, MirroredImages(images), labels, config, encoder.preprocess,
                 desc="pretrain encoder")
     return encoder
@@ -206,10 +206,11 @@ def pretrain_encoder(images, scenes, encoder_config, config):
 def evaluate_encoder(encoder, images, scenes):
     """Per-head accuracy of the encoder's own heads on (held-out) images and their scenes."""
     predictions = predict_heads(encoder.predict, images, encoder.preprocess)
-    return head_accuracy(predictions, scene_labels(scenes, encoder.config.image_size))
+    return head_accuracy(predictions, scene_labels(scenes, encoder.config.image_size, encoder.config.spec))
 
 
-def linear_probe(train_features, train_scenes, val_features, val_scenes, image_size, config, rng=None):
+def linear_probe(train_features, train_scenes, val_features, val_scenes, image_size, config, rng=None,
+                 spec=DEFAULT_WORLD):
     """Accuracy on val of linear heads trained on features (e.g. the PCA-512 ones).
 
     Inputs:
@@ -218,6 +219,7 @@ def linear_probe(train_features, train_scenes, val_features, val_scenes, image_s
     - config: HeadTrainingConfig for the probe.
     - rng: np.random.Generator; when given, training rows are shuffled against their labels (a blind
       baseline: what the label statistics alone give).
+    - spec: the WorldSpec of the scenes' world (its heads).
 
     Returns:
     - accuracy: dict as from ``head_accuracy``.
@@ -229,8 +231,8 @@ def linear_probe(train_features, train_scenes, val_features, val_scenes, image_s
         train_features = train_features[rng.permutation(len(train_features))]
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        probe = MultiHead(train_features.shape[1])
-    labels = scene_labels(train_scenes, image_size)
+        probe = MultiHead(train_features.shape[1], heads(spec))
+    labels = scene_labels(train_scenes, image_size, spec)
     train_heads(probe, probe, train_features, labels, config, prepare, desc="linear probe")
-    return head_accuracy(predict_heads(probe, val_features, prepare), scene_labels(val_scenes, image_size))
+    return head_accuracy(predict_heads(probe, val_features, prepare), scene_labels(val_scenes, image_size, spec))
 

@@ -10,19 +10,21 @@ at most, a shape loses at most ceil(colour pairs / shapes) colours, and a shape 
 """
 import math
 
-from core.shapes_world.spec import COLOURS, SHAPE_NOUNS, SHAPES, SIZE_WORDS, SIZES
-
-# The most pairs of each kind that can be held out under the rules of the module docstring.
-MAX_HELD_OUT = {"colour": len(COLOURS), "size": len(SHAPES) * (len(SIZES) - 1)}
+from core.shapes_world.spec import DEFAULT_WORLD, required_objects
 
 
-def pair_kind(attribute):
-    """ "colour" or "size": the kind of pair an attribute word makes."""
-    if attribute in COLOURS:
+def max_held_out(world=DEFAULT_WORLD):
+    """The most pairs of each kind that can be held out of ``world`` under the rules of the module docstring."""
+    return {"colour": len(world.colours), "size": len(world.shapes) * (len(world.sizes) - 1)}
+
+
+def pair_kind(attribute, world=DEFAULT_WORLD):
+    """ "colour" or "size": the kind of pair a canonical attribute of ``world`` makes."""
+    if attribute in world.colours:
         return "colour"
-    if attribute in SIZES:
+    if attribute in world.sizes:
         return "size"
-    raise ValueError(f"{attribute!r} is neither a colour {COLOURS} nor a size {SIZES}")
+    raise ValueError(f"{attribute!r} is neither a colour {world.colours} nor a size {world.sizes}")
 
 
 def object_pairs(obj):
@@ -31,8 +33,8 @@ def object_pairs(obj):
 
 
 def holds_any(scene, pairs):
-    """True iff some object of ``scene`` holds one of ``pairs``."""
-    return any(not pairs.isdisjoint(object_pairs(obj)) for obj in scene["objects"])
+    """True iff some required object of ``scene`` (one a caption must name) holds one of ``pairs``."""
+    return any(not pairs.isdisjoint(object_pairs(obj)) for obj in required_objects(scene))
 
 
 def _greedy(candidates, count, shape_cap, unique_attribute):
@@ -49,38 +51,42 @@ def _greedy(candidates, count, shape_cap, unique_attribute):
     return chosen
 
 
-def choose_held_out_pairs(rng, colour_pairs, size_pairs):
-    """A seeded set of held-out pairs obeying the rules of the module docstring.
+def choose_held_out_pairs(rng, colour_pairs, size_pairs, world=DEFAULT_WORLD):
+    """A seeded set of held-out pairs of ``world``'s shapes, colours and sizes obeying the rules of the module
+    docstring.
 
     Inputs:
     - rng: np.random.Generator, the only source of randomness.
-    - colour_pairs, size_pairs: how many pairs of each kind, at most ``MAX_HELD_OUT`` of that kind.
+    - colour_pairs, size_pairs: how many pairs of each kind, at most ``max_held_out(world)`` of that kind.
 
     Returns:
     - pairs: sorted tuple of (attribute, shape).
     """
-    if not 0 <= colour_pairs <= MAX_HELD_OUT["colour"] or not 0 <= size_pairs <= MAX_HELD_OUT["size"]:
-        raise ValueError(f"held-out pairs: colour 0..{MAX_HELD_OUT['colour']}, size 0..{MAX_HELD_OUT['size']}, "
+    limit = max_held_out(world)
+    if not 0 <= colour_pairs <= limit["colour"] or not 0 <= size_pairs <= limit["size"]:
+        raise ValueError(f"held-out pairs: colour 0..{limit['colour']}, size 0..{limit['size']}, "
                          f"got {colour_pairs} and {size_pairs}")
-    colour_candidates = [(c, s) for c in COLOURS for s in SHAPES]
-    size_candidates = [(z, s) for z in SIZES for s in SHAPES]
+    shapes = world.shapes
+    colour_candidates = [(c, s) for c in world.colours for s in shapes]
+    size_candidates = [(z, s) for z in world.sizes for s in shapes]
     # Greedy picking in a shuffled order never gets stuck: every colour pairs with every shape, and the caps
     # leave room for all the pairs asked for.
     colour_chosen = _greedy([colour_candidates[i] for i in rng.permutation(len(colour_candidates))], colour_pairs,
-                            math.ceil(colour_pairs / len(SHAPES)), unique_attribute=True)
+                            math.ceil(colour_pairs / len(shapes)), unique_attribute=True)
     size_chosen = _greedy([size_candidates[i] for i in rng.permutation(len(size_candidates))], size_pairs,
-                          len(SIZES) - 1, unique_attribute=False)
+                          len(world.sizes) - 1, unique_attribute=False)
     return tuple(sorted(colour_chosen + size_chosen))
 
 
-def pair_words(pair):
-    """The manifest's record of a pair: its kind and the words captions use for it, synonyms and plurals included.
+def pair_words(pair, world=DEFAULT_WORLD):
+    """The manifest's record of a pair of ``world``: its kind and the words captions use for it, synonyms and
+    plurals included.
 
     In a caption the attribute word stands before the noun, a size word before the colour ("a small red circle").
     """
     attribute, shape = pair
-    kind = pair_kind(attribute)
-    singular, plural = SHAPE_NOUNS[shape]
-    return {"pair": [attribute, shape], "kind": kind,
-            "attribute_words": list(SIZE_WORDS[attribute]) if kind == "size" else [attribute],
+    kind = pair_kind(attribute, world)
+    singular, plural = world.shape_nouns[shape]
+    words = world.size_words if kind == "size" else world.colour_words
+    return {"pair": [attribute, shape], "kind": kind, "attribute_words": list(words[attribute]),
             "shape_words": [*singular, *plural]}

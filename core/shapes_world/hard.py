@@ -1,4 +1,4 @@
-"""The harder shapes world: its scenes and pixels. Its captions, encoder and dataset build are not in the project.
+"""The harder shapes world: its scenes and pixels (its words are ``hard_spec``, its captions ``hard_captions``).
 
 Against the default world (``render``): a larger canvas (96-128 px), 2-6 objects that may overlap and hide one
 another, eight shapes and twelve colours of which several are near-confusable (green / lime / teal, blue / navy,
@@ -23,6 +23,7 @@ import numpy as np
 
 from core.runtime.errors import UserError
 from core.shapes_world.render import coverage
+from core.shapes_world.spec import VISIBLE_THRESHOLD, required_objects  # noqa: F401 (part of this world's API)
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "pentagon", "hexagon", "cross")
 PALETTE = {
@@ -35,7 +36,6 @@ SIZES = ("small", "medium", "large")
 TEXTURES = ("plain", "striped", "checkered", "dotted", "cluttered")
 IMAGE_SIZES = range(96, 129, 8)
 MIN_OBJECTS, MAX_OBJECTS = 2, 6
-VISIBLE_THRESHOLD = 0.5   # an object with less of itself visible is not required in captions
 COVER_SHARE = 0.05        # an object "covers" another when it hides at least this share of the other's pixels
 _RADIUS_128 = {"small": (6.0, 8.0), "medium": (10.0, 12.5), "large": (15.0, 18.5)}
 _MAX_ANGLE = 20.0
@@ -76,10 +76,14 @@ def _extent(obj):
     return obj["r"] * _EXTENT[obj["shape"]]
 
 
-def _sample_object(rng, image_size):
-    """One object with random attributes, fully inside the image."""
-    shape, colour = SHAPES[rng.integers(len(SHAPES))], COLOURS[rng.integers(len(COLOURS))]
-    size = SIZES[rng.integers(len(SIZES))]
+def _sample_object(rng, image_size, excluded):
+    """One object with random attributes, fully inside the image, holding none of the ``excluded`` attribute-shape
+    pairs (its attributes drawn again until it holds none)."""
+    while True:
+        shape, colour = SHAPES[rng.integers(len(SHAPES))], COLOURS[rng.integers(len(COLOURS))]
+        size = SIZES[rng.integers(len(SIZES))]
+        if excluded.isdisjoint(((colour, shape), (size, shape))):
+            break
     lo, hi = _RADIUS_128[size]
     r = float(np.round(rng.uniform(lo, hi) * image_size / 128, 2))
     reach = r * _EXTENT[shape] + 1.0
@@ -122,14 +126,15 @@ def _occlusion(objects, image_size):
                          and float((alphas[i] * alphas[j]).sum()) >= COVER_SHARE * float(alphas[i].sum())]
 
 
-def sample_scene(rng, image_size=128, tries=200):
-    """One scene of MIN_OBJECTS..MAX_OBJECTS objects that may overlap, listed left to right (module docstring)."""
+def sample_scene(rng, image_size=128, tries=200, excluded=frozenset()):
+    """One scene of MIN_OBJECTS..MAX_OBJECTS objects that may overlap, listed left to right (module docstring),
+    none holding an ``excluded`` (attribute, shape) pair."""
     count = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
     placed = []
     while len(placed) < count:  # started over after ``tries`` misses per object, as in the default world
         placed = []
         for _ in range(count * tries):
-            obj = _sample_object(rng, image_size)
+            obj = _sample_object(rng, image_size, excluded)
             if _clear(obj, placed):
                 placed.append(obj)
             if len(placed) == count:
@@ -141,11 +146,6 @@ def sample_scene(rng, image_size=128, tries=200):
     return {"background": [int(v) for v in rng.integers(170, 236, size=3)],
             "texture": TEXTURES[rng.integers(len(TEXTURES))], "noise_seed": int(rng.integers(2 ** 31)),
             "objects": objects}
-
-
-def required_objects(scene, threshold=VISIBLE_THRESHOLD):
-    """The objects a caption must name: those with at least ``threshold`` of themselves visible."""
-    return [obj for obj in scene["objects"] if obj["visible"] >= threshold]
 
 
 def _texture(scene, image_size, rng):

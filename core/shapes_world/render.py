@@ -16,6 +16,7 @@ Dimension legend: M images, S image side in pixels, P pixels of an object's boun
 import numpy as np
 from tqdm import tqdm
 
+from core.runtime.errors import UserError
 from core.shapes_world.composition import holds_any, object_pairs
 from core.shapes_world.spec import COLOURS, SHAPES, SIZES
 
@@ -103,12 +104,20 @@ def sample_scene(rng, image_size=64, max_objects=3, tries=100, excluded=frozense
                         "objects": sorted(placed, key=lambda o: o["x"])}
 
 
-def sample_scenes(num_scenes, rng, image_size=64, excluded=frozenset(), required=frozenset()):
-    """A list of ``num_scenes`` scenes drawn with ``sample_scene``, none holding an ``excluded`` pair; with
-    ``required`` pairs, scenes holding none of them are drawn again (the novel-composition split)."""
+def check_canvas(image_size):
+    """UserError unless ``image_size`` is a side the default world supports (its objects fit 64..96 px)."""
+    if not 64 <= image_size <= 96 or image_size % 8:
+        raise UserError(f"--image-size {image_size}: image size unsupported by the default world: use a multiple of "
+                        "8 in 64..96")
+
+
+def sample_scenes(num_scenes, rng, image_size=64, excluded=frozenset(), required=frozenset(), sampler=sample_scene):
+    """A list of ``num_scenes`` scenes drawn with ``sampler`` (a world's ``sample_scene``), none holding an
+    ``excluded`` pair; with ``required`` pairs, scenes where no required object holds one are drawn again (the
+    novel-composition split)."""
     scenes = []
     while len(scenes) < num_scenes:
-        scene = sample_scene(rng, image_size, excluded=excluded)
+        scene = sampler(rng, image_size, excluded=excluded)
         if not required or holds_any(scene, required):
             scenes.append(scene)
     return scenes
@@ -202,9 +211,10 @@ def render_scene(scene, image_size):
     return np.clip(np.rint(image + _NOISE_STD * noise), 0, 255).astype(np.uint8)
 
 
-def render_scenes(scenes, image_size, desc="render", progress=True):
-    """Render a list of M scenes into a uint8 array of shape (M, S, S, 3), with a progress bar."""
+def render_scenes(scenes, image_size, desc="render", progress=True, renderer=render_scene):
+    """Render a list of M scenes with ``renderer`` (a world's ``render_scene``) into a uint8 array of shape
+    (M, S, S, 3), with a progress bar."""
     images = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
     for i, scene in enumerate(tqdm(scenes, desc=desc, leave=False, disable=not progress)):
-        images[i] = render_scene(scene, image_size)
+        images[i] = renderer(scene, image_size)
     return images
