@@ -116,15 +116,13 @@ SOURCES = {"csv": lambda tmp: [write_csv(tmp / "c.csv")], "coco": write_coco,
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, monkeypatch, source):
+def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, source):
     out = build(tmp_path, weights, images, SOURCES[source](tmp_path))
-    # --image encodes with the folder's recorded encoder, VGG16, whose weights it would otherwise download
-    monkeypatch.setattr("core.features.encoders.fetch_vgg16_weights", lambda: weights)
     run_dir = tmp_path / "run"
     assert training.main(["--model", "lstm", "--data-dir", str(out), "--out", str(run_dir), "--dry-run",
                           "--hidden-dim", "8", "--wordvec-dim", "8", "--no-progress"]) == 0
     record = inference.main(["--model", "lstm", "--checkpoint", str(run_dir / "best.npz"), "--data-dir", str(out),
-                             "--image", str(images / "a.png"), "--no-progress"])
+                             "--image", str(images / "a.png"), "--vgg16-weights", str(weights), "--no-progress"])
     assert record == 0 and (run_dir / "gallery_images.png").stat().st_size > 1000
 
 

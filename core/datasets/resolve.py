@@ -23,8 +23,8 @@ def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PR
         return path
     if dataset == "shapes":
         if protocol == "karpathy":
-            raise UserError(f"--splits karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
-                            "split; drop --splits karpathy or pass --dataset coco")
+            raise UserError(f"--protocol karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
+                            "split; drop --protocol karpathy or pass --dataset coco")
         from core.datasets.shapes_build import ensure_shapes_dataset
 
         return ensure_shapes_dataset(progress=progress)
