@@ -11,6 +11,10 @@ With ``--karpathy`` it then installs Karpathy's splits (``dataset_coco.json``) i
 Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive] [--no-progress]
                                     [--karpathy [--karpathy-url URL] [--karpathy-sha256 HEX]]
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import os
 import shutil
 import tempfile
@@ -123,7 +127,7 @@ def parse_args(argv=None):
     parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zips after installing")
     parser.add_argument("--karpathy", action="store_true",
                         help="also install Karpathy's splits of COCO (dataset_coco.json, from caption_datasets.zip) "
-                             "into --dir, which training.py/inference.py --splits karpathy read")
+                             "into --dir, which training.py/inference.py --protocol karpathy read")
     parser.add_argument("--karpathy-url", default=None,
                         help=f"with --karpathy: URL of caption_datasets.zip (default {KARPATHY_URL})")
     parser.add_argument("--karpathy-sha256", default=None,

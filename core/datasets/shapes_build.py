@@ -10,6 +10,10 @@ leaves no partial dataset. The same config (seed included) gives the same files.
 
 Dimension legend: M images of a split, S image side, N captions of a split (5 per image).
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import json
 import time
 from contextlib import contextmanager
