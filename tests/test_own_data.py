@@ -180,7 +180,6 @@ def test_min_word_count_must_be_positive_and_missing_images_can_be_skipped(tmp_p
 
 
 def test_a_karpathy_test_split_is_held_out_and_evaluated(tmp_path, weights, images):
-
     folder = tmp_path / "images"
     shutil.copytree(images, folder)
     iio.imwrite(folder / "g.png", np.full((40, 48, 3), 200, dtype=np.uint8))
