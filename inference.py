@@ -46,9 +46,10 @@ def parse_args(argv=None):
                         "dataset_coco.json: bash core/datasets/get_datasets.sh --karpathy); --splits is its old name "
                         "(default: the protocol the checkpoint was trained with)")
     p.add_argument("--beam-size", type=cli.positive_int, default=DECODE["beam_size"],
-                   help="beam width; 1 decodes greedily")
+                   help=f"beam width; 1 decodes greedily (default {DECODE['beam_size']})")
     p.add_argument("--length-penalty", type=float, default=DECODE["length_penalty"],
-                   help="GNMT length-penalty alpha for beam search (0: plain log-probability sum)")
+                   help="GNMT length-penalty alpha for beam search (0: plain log-probability sum) (default "
+                        f"{DECODE['length_penalty']})")
     p.add_argument("--temperature", type=cli.positive_float, default=DECODE["temperature"],
                    help="sample words at this temperature instead of greedy/beam decoding")
     p.add_argument("--max-length", type=cli.positive_int, default=DEFAULTS["max_length"],

@@ -120,7 +120,8 @@ def parse_args(argv=None):
                             description="Download and install the CS231n COCO captioning data.")
     parser.add_argument("--dir", type=Path, default=default_data_dir(ARCHIVE_TOP),
                         help="dataset directory to create (default: core/datasets/coco_captioning)")
-    parser.add_argument("--url", default=COCO_CAPTIONING_URL, help="URL of the coco_captioning.zip archive")
+    parser.add_argument("--url", default=COCO_CAPTIONING_URL,
+                        help=f"URL of the coco_captioning.zip archive (default {COCO_CAPTIONING_URL})")
     parser.add_argument("--sha256", default=None,
                         help="expected SHA-256 of the archive (none is published; without it the zip CRCs, "
                              "file list and dataset checks still run)")
