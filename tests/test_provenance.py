@@ -15,8 +15,11 @@ import features_extraction
 import inference
 import training
 from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, MANIFEST_FILE, PCA_FILE, WEIGHTS_DIGEST_KEY
+from core.features.encoders import dataset_encoder
+from core.features.provenance import tensors_digest
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from core.runtime.cli import run
+from core.runtime.errors import UserError
 from tests.test_bad_inputs import digest
 from tests.test_features import random_vgg16_state_dict
 from tests.test_own_data import CAPTIONS, FLAGS, write_csv
@@ -168,20 +171,43 @@ def extract_shapes(folder, *flags):
             *flags]
 
 
+def recorded(folder):
+    return json.loads((folder / ENCODER_INFO_FILE).read_text())[WEIGHTS_DIGEST_KEY]
+
+
 def test_the_shapes_cnn_is_recorded_and_checked(tmp_path, capsys):
     first, second = shapes_folder(tmp_path / "first", 0), shapes_folder(tmp_path / "second", 1)
-    info = json.loads((first / ENCODER_INFO_FILE).read_text())
-    assert info[WEIGHTS_DIGEST_KEY] == sha256(first / ENCODER_WEIGHTS_FILE)
+    assert recorded(first) == tensors_digest(torch.load(first / ENCODER_WEIGHTS_FILE, weights_only=True))
+    assert recorded(first) != recorded(second)
     assert features_extraction.main(extract_shapes(first)) is None  # the same weights: extracted again in place
     # into a folder holding another CNN's features: refused, naming both digests
     assert features_extraction.main(extract_shapes(second)) is None
     before = digest(second)
     err = refused(features_extraction.main, extract_shapes(first, "--out", str(second)), capsys)
-    assert sha256(first / ENCODER_WEIGHTS_FILE) in err and sha256(second / ENCODER_WEIGHTS_FILE) in err
+    assert recorded(first) in err and recorded(second) in err
     assert digest(second) == before
     # an encoder.pt that is not the one its record names
     shutil.copy(second / ENCODER_WEIGHTS_FILE, first / ENCODER_WEIGHTS_FILE)
     before = digest(first)
     err = refused(features_extraction.main, extract_shapes(first), capsys)
-    assert "different builds" in err and sha256(second / ENCODER_WEIGHTS_FILE) in err
+    assert "different builds" in err and recorded(second) in err and recorded(first) in err
     assert digest(first) == before
+
+
+def test_the_shapes_cnn_digest_is_of_its_tensors_not_of_the_file(tmp_path):
+    folder = shapes_folder(tmp_path / "shapes", 0)
+    state = torch.load(folder / ENCODER_WEIGHTS_FILE, weights_only=True)
+    torch.save(state, tmp_path / "again.pt")  # the same tensors; torch.save writes a new random id into the file
+    assert sha256(tmp_path / "again.pt") != sha256(folder / ENCODER_WEIGHTS_FILE)
+    assert tensors_digest(torch.load(tmp_path / "again.pt", weights_only=True)) == recorded(folder)
+    state[next(iter(state))].view(-1)[0] += 1
+    assert tensors_digest(state) != recorded(folder)
+
+
+def test_vgg16_weights_is_refused_for_a_shapes_dataset(tmp_path, weights):
+    folder = shapes_folder(tmp_path / "shapes", 0)
+    assert features_extraction.main(extract_shapes(folder)) is None
+    with pytest.raises(UserError, match="drop --vgg16-weights"):
+        dataset_encoder(folder, vgg16_weights=weights / "vgg16-a.pth", device="cpu")
+    encoder, pca = dataset_encoder(folder, device="cpu")
+    assert encoder.feature_dim == 8 and pca.components.shape == (2, 8)

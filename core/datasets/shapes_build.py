@@ -235,10 +235,10 @@ def _build_into(out, config, progress):
         vocab_size, histogram = _caption_files(out, scenes, config)
     encoder = _pretrain(scenes, images, config, seconds, progress, held_out)
     with _stage(seconds, "features_pca"):
-        weights = save_shapes_weights(out, encoder)
+        save_shapes_weights(out, encoder)
         urls = {split: [f"shapes://{split}/{i}" for i in range(len(scenes[split]))] for split in config.splits}
         write_feature_files(out, encoder, {split: (images[split], urls[split]) for split in config.splits},
-                            encoder_info(encoder, weights), pca_dim=config.pca_dim, batch_size=256, device="cpu",
+                            encoder_info(encoder), pca_dim=config.pca_dim, batch_size=256, device="cpu",
                             progress=progress, grid=True)
     with _stage(seconds, "measure"):
         measured = _measure(out, encoder, scenes, images, config, progress)

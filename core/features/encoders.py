@@ -16,7 +16,7 @@ from core.features.pca import load_pca
 from core.features.preprocess import ImageFolder
 from core.features.provenance import (
     ENCODER_NAMES,
-    check_weights_file,
+    check_loaded_weights,
     read_encoder_info,
     recorded_vgg16_weights,
     weights_record,
@@ -48,7 +48,7 @@ def load_encoder(name, base_dir=None, weights=None, device=None):
             raise UserError(f"the shapes encoder needs its dataset folder (holding {ENCODER_WEIGHTS_FILE} and "
                             f"{ENCODER_INFO_FILE})")
         encoder = load_shapes_encoder(base_dir)
-        check_weights_file(Path(base_dir) / ENCODER_WEIGHTS_FILE, read_encoder_info(base_dir), base_dir)
+        check_loaded_weights(encoder, read_encoder_info(base_dir), base_dir)
     else:
         raise UserError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
     return encoder.to(resolve_device(device)).eval()

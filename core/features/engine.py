@@ -16,7 +16,8 @@ from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, 
 from core.features.encoders import ENCODER_NAMES, load_encoder, vgg16_encoder
 from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
 from core.features.preprocess import ImageFolder, list_images, read_image_list
-from core.features.provenance import check_same_weights, read_encoder_info, weights_record
+from core.features.provenance import check_same_weights
+from core.features.shapes_cnn import encoder_info
 from core.features.vgg16 import VGG16
 from core.runtime.distributed import process_group
 from core.runtime.errors import UserError
@@ -87,7 +88,7 @@ def _extract_shapes(settings, device, group):
     out = settings.out or settings.data_dir
     check_writable_dir(out, "--out")
     encoder = load_encoder("shapes", base_dir=settings.data_dir, device=device)
-    info = {**read_encoder_info(settings.data_dir), **weights_record(settings.data_dir / ENCODER_WEIGHTS_FILE)}
+    info = encoder_info(encoder)  # as recorded, with the digest of its weights where an older record has none
     check_same_weights(out, info)
     try:
         images_file = h5py.File(images_path, "r")

@@ -1,11 +1,13 @@
 """Which weights a dataset's features were made with, and the checks that new features come from the same ones.
 
-A dataset's encoder record (``encoder.json``) names its encoder and the weights file its features came from, by
-name and SHA-256 (the VGG16 state_dict; the shapes CNN's ``encoder.pt``). Features of the same images from other
+A dataset's encoder record (``encoder.json``) names its encoder and the weights its features came from, by file name
+and SHA-256: of the VGG16 file, and of the tensors in the shapes CNN's ``encoder.pt`` (``torch.save`` writes a random
+id into every file, so the same weights saved twice differ as files). Features of the same images from other
 weights lie elsewhere in feature space, and a model trained on the recorded ones would caption them wrongly
 without any error: encoding new images (``inference.py --image``) and extracting features again into a folder that
 holds some compare digests first, and refuse in one line naming both.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -68,13 +70,24 @@ def recorded_vgg16_weights(data_dir, info, weights=None):
     return path
 
 
-def check_weights_file(path, info, base_dir):
-    """UserError unless the weights file at ``path`` has the digest the encoder record ``info`` of ``base_dir``
-    names (a record without one is not checked)."""
-    digest = sha256_of(path) if info.get(WEIGHTS_DIGEST_KEY) is not None else None
+def tensors_digest(state):
+    """The SHA-256 of a state_dict's tensors (names, dtypes, shapes, values in key order), whatever file holds them."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_loaded_weights(encoder, info, base_dir):
+    """UserError unless the tensors of ``encoder``, loaded from ``base_dir``, have the digest its encoder record
+    ``info`` names (a record without one is not checked)."""
+    digest = tensors_digest(encoder.state_dict()) if info.get(WEIGHTS_DIGEST_KEY) is not None else None
     if digest is not None and digest != info[WEIGHTS_DIGEST_KEY]:
-        raise UserError(f"{path} has SHA-256 {digest} but {Path(base_dir) / ENCODER_INFO_FILE} records "
-                        f"{info[WEIGHTS_DIGEST_KEY]}: the two files come from different builds; rebuild the dataset")
+        raise UserError(f"the weights in {base_dir} have SHA-256 {digest} but {Path(base_dir) / ENCODER_INFO_FILE} "
+                        f"records {info[WEIGHTS_DIGEST_KEY]}: the two files come from different builds; rebuild the "
+                        "dataset")
 
 
 def check_same_weights(out_dir, info, flag="--out"):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
-from core.features.provenance import weights_record
+from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, WEIGHTS_DIGEST_KEY, WEIGHTS_NAME_KEY
+from core.features.provenance import tensors_digest
 from core.runtime.errors import UserError
 
 # Heads: name -> (slots J, classes K). Object slots are the objects in left-to-right order; "vertical"
@@ -208,24 +208,22 @@ class ShapesEncoder(nn.Module):
         return logits
 
 
-def encoder_info(encoder, weights=None):
-    """The ``encoder.json`` record of an encoder: {"name": "shapes", ...its ShapesEncoderConfig}, and the name and
-    SHA-256 of its saved ``weights`` file when given (``save_shapes_weights``'s)."""
-    return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config))),
-            **(weights_record(weights) if weights is not None else {})}
+def encoder_info(encoder):
+    """The ``encoder.json`` record of an encoder: {"name": "shapes", ...its ShapesEncoderConfig, its weights file's name
+    and the SHA-256 of its tensors}."""
+    return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config))), WEIGHTS_NAME_KEY: ENCODER_WEIGHTS_FILE,
+            WEIGHTS_DIGEST_KEY: tensors_digest(encoder.state_dict())}
 
 
 def save_shapes_weights(directory, encoder):
-    """Write ``encoder.pt`` (the state_dict) into ``directory`` and return its path; ``encoder.json`` comes with the
-    features."""
-    path = Path(directory) / ENCODER_WEIGHTS_FILE
-    torch.save(encoder.state_dict(), path)
-    return path
+    """Write ``encoder.pt`` (the state_dict) into ``directory``; ``encoder.json`` comes with the features."""
+    torch.save(encoder.state_dict(), Path(directory) / ENCODER_WEIGHTS_FILE)
 
 
 def save_shapes_encoder(directory, encoder):
     """Write ``encoder.pt`` (the state_dict) and ``encoder.json`` (``encoder_info``) into ``directory``."""
-    info = json.dumps(encoder_info(encoder, save_shapes_weights(directory, encoder)), indent=2) + "\n"
+    save_shapes_weights(directory, encoder)
+    info = json.dumps(encoder_info(encoder), indent=2) + "\n"
     (Path(directory) / ENCODER_INFO_FILE).write_text(info, encoding="utf-8")
 
 
