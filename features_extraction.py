@@ -10,7 +10,7 @@ Karpathy split files, or CSV/TSV with image,caption[,split] columns): captions, 
 Examples:
     python features_extraction.py --captions dataset_flickr8k.json --images-dir Flicker8k_Dataset --out flickr8k
     python features_extraction.py --captions train=captions_train2014.json --captions val=captions_val2014.json \\
-        --images-dir coco_images --out my_coco
+        --images-dir coco_images --out my_coco   # coco_images/train2014/*.jpg, coco_images/val2014/*.jpg
     python features_extraction.py --encoder vgg16 --images-dir coco_images --out core/datasets/coco_captioning
     python features_extraction.py --encoder vgg16 --train-list train.txt --val-list val.txt --out my_features
     python features_extraction.py --encoder shapes --data-dir core/datasets/shapes
@@ -41,7 +41,9 @@ def build_parser():
                    help="vgg16: ImageNet VGG16 fc7 (4096-d) over image files; shapes: re-extract a shapes dataset's "
                         f"features from its stored images with its stored encoder (default {DEFAULTS['encoder']})")
     p.add_argument("--images-dir", type=Path, default=DEFAULTS["images_dir"],
-                   help="vgg16: folder with train2014/ and val2014/ subfolders of .jpg/.png images")
+                   help="vgg16: folder with train2014/ and val2014/ subfolders of .jpg/.png images; with --captions: "
+                        "the images' root, where each is found by its path in the caption file, else by file name in "
+                        "the root or its folders (COCO's train2014/, val2014/) (default: none)")
     p.add_argument("--train-list", type=Path, default=DEFAULTS["train_list"],
                    help="vgg16: text file of train image paths, one per line (relative to the file's folder)")
     p.add_argument("--val-list", type=Path, default=DEFAULTS["val_list"],
@@ -75,8 +77,8 @@ def add_captions_flags(p):
     group = p.add_argument_group("your own data (--captions)")
     group.add_argument("--captions", action="append", metavar="[SPLIT=]FILE",
                        help="build a dataset folder from this caption file (repeat for several; SPLIT= train, val or "
-                            "test puts a COCO or CSV file's images in that split); --images-dir is the folder its "
-                            "image paths are relative to (default: none, extract features only)")
+                            "test puts a COCO or CSV file's images in that split); --images-dir is the images' root "
+                            "(default: none, extract features only)")
     group.add_argument("--min-word-count", type=cli.positive_int, default=OWN["min_word_count"],
                        help=f"words seen fewer times in the training captions become {UNK} (default "
                             f"{OWN['min_word_count']})")

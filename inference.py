@@ -12,7 +12,7 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
     exit_on_interrupt()
 import argparse
 
-from core.data.layout import END, EVALUATION_SPLITS, HELD_OUT_SPLIT, NOVEL_SPLIT, PROTOCOLS
+from core.data.layout import ENCODER_INFO_FILE, END, EVALUATION_SPLITS, HELD_OUT_SPLIT, NOVEL_SPLIT, PROTOCOLS
 from core.datasets.resolve import DATASETS
 from core.decoding import DecodeConfig
 from core.inference.engine import SHOWN_IMAGES, InferenceSettings
@@ -34,21 +34,22 @@ def parse_args(argv=None):
                         "compositions (held-out attribute-shape pairs), evaluated with novel-pair recall")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int,
                    default=DEFAULTS["num_samples"],
-                   help=f"images to show per split (default {SHOWN_IMAGES}); with --evaluate, evaluate only the "
-                        "first N images")
+                   help=f"number of images (not captions): shown per split (default {SHOWN_IMAGES}); with "
+                        "--evaluate, only the split's first N are evaluated (default: all)")
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
                    help="dataset to caption (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"],
                    help="any folder in the CS231n layout; overrides --dataset")
-    p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],
+    p.add_argument("--protocol", "--splits", action=cli.Renamed, choices=PROTOCOLS, default=DEFAULTS["protocol"],
                    help="which images make train/val/test: cs231n, the dataset's own files; karpathy, Karpathy's COCO "
                         "splits of them (--split test: the 5,000-image test of published scores; needs "
-                        "dataset_coco.json: bash core/datasets/get_datasets.sh --karpathy) (default: the protocol the "
-                        "checkpoint was trained with)")
+                        "dataset_coco.json: bash core/datasets/get_datasets.sh --karpathy); --splits is its old name "
+                        "(default: the protocol the checkpoint was trained with)")
     p.add_argument("--beam-size", type=cli.positive_int, default=DECODE["beam_size"],
-                   help="beam width; 1 decodes greedily")
+                   help=f"beam width; 1 decodes greedily (default {DECODE['beam_size']})")
     p.add_argument("--length-penalty", type=float, default=DECODE["length_penalty"],
-                   help="GNMT length-penalty alpha for beam search (0: plain log-probability sum)")
+                   help="GNMT length-penalty alpha for beam search (0: plain log-probability sum) (default "
+                        f"{DECODE['length_penalty']})")
     p.add_argument("--temperature", type=cli.positive_float, default=DECODE["temperature"],
                    help="sample words at this temperature instead of greedy/beam decoding")
     p.add_argument("--max-length", type=cli.positive_int, default=DEFAULTS["max_length"],
@@ -71,6 +72,10 @@ def parse_args(argv=None):
                         "beside this evaluation's")
     p.add_argument("--image", nargs="+", default=[], metavar="FILE",
                    help="caption your own image files (encoded like the training dataset's images)")
+    p.add_argument("--vgg16-weights", default=DEFAULTS["vgg16_weights"], metavar="FILE",
+                   help="with --image on a dataset of VGG16 features: the weights file its features were made with "
+                        f"(checked against the SHA-256 its {ENCODER_INFO_FILE} records) (default: the torch hub "
+                        "cache's file, used only when its SHA-256 is the recorded one)")
     p.add_argument("--images-dir", default=DEFAULTS["images_dir"],
                    help="COCO: folder of the split's jpg files, for galleries")
     p.add_argument("--no-fetch", action="store_true", help="COCO: never fetch gallery images from their URLs")
@@ -83,6 +88,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.image and args.evaluate:
         p.error("--image and --evaluate do not go together: evaluation needs a dataset split")
+    if args.vgg16_weights and not args.image:
+        p.error("--vgg16-weights goes with --image: it encodes your images like the dataset's")
     if args.coco_results and not args.evaluate:
         p.error("--coco-results goes with --evaluate: it writes the evaluated captions")
     if args.report and not args.evaluate:

@@ -42,18 +42,20 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, choices=MODEL_TYPES, help="which decoder to train")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=cli.positive_int,
                    default=DEFAULTS["num_samples"],
-                   help="number of training captions, drawn without replacement by --seed (default: all)")
+                   help="number of training captions (not images) to train on, drawn without replacement by --seed "
+                        "(default: all)")
     p.add_argument("--dataset", choices=DATASETS, default=DEFAULTS["dataset"],
                    help="shapes: the generated default dataset; shapes-hard: the harder generated world (both built "
                         "on first use); coco: core/datasets/coco_captioning (get it with bash "
                         f"core/datasets/get_datasets.sh) (default {DEFAULTS['dataset']})")
     p.add_argument("--data-dir", default=DEFAULTS["data_dir"],
                    help="any folder in the CS231n coco_captioning layout; overrides --dataset")
-    p.add_argument("--splits", choices=PROTOCOLS, default=DEFAULTS["splits"],
+    p.add_argument("--protocol", "--splits", action=cli.Renamed, choices=PROTOCOLS, default=DEFAULTS["protocol"],
                    help="which images make train/val/test: cs231n, the dataset's own train2014/val2014 files (and test "
                         "files where it has them); karpathy, Karpathy's COCO splits of those images (train + restval / "
                         "val / the 5,000-image test of published scores; needs dataset_coco.json: bash "
-                        f"core/datasets/get_datasets.sh --karpathy) (default {DEFAULTS['splits']})")
+                        "core/datasets/get_datasets.sh --karpathy); --splits is its old name (default "
+                        f"{DEFAULTS['protocol']})")
     p.add_argument("--epochs", type=cli.positive_int, default=DEFAULTS["epochs"],
                    help="passes over the training captions (default: per model, longer for few captions)")
     p.add_argument("--batch-size", type=cli.positive_int, default=DEFAULTS["batch_size"],

@@ -17,7 +17,7 @@ from core.data.layout import grid_file
 from core.data.loader import load_coco_data
 from core.datasets.own_data import OwnDataConfig
 from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset
-from core.features.encoders import encode_image_files, load_encoder
+from core.features.encoders import dataset_encoder, encode_image_files, load_encoder
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, save_shapes_encoder
 from core.features.vgg16 import CONFIG_D, vgg16_from_state_dict
@@ -303,12 +303,13 @@ def test_encode_image_files_gives_the_grid_as_stored(shapes, tmp_path):
     paths = [tmp_path / f"{i}.png" for i in range(3)]
     for path, image in zip(paths, images):
         iio.imwrite(path, image)
-    pooled, grid = encode_image_files(paths, shapes, device="cpu", progress=False, grid=True)
+    encoder, pca = dataset_encoder(shapes, device="cpu")
+    pooled, grid = encode_image_files(paths, encoder, pca, device="cpu", progress=False, grid=True)
     stored = load_coco_data(shapes, splits=("val",), grid=True)
     assert grid.dtype == np.float32 and grid.shape == (3, 64, 64)
     np.testing.assert_allclose(pooled, stored["val_features"][:3], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grid, stored["val_grid"][:3], rtol=2.0 ** -10, atol=1e-6)
-    np.testing.assert_array_equal(encode_image_files(paths, shapes, device="cpu", progress=False), pooled)
+    np.testing.assert_array_equal(encode_image_files(paths, encoder, pca, device="cpu", progress=False), pooled)
 
 
 # --------------------------------------------------------------------------------------- the extraction script

@@ -1,5 +1,5 @@
 """Karpathy's splits over the CS231n layout: every row in its split with its captions, features and URL; the lazy
-row view; subsampling; the scripts end to end with --splits karpathy; every bad input one line and exit code 2."""
+row view; subsampling; the scripts end to end with --protocol karpathy; every bad input one line and exit code 2."""
 import hashlib
 import json
 import pickle
@@ -130,18 +130,18 @@ def test_training_and_evaluating_on_karpathy_test(coco_style, tmp_path, monkeypa
     monkeypatch.setattr("core.evaluation.metrics.java_available", lambda: False)  # no METEOR JVM: seconds saved
     out = tmp_path / "run"
     assert training.main(["--model", "lstm", "--data-dir", str(coco_style), "--out", str(out), "--dry-run",
-                          "--splits", "karpathy", *SMALL]) == 0
+                          "--protocol", "karpathy", *SMALL]) == 0
     record = json.loads((out / "config.json").read_text())
-    assert record["data"]["protocol"] == "karpathy" and record["settings"]["splits"] == "karpathy"
+    assert record["data"]["protocol"] == "karpathy" and record["settings"]["protocol"] == "karpathy"
     assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 1
     checkpoint = ["--model", "lstm", "--checkpoint", str(out / "best.npz"), "--evaluate", "--split", "test"]
-    for flags in (["--splits", "karpathy"], []):  # the checkpoint's protocol is the default
+    for flags in (["--protocol", "karpathy"], []):  # the checkpoint's protocol is the default
         output = tmp_path / f"test{len(flags)}.json"
         assert inference.main([*checkpoint, *flags, "--output", str(output)]) == 0
         result = json.loads(output.read_text())
         assert result["protocol"] == "karpathy" and len(result["predictions"]) == 3 == result["num_images"]
-    # The layout itself has no test split: --splits cs231n overrides the checkpoint's protocol, and says so.
-    assert subprocess.run([sys.executable, "inference.py", *checkpoint, "--splits", "cs231n"], cwd=ROOT,
+    # The layout itself has no test split: --protocol cs231n overrides the checkpoint's protocol, and says so.
+    assert subprocess.run([sys.executable, "inference.py", *checkpoint, "--protocol", "cs231n"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120).returncode == 2
 
 
@@ -208,22 +208,22 @@ def test_a_bad_karpathy_file_is_one_line(coco_style, tmp_path, capsys, name, dam
     damage(data_dir)
     before = digest(data_dir)
     argv = ["--model", "lstm", "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--dry-run",
-            "--splits", "karpathy", *SMALL]
+            "--protocol", "karpathy", *SMALL]
     assert_one_line_exit(training.main, argv, capsys, fragment)
     assert digest(data_dir) == before
 
 
 def test_karpathy_splits_of_the_shapes_world_are_refused(coco_style, tmp_path, capsys, monkeypatch):
     def never_build(**_):
-        raise AssertionError("the shapes world was built before --splits karpathy was refused")
+        raise AssertionError("the shapes world was built before --protocol karpathy was refused")
 
     monkeypatch.setattr("core.datasets.shapes_build.ensure_shapes_dataset", never_build)
-    argv = ["--model", "lstm", "--dataset", "shapes", "--out", str(tmp_path / "run"), "--splits", "karpathy", *SMALL]
+    argv = ["--model", "lstm", "--dataset", "shapes", "--out", str(tmp_path / "run"), "--protocol", "karpathy", *SMALL]
     assert_one_line_exit(training.main, argv, capsys, "own held-out test split")
     shapes_like = shutil.copytree(coco_style, tmp_path / "shapes")
     with h5py.File(shapes_like / "shapes_images.h5", "w") as f:
         f["train_images"] = np.zeros((1, 2, 2, 3), np.uint8)
-    argv = ["--model", "lstm", "--data-dir", str(shapes_like), "--out", str(tmp_path / "run"), "--splits",
+    argv = ["--model", "lstm", "--data-dir", str(shapes_like), "--out", str(tmp_path / "run"), "--protocol",
             "karpathy", *SMALL]
     assert_one_line_exit(training.main, argv, capsys, "is the shapes world")
 

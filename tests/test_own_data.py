@@ -2,6 +2,7 @@
 loader reads, training trains on and inference captions; bad input is one line and writes nothing."""
 import csv
 import json
+import shutil
 
 import h5py
 import imageio.v3 as iio
@@ -116,15 +117,13 @@ SOURCES = {"csv": lambda tmp: [write_csv(tmp / "c.csv")], "coco": write_coco,
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, monkeypatch, source):
+def test_the_folder_trains_and_captions_through_the_scripts(tmp_path, weights, images, source):
     out = build(tmp_path, weights, images, SOURCES[source](tmp_path))
-    # --image encodes with the folder's recorded encoder, VGG16, whose weights it would otherwise download
-    monkeypatch.setattr("core.features.encoders.fetch_vgg16_weights", lambda: weights)
     run_dir = tmp_path / "run"
     assert training.main(["--model", "lstm", "--data-dir", str(out), "--out", str(run_dir), "--dry-run",
                           "--hidden-dim", "8", "--wordvec-dim", "8", "--no-progress"]) == 0
     record = inference.main(["--model", "lstm", "--checkpoint", str(run_dir / "best.npz"), "--data-dir", str(out),
-                             "--image", str(images / "a.png"), "--no-progress"])
+                             "--image", str(images / "a.png"), "--vgg16-weights", str(weights), "--no-progress"])
     assert record == 0 and (run_dir / "gallery_images.png").stat().st_size > 1000
 
 
@@ -181,8 +180,6 @@ def test_min_word_count_must_be_positive_and_missing_images_can_be_skipped(tmp_p
 
 
 def test_a_karpathy_test_split_is_held_out_and_evaluated(tmp_path, weights, images):
-    import shutil
-
     folder = tmp_path / "images"
     shutil.copytree(images, folder)
     iio.imwrite(folder / "g.png", np.full((40, 48, 3), 200, dtype=np.uint8))
@@ -204,3 +201,47 @@ def test_a_karpathy_test_split_is_held_out_and_evaluated(tmp_path, weights, imag
     assert inference.main(["--model", "lstm", "--checkpoint", str(run_dir / "best.npz"), "--evaluate", "--split",
                            "test", "--output", str(output), "--no-progress"]) == 0
     assert json.loads(output.read_text())["split"] == "test"
+
+
+def coco_as_it_ships(root, images):
+    """COCO's own layout: images in train2014/ and val2014/ under one root, annotation files naming them by file
+    name alone (COCO_<split>2014_<id>.jpg), and Karpathy's file naming them by filepath and filename."""
+    names = {}
+    for i, (image, (split, _)) in enumerate(CAPTIONS.items()):
+        names[image] = f"COCO_{split}2014_{i:012d}.jpg"
+        (root / f"{split}2014").mkdir(parents=True, exist_ok=True)
+        iio.imwrite(root / f"{split}2014" / names[image], iio.imread(images / image))
+    captions = []
+    for split in ("train", "val"):
+        entries = [(names[image], texts) for image, (s, texts) in CAPTIONS.items() if s == split]
+        coco = {"images": [{"id": 10 + i, "file_name": name} for i, (name, _) in enumerate(entries)],
+                "annotations": [{"id": 100 * i + k, "image_id": 10 + i, "caption": text}
+                                for i, (_, texts) in enumerate(entries) for k, text in enumerate(texts)]}
+        (root / f"captions_{split}2014.json").write_text(json.dumps(coco))
+        captions.append(f"{split}={root / f'captions_{split}2014.json'}")
+    karpathy = [{"filepath": f"{split}2014", "filename": names[image], "split": split,
+                 "sentences": [{"raw": text, "tokens": text.lower().split()} for text in texts]}
+                for image, (split, texts) in CAPTIONS.items()]
+    (root / "dataset_coco.json").write_text(json.dumps({"images": karpathy, "dataset": "coco"}))
+    return captions, root / "dataset_coco.json"
+
+
+def test_coco_as_it_ships_is_found_in_its_split_folders(tmp_path, weights, images, capsys):
+    captions, karpathy = coco_as_it_ships(tmp_path / "coco", images)
+    for name, sources in (("annotations", captions), ("karpathy", [karpathy])):
+        out = build(tmp_path, weights, tmp_path / "coco", sources, name)
+        sizes = json.loads((out / "manifest.json").read_text())["sizes"]
+        assert sizes["train"]["images"] == 4 and sizes["val"]["images"] == 2, name
+        urls = (out / "val2014_urls.txt").read_text().split()
+        assert len(urls) == 2 and all("val2014_" in url for url in urls)
+    argv = [arg for source in captions for arg in ("--captions", source)]
+    argv += ["--images-dir", str(tmp_path / "coco"), "--out", str(tmp_path / "refused"), "--vgg16-weights",
+             str(weights), *FLAGS]
+    twin = next((tmp_path / "coco" / "train2014").iterdir())
+    shutil.copy(twin, tmp_path / "coco" / "val2014" / twin.name)  # one name in two folders: which is meant?
+    assert twin.name in run_bad(argv, capsys) and not (tmp_path / "refused").exists()
+    (tmp_path / "coco" / "val2014" / twin.name).unlink()
+    gone = next((tmp_path / "coco" / "val2014").iterdir())
+    gone.unlink()
+    err = run_bad(argv, capsys)
+    assert gone.name in err and "its folders" in err and not (tmp_path / "refused").exists()

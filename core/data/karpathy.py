@@ -33,7 +33,7 @@ def read_karpathy_json(path):
     """{image file name: Karpathy split} of a ``dataset_coco.json``, checked; one-line UserError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"missing {path}, Karpathy's splits (--splits karpathy); {FETCH_HINT}")
+        raise UserError(f"missing {path}, Karpathy's splits (--protocol karpathy); {FETCH_HINT}")
     try:
         with open(path, "rb") as f:
             content = json.load(f)

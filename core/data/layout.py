@@ -9,7 +9,8 @@ A dataset folder is in the CS231n ``coco_captioning`` layout (COCO and the gener
     {split}2014_grid.h5                grid (M, R, C) float16: the encoder's last conv map, R = side*side cells
                                        in row-major order (cell y*side + x, y from the top), read lazily
     {split}2014_urls.txt               one image URL per feature row
-    pca.npz, encoder.json              written when this project computed the features
+    pca.npz, encoder.json              written when this project computed the features; encoder.json names the
+                                       encoder and the weights (file name, SHA-256) the features were made with
     dataset_coco.json                  Karpathy's splits (COCO only, optional): images [{filepath, filename, split,
                                        cocoid, sentences}], read by load_coco_data(..., protocol="karpathy")
     encoder.pt, shapes_images.h5,      shapes world only: the pretrained CNN, the images ({split}_images
@@ -43,6 +44,10 @@ VOCAB_FILE = "coco2014_vocab.json"
 PCA_FILE = "pca.npz"
 ENCODER_INFO_FILE = "encoder.json"
 ENCODER_WEIGHTS_FILE = "encoder.pt"
+# The encoder record's entries naming the weights its features were made with: the file's name and a SHA-256 (of the
+# VGG16 file; of the shapes CNN's tensors, core.features.provenance).
+WEIGHTS_NAME_KEY = "weights"
+WEIGHTS_DIGEST_KEY = "weights_sha256"
 SHAPES_IMAGES_FILE = "shapes_images.h5"
 SHAPES_SCENES_FILE = "shapes_scenes.json"
 MANIFEST_FILE = "manifest.json"

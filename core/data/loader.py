@@ -259,7 +259,7 @@ def load_coco_data(base_dir=COCO_DIR, max_train=None, pca_features=True, seed=0,
     if protocol == "karpathy":
         if NOVEL_SPLIT in splits:
             raise UserError(f"Karpathy's splits have no {NOVEL_SPLIT} split (it is the shapes world's): drop "
-                            "--splits karpathy")
+                            "--protocol karpathy")
         data = _karpathy_data(base_dir, splits, pca_features, grid)
     else:
         data = _layout_data(base_dir, splits, pca_features, grid)
@@ -291,7 +291,7 @@ def _karpathy_data(base_dir, splits, pca_features, grid):
     """Karpathy's ``splits`` made of the layout's train2014 and val2014 rows; only the files they take are read."""
     if (base_dir / SHAPES_IMAGES_FILE).is_file():
         raise UserError(f"{base_dir} is the shapes world, which has its own held-out {HELD_OUT_SPLIT} split: drop "
-                        "--splits karpathy (Karpathy's splits are COCO's)")
+                        "--protocol karpathy (Karpathy's splits are COCO's)")
     json_path = base_dir / KARPATHY_FILE
     split_of = read_karpathy_json(json_path)
     names, names_paths = {}, {}
@@ -305,7 +305,7 @@ def _karpathy_data(base_dir, splits, pca_features, grid):
     data["protocol_notes"] = {"json": str(json_path), "images_left_out": left_out,
                               "images": {split: len(data[f"{split}_urls"]) for split in splits}}
     if left_out:
-        print(f"--splits karpathy: {left_out} images of the CS231n URL lists are in none of the splits of "
+        print(f"--protocol karpathy: {left_out} images of the CS231n URL lists are in none of the splits of "
               f"{json_path}; left out")
     return data
 

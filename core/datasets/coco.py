@@ -11,6 +11,10 @@ With ``--karpathy`` it then installs Karpathy's splits (``dataset_coco.json``) i
 Usage: python -m core.datasets.coco [--dir DIR] [--url URL] [--sha256 HEX] [--keep-archive] [--no-progress]
                                     [--karpathy [--karpathy-url URL] [--karpathy-sha256 HEX]]
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import os
 import shutil
 import tempfile
@@ -116,14 +120,15 @@ def parse_args(argv=None):
                             description="Download and install the CS231n COCO captioning data.")
     parser.add_argument("--dir", type=Path, default=default_data_dir(ARCHIVE_TOP),
                         help="dataset directory to create (default: core/datasets/coco_captioning)")
-    parser.add_argument("--url", default=COCO_CAPTIONING_URL, help="URL of the coco_captioning.zip archive")
+    parser.add_argument("--url", default=COCO_CAPTIONING_URL,
+                        help=f"URL of the coco_captioning.zip archive (default {COCO_CAPTIONING_URL})")
     parser.add_argument("--sha256", default=None,
                         help="expected SHA-256 of the archive (none is published; without it the zip CRCs, "
                              "file list and dataset checks still run)")
     parser.add_argument("--keep-archive", action="store_true", help="keep the downloaded zips after installing")
     parser.add_argument("--karpathy", action="store_true",
                         help="also install Karpathy's splits of COCO (dataset_coco.json, from caption_datasets.zip) "
-                             "into --dir, which training.py/inference.py --splits karpathy read")
+                             "into --dir, which training.py/inference.py --protocol karpathy read")
     parser.add_argument("--karpathy-url", default=None,
                         help=f"with --karpathy: URL of caption_datasets.zip (default {KARPATHY_URL})")
     parser.add_argument("--karpathy-sha256", default=None,

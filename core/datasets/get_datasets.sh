@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download the CS231n COCO captioning data into core/datasets/coco_captioning (beside this script).
 # Arguments pass through to `python -m core.datasets.coco` (see --help), e.g. --sha256 HEX or --dir DIR;
-# --karpathy also installs Karpathy's splits (dataset_coco.json) there, for --splits karpathy.
+# --karpathy also installs Karpathy's splits (dataset_coco.json) there, for --protocol karpathy.
 # PYTHON overrides the interpreter (default: the project's .venv if present, else python3).
 set -euo pipefail
 

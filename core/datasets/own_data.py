@@ -108,17 +108,17 @@ def _image_splits(records, config):
 
 
 def resolve_images(captions, images_dir, skip_missing):
-    """{split: [(image, words)]} keeping the images found under ``images_dir`` and readable as images, and the
-    list of those that are not. Without ``skip_missing`` any such image is a UserError, before any feature is
-    computed, naming the first few."""
+    """({split: [(image, words)]} keeping the images found (``find_images``) and readable as images, the list of
+    those that are not, {image: its file}). Without ``skip_missing`` any such image is a UserError, before any feature
+    is computed, naming the first few."""
     from PIL import Image
 
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise UserError(f"--images-dir {images_dir}: folder not found")
+    files = find_images({image for pairs in captions.values() for image, _ in pairs}, images_dir)
     bad = []
-    for image in sorted({image for pairs in captions.values() for image, _ in pairs}):
-        path = images_dir / image
+    for image, path in sorted(files.items(), key=lambda item: item[0]):
         try:
             with Image.open(path):  # reads the header only: a cheap check of every file before the long work
                 pass
@@ -127,15 +127,44 @@ def resolve_images(captions, images_dir, skip_missing):
     if bad and not skip_missing:
         shown = ", ".join(bad[:SHOWN_MISSING]) + (f" and {len(bad) - SHOWN_MISSING} more" if len(bad) > SHOWN_MISSING
                                                    else "")
-        raise UserError(f"{len(bad)} image(s) missing or unreadable under {images_dir}: {shown}; add them, or pass "
-                        "--skip-missing to leave them out")
+        raise UserError(f"{len(bad)} image(s) missing or unreadable under {images_dir} (looked for by their path, then "
+                        f"by file name there and in its folders): {shown}; add them, or pass --skip-missing to leave "
+                        "them out")
     missing = set(bad)
     kept = {split: [(image, words) for image, words in pairs if image not in missing]
             for split, pairs in captions.items()}
     for split in SPLITS:
         if not kept[split]:
             raise UserError(f"no {split} image is left under {images_dir} once the missing ones are skipped")
-    return kept, bad
+    return kept, bad, files
+
+
+def find_images(images, images_dir):
+    """{image: its file} for every image a caption file names: ``images_dir / image`` when that is a file, else the
+    file of the same name in ``images_dir`` or in one of its folders (COCO's annotations name an image by file name
+    alone, and COCO ships them in train2014/ and val2014/ under one root). An image found nowhere maps to the path
+    it was looked for at; one whose name is in two of the folders is a UserError."""
+    found, by_name = {}, None
+    for image in sorted(images):
+        path = images_dir / image
+        if not path.is_file():
+            by_name = _files_by_name(images_dir) if by_name is None else by_name  # listed once, when first needed
+            places = by_name.get(Path(image).name, [path])
+            if len(places) > 1:
+                raise UserError(f"image {image} is in two folders of --images-dir {images_dir}: {places[0].parent} "
+                                f"and {places[1].parent}; name it by its path in the caption file, or keep one")
+            path = places[0]
+        found[image] = path
+    return found
+
+
+def _files_by_name(images_dir):
+    """{file name: [its files]} of the files in ``images_dir`` and its folders, one level down."""
+    by_name = {}
+    folders = [images_dir, *sorted(p for p in images_dir.iterdir() if p.is_dir())]
+    for path in (p for folder in folders for p in sorted(folder.iterdir()) if p.is_file()):
+        by_name.setdefault(path.name, []).append(path)
+    return by_name
 
 
 def encode_splits(captions, min_word_count):
@@ -183,7 +212,7 @@ def build_own_dataset(out_dir, sources, images_dir, make_encoder, config, device
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _builder(out) != BUILDER)):
         raise UserError(f"--out {out} exists and is not a dataset this command built: choose a new or empty folder")
     captions, counts = split_captions(sources, config)
-    captions, skipped = resolve_images(captions, images_dir, config.skip_missing)
+    captions, skipped, files = resolve_images(captions, images_dir, config.skip_missing)
     if len({image for image, _ in captions["train"]}) <= config.pca_dim:
         raise UserError(f"--pca-dim {config.pca_dim} needs more train images than that, got "
                         f"{len({image for image, _ in captions['train']})}: lower --pca-dim or add images")
@@ -192,7 +221,7 @@ def build_own_dataset(out_dir, sources, images_dir, make_encoder, config, device
     manifest = {"builder": BUILDER, "config": asdict(config), "sources": [[str(p), s] for p, s in sources],
                 "images_dir": str(Path(images_dir).resolve()), "encoder": encoder_info, "skipped_images": skipped,
                 **counts, **figures}
-    splits = {split: (ImageFolder([Path(images_dir) / image for image in names]), names)
+    splits = {split: (ImageFolder([files[image] for image in names]), names)
               for split, names in images.items()}
 
     def write(folder):

@@ -26,8 +26,8 @@ def resolve_data_dir(dataset="shapes", data_dir=None, progress=True, protocol=PR
         return path
     if dataset in SHAPES_DATASETS:
         if protocol == "karpathy":
-            raise UserError(f"--splits karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
-                            "split; drop --splits karpathy or pass --dataset coco")
+            raise UserError(f"--protocol karpathy is for COCO: the shapes world has its own held-out {HELD_OUT_SPLIT} "
+                            "split; drop --protocol karpathy or pass --dataset coco")
         from core.datasets.shapes_build import ensure_shapes_dataset
         from core.datasets.shapes_config import ShapesConfig
 

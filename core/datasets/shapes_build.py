@@ -13,6 +13,10 @@ Both worlds write the same files (the manifest and the scene file name the world
 
 Dimension legend: M images of a split, S image side, N captions of a split (5 per image).
 """
+if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C meanwhile is one line, code 130
+    from core.runtime.interrupts import exit_on_interrupt
+
+    exit_on_interrupt()
 import json
 import time
 from contextlib import contextmanager

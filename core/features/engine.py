@@ -13,9 +13,11 @@ from pathlib import Path
 import h5py
 
 from core.data.layout import ENCODER_WEIGHTS_FILE, PCA_DIM, SHAPES_IMAGES_FILE, SPLITS, images_key
-from core.features.encoders import ENCODER_NAMES, load_encoder, read_encoder_info, vgg16_encoder
+from core.features.encoders import ENCODER_NAMES, load_encoder, vgg16_encoder
 from core.features.extract import BATCH_SIZE, resolve_device, write_feature_files
 from core.features.preprocess import ImageFolder, list_images, read_image_list
+from core.features.provenance import check_same_weights
+from core.features.shapes_cnn import encoder_info
 from core.features.vgg16 import VGG16
 from core.runtime.distributed import process_group
 from core.runtime.errors import UserError
@@ -68,6 +70,7 @@ def _extract_image_files(settings, device, group):
     check_pca_dim(settings.pca_dim, len(splits["train"][0]), VGG16.feature_dim)
     with group.main_first():  # weights downloaded once, not by every rank at the same time
         encoder, info = vgg16_encoder(settings.vgg16_weights, device)
+    check_same_weights(settings.out, info)
     write_feature_files(settings.out, encoder, splits, info, settings.pca_dim, settings.batch_size, device,
                         progress=settings.progress, grid=settings.grid, group=group)
     return settings.out
@@ -84,8 +87,9 @@ def _extract_shapes(settings, device, group):
         raise UserError(f"--data-dir {settings.data_dir}: no {SHAPES_IMAGES_FILE}; build the shapes dataset first")
     out = settings.out or settings.data_dir
     check_writable_dir(out, "--out")
-    info = read_encoder_info(settings.data_dir)
     encoder = load_encoder("shapes", base_dir=settings.data_dir, device=device)
+    info = encoder_info(encoder)  # as recorded, with the digest of its weights where an older record has none
+    check_same_weights(out, info)
     try:
         images_file = h5py.File(images_path, "r")
     except OSError as exc:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE
+from core.data.layout import ENCODER_INFO_FILE, ENCODER_WEIGHTS_FILE, WEIGHTS_DIGEST_KEY, WEIGHTS_NAME_KEY
+from core.features.provenance import tensors_digest
 from core.runtime.errors import UserError
 from core.shapes_world.worlds import world_spec
 
@@ -225,8 +226,10 @@ class ShapesEncoder(nn.Module):
 
 
 def encoder_info(encoder):
-    """The ``encoder.json`` record of an encoder: {"name": "shapes", ...its ShapesEncoderConfig}."""
-    return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config)))}
+    """The ``encoder.json`` record of an encoder: {"name": "shapes", ...its ShapesEncoderConfig, its weights file's name
+    and the SHA-256 of its tensors}."""
+    return {"name": "shapes", **json.loads(json.dumps(asdict(encoder.config))), WEIGHTS_NAME_KEY: ENCODER_WEIGHTS_FILE,
+            WEIGHTS_DIGEST_KEY: tensors_digest(encoder.state_dict())}
 
 
 def save_shapes_weights(directory, encoder):

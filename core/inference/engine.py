@@ -48,7 +48,7 @@ class InferenceSettings:
     num_samples: int | None = None  # images shown (None: 8) or evaluated (None: all)
     dataset: str | None = None  # None: the dataset the checkpoint was trained on
     data_dir: str | None = None
-    splits: str | None = None  # "cs231n" or "karpathy"; None: the protocol the checkpoint was trained with
+    protocol: str | None = None  # "cs231n" or "karpathy"; None: the protocol the checkpoint was trained with
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     max_length: int = MAX_DECODE_LENGTH  # most words per caption, <END> included
     evaluate: bool = False
@@ -58,6 +58,7 @@ class InferenceSettings:
     report: str | None = None  # folder of the evaluation's static report page
     compare: str | None = None  # an earlier --output JSON shown beside this evaluation in the report
     images: tuple = ()  # the user's own image files
+    vgg16_weights: str | None = None  # --image on VGG16 features: their weights; None: the torch hub cache's file
     images_dir: str | None = None
     fetch_urls: bool = True
     attention_maps: int = 4  # attention models: maps saved of the first shown images of each split; 0: none
@@ -132,6 +133,7 @@ def _check_outputs(settings, checkpoint, meta):
     the run captions, or each other."""
     folders = {settings.data_dir, meta.get("data", {}).get("dir"), *(dataset_home(name) for name in DATASETS)}
     reads = [(checkpoint, "the checkpoint"), *((image, "an image") for image in settings.images),
+             *((path, "the VGG16 weights") for path in (settings.vgg16_weights,) if path),
              *((path, "a dataset file") for folder in folders if folder for path in files_under(folder))]
     check_outputs([(settings.output, "--output"), (settings.coco_results, "--coco-results")], reads)
 
@@ -144,7 +146,9 @@ def _decoding(settings):
 
 def _dataset(run):
     """The dataset folder the settings or the checkpoint name, and the protocol its splits follow."""
-    protocol = run.settings.splits or run.meta.get("settings", {}).get("splits", PROTOCOLS[0])
+    trained = run.meta.get("settings", {})
+    # "splits": the field's name in checkpoints written before it was called protocol
+    protocol = run.settings.protocol or trained.get("protocol", trained.get("splits", PROTOCOLS[0]))
     return _data_dir(run.settings, run.meta, protocol), protocol
 
 
@@ -283,13 +287,14 @@ def _evaluate(model, config, data, split, settings, rng, group):
 
 def _own_images(run):
     """--image: encode the user's image files with the dataset's encoder, caption them, save a gallery."""
-    from core.features.encoders import encode_image_files
+    from core.features.encoders import dataset_encoder, encode_image_files
     from core.features.preprocess import read_image
 
     model, config, meta, settings, device, rng = run.model, run.config, run.meta, run.settings, run.device, run.rng
-    out_dir = writable_dir(settings.out or run.checkpoint.parent, "--out")
     data_dir = _data_dir(settings, meta)
-    encoded = encode_image_files(settings.images, data_dir, device=device, progress=settings.progress,
+    encoder, pca = dataset_encoder(data_dir, settings.vgg16_weights, device=device)  # before any image is read
+    out_dir = writable_dir(settings.out or run.checkpoint.parent, "--out")
+    encoded = encode_image_files(settings.images, encoder, pca, device=device, progress=settings.progress,
                                  grid=config.reads_grid)
     features = encoded[1] if config.reads_grid else encoded  # (M, R, C) cells or (M, K) pooled
     if tuple(features.shape[1:]) != input_shape(config):

@@ -79,6 +79,16 @@ def add_no_progress(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
 
+class Renamed(argparse.Action):
+    """A flag stored under its first spelling, the new name; a later spelling, an older name, still works, with one
+    line on stderr saying the new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string != self.option_strings[0]:
+            sys.stderr.write(f"warning: {option_string} is deprecated, use {self.option_strings[0]}\n")
+        setattr(namespace, self.dest, values)
+
+
 def defaults_of(settings_class):
     """{field name: default} of a settings dataclass, for the flags built from it."""
     return {f.name: f.default for f in dataclasses.fields(settings_class) if f.default is not dataclasses.MISSING}

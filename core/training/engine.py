@@ -40,7 +40,7 @@ class TrainSettings:
     num_samples: int | None = None  # training captions (the classic meaning); None: all
     dataset: str = "shapes"
     data_dir: str | None = None  # overrides dataset
-    splits: str = PROTOCOLS[0]  # which images make train/val/test: "cs231n" (the files') or "karpathy" (COCO papers')
+    protocol: str = PROTOCOLS[0]  # which images make train/val/test: "cs231n" (the files') or "karpathy" (COCO papers')
     epochs: int | None = None  # None: the model kind's default, more when that would be under min_steps
     min_steps: int = 600  # so that `--num_samples 300` trains long enough to overfit
     batch_size: int = 128
@@ -90,7 +90,7 @@ def _train(settings, kind, scst, device, out_dir, data, group):
     settings = replace(settings, progress=settings.progress and group.is_main)
     with group.main_first():  # a dataset made on first use is made once
         data_dir = data["base_dir"] if data is not None else resolve_data_dir(
-            settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.splits)
+            settings.dataset, settings.data_dir, progress=settings.progress, protocol=settings.protocol)
     if scst is None:
         model, updater, data = _cross_entropy_setup(settings, kind, device, data_dir, data, group)
     else:
@@ -128,7 +128,7 @@ def _model_data(settings, data_dir, data, reads_grid):
     captions paired with other images."""
     if data is None:
         data = load_coco_data(data_dir, max_train=settings.num_samples, seed=settings.seed, grid=reads_grid,
-                              protocol=settings.splits)
+                              protocol=settings.protocol)
     data = model_inputs(data, reads_grid)
     return _blind(data, settings.seed) if settings.shuffle_features else data
 
@@ -261,7 +261,7 @@ def _record(settings, model, solver_config, optim_config, data, device):
             "solver": asdict(solver_config), "optim": asdict(optim_config), "device": str(device),
             "data": {"dir": str(Path(data["base_dir"]).resolve()), "dataset": "custom" if custom else settings.dataset,
                      "num_samples": settings.num_samples, "shuffle_features": settings.shuffle_features,
-                     "protocol": data.get("protocol", settings.splits)}}
+                     "protocol": data.get("protocol", settings.protocol)}}
 
 
 def _title(settings, data):
