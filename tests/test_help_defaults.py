@@ -7,20 +7,24 @@ import pytest
 
 import features_extraction
 import inference
+import results
 import training
-from core.datasets import coco
+from core.datasets import coco, shapes_build
 from tests.test_flag_walk import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
-# results.py and shapes_build take their help from their own owners' work and are walked by their own tests.
 PARSERS = {"training": training.parse_args, "inference": inference.parse_args, "coco": coco.parse_args,
-           "features_extraction": lambda argv: features_extraction.build_parser().parse_args(argv)}
+           "features_extraction": lambda argv: features_extraction.build_parser().parse_args(argv),
+           "results": results.parse_args, "shapes_build": shapes_build._parse_args}
 
 
 def shown(default):
-    """How a help text writes a default: a path relative to the repository, anything else as str() gives it."""
+    """How a help text writes a default: a path relative to the repository, a list as its items with spaces between,
+    anything else as str() gives it."""
     if isinstance(default, Path) and default.is_relative_to(ROOT):
         return str(default.relative_to(ROOT))
+    if isinstance(default, (list, tuple)):
+        return " ".join(map(str, default))
     return str(default)
 
 
