@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=cli.non_negative_int, default=DEFAULTS["patience"],
                    help="stop a training run once this many epochs in a row have not improved its validation loss "
                         f"(reward, for self-critical runs); 0: never (default {DEFAULTS['patience']})")
+    p.add_argument("--scst-min-improvement", type=cli.non_negative_float, default=DEFAULTS["scst_min_improvement"],
+                   help="the share of its best validation reward a self-critical epoch must gain to count as an "
+                        f"improvement for --patience (default {DEFAULTS['scst_min_improvement']})")
     p.add_argument("--no-blind", action="store_true",
                    help="skip the blind (shuffled-features) baseline (default: the first of --models trained blind)")
     p.add_argument("--no-scst", action="store_true",

@@ -83,6 +83,9 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=cli.non_negative_int, default=DEFAULTS["patience"],
                    help="stop once this many epochs in a row have not improved the validation loss (the reward "
                         f"with --objective scst); the best checkpoint is kept (default {DEFAULTS['patience']}: never)")
+    p.add_argument("--min-improvement", type=cli.non_negative_float, default=DEFAULTS["min_improvement"],
+                   help="for --patience: the share of the best validation loss (reward) an epoch must gain to count "
+                        f"as an improvement, e.g. 0.005 (default {DEFAULTS['min_improvement']}: any gain)")
     p.add_argument("--objective", choices=OBJECTIVES, default=DEFAULTS["objective"],
                    help="xe: cross-entropy (teacher forcing); scst: self-critical training of the CIDEr-D of sampled "
                         "captions, starting from --init-from; minibatches are then --batch-size images (default "

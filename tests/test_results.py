@@ -42,6 +42,24 @@ def test_patience_is_spent_after_that_many_epochs_without_a_better_validation_lo
     assert patience_spent(losses, patience) == spent
 
 
+@pytest.mark.parametrize("losses, spent", [
+    ([-4.30, -4.35, -4.36, -4.37], True),  # SCST rewards creeping up by a quarter of a percent: flat
+    ([-4.30, -4.35, -4.40, -4.45], False),  # about 1% an epoch: improving
+    ([-4.30, -4.31, -4.32, -4.33, -4.36], False),  # small gains that add up past 0.5% of the best: an improvement
+])
+def test_min_improvement_counts_only_gains_above_a_share_of_the_best(losses, spent):
+    assert patience_spent(losses, 1, min_improvement=0.005) == spent
+    assert patience_spent(losses, 1) is False  # any gain counts without it
+
+
+def test_only_self_critical_runs_of_the_study_need_a_minimum_gain():
+    from core.results.rows import variants
+
+    runs = variants("lstm", 0, "runs", ResultsSettings(models=("lstm",), blind=False))
+    assert [(v.settings.objective, v.settings.min_improvement) for v in runs] == [
+        ("xe", 0.0), ("scst", ResultsSettings.scst_min_improvement)]
+
+
 def scripted_solver(data, out_dir, losses, patience, epochs=8):
     """A solver whose training steps are real and whose validation losses, one per epoch, are ``losses``."""
     kind = model_kind("rnn")

@@ -54,7 +54,7 @@ def variants(model_type, seed, out, settings):
         best = Path(base) / checkpoint_file("best", model_kind(model_type).checkpoint_suffix)
         runs.append(Variant(model_type, f"SCST ({settings.scst_baseline} baseline)", TrainSettings(
             objective="scst", init_from=str(best), scst_baseline=settings.scst_baseline, out=f"{base}-scst",
-            **common), beam=False, headline=True))
+            min_improvement=settings.scst_min_improvement, **common), beam=False, headline=True))
     if settings.blind and model_type == settings.models[0]:
         runs.append(Variant(f"{model_type} blind", "XE", TrainSettings(shuffle_features=True, out=f"{base}-blind",
                                                                        **common), beam=False, headline=False))

@@ -68,6 +68,9 @@ class ResultsSettings:
     # A run stops once this many epochs in a row have not improved its validation loss (reward, for SCST); its best
     # checkpoint is kept, so a stop costs only what epochs after a flat one would have gained.
     patience: int = 1
+    # A self-critical run's validation reward creeps up by a fraction of a percent an epoch once it has converged:
+    # an epoch counts as an improvement only when it gains more than this share.
+    scst_min_improvement: float = 0.005
     blind: bool = True  # the blind baseline (shuffled features), trained for the first of ``models``
     scst: bool = True  # a self-critical row under each model
     scst_baseline: str = SCSTConfig.baseline
@@ -150,7 +153,8 @@ def _patience_text(settings):
     if not settings.patience:
         return "every run trains its kind's epochs"
     epochs = "an epoch has" if settings.patience == 1 else f"{settings.patience} epochs in a row have"
-    return f"a run stops once {epochs} not improved its validation loss, or reward for SCST"
+    return (f"a run stops once {epochs} not improved its validation loss, or its reward for SCST by more than "
+            f"{settings.scst_min_improvement:.1%}")
 
 
 def _note(settings, data_dir):

@@ -54,6 +54,7 @@ class TrainSettings:
     dry_run: bool = False  # one step and one validation pass, never over a trained run's files
     save_every: int = SolverConfig.save_every  # steps between checkpoints within an epoch; 0: every 10 minutes
     patience: int = SolverConfig.patience  # epochs without a better validation loss (reward) before stopping; 0: never
+    min_improvement: float = SolverConfig.min_improvement  # the share of the best loss an epoch must gain to count
     objective: str = "xe"  # "xe": cross-entropy; "scst": self-critical CIDEr-D training from an XE checkpoint
     init_from: str | None = None  # scst: the checkpoint to start from; None: runs/<model>/best
     scst_samples: int = SCSTConfig.samples
@@ -251,7 +252,8 @@ def _solver_config(settings, kind, num_rows):
     epochs = settings.epochs or max(recipe(kind).epochs, math.ceil(settings.min_steps / iterations))
     return SolverConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
                         max_iterations=1 if settings.dry_run else 0, progress=settings.progress,
-                        save_every=settings.save_every, patience=settings.patience)
+                        save_every=settings.save_every, patience=settings.patience,
+                        min_improvement=settings.min_improvement)
 
 
 def _record(settings, model, solver_config, optim_config, data, device):

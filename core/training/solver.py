@@ -72,14 +72,21 @@ class SolverConfig:
     # Stop once this many epochs in a row have not lowered the validation loss (0: never stop early); the best
     # checkpoint stays the best epoch's.
     patience: int = 0
+    # What counts as lowering it, for patience: more than this share of the best loss so far (0: any amount), so that
+    # a run whose validation creeps up by hundredths of a percent an epoch counts as flat.
+    min_improvement: float = 0.0
 
 
-def patience_spent(val_losses, patience):
+def patience_spent(val_losses, patience, min_improvement=0.0):
     """Whether the last ``patience`` epochs of ``val_losses`` (one validation loss per epoch) all failed to go
-    below the best before them; never with ``patience`` 0."""
+    below the best before them by more than ``min_improvement`` of its magnitude; never with ``patience`` 0."""
     if not patience or len(val_losses) <= patience:
         return False
-    return len(val_losses) - 1 - int(np.argmin(val_losses)) >= patience
+    best, improved = val_losses[0], 0
+    for epoch, loss in enumerate(val_losses[1:], start=1):
+        if loss < best - min_improvement * abs(best):
+            best, improved = loss, epoch
+    return len(val_losses) - 1 - improved >= patience
 
 
 class TrainingDiverged(UserError):
@@ -184,7 +191,8 @@ class Solver:
     @property
     def stopped_early(self):
         """Whether validation has not improved for ``patience`` epochs, so the run ends before its last epoch."""
-        return self.step < self.total_steps and patience_spent(self.history["epoch_val_loss"], self.config.patience)
+        return self.step < self.total_steps and patience_spent(self.history["epoch_val_loss"], self.config.patience,
+                                                          self.config.min_improvement)
 
     def _say_stopped_early(self):
         epochs = len(self.history["epoch_val_loss"])
