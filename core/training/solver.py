@@ -199,8 +199,9 @@ class Solver:
         if self.writes:
             self._write_history(final=True)
         if self.config.progress:
+            span = "an epoch" if self.config.patience == 1 else f"{self.config.patience} epochs"
             tqdm.write(f"stopped after epoch {epochs}/{self.config.epochs}: {self.metric.name} on validation has not "
-                       f"improved for {self.config.patience} epochs (patience); best epoch {self.best_epoch + 1}")
+                       f"improved in {span} (patience); best epoch {self.best_epoch + 1}")
 
     def _train_epoch(self, epoch, first):
         """One epoch from iteration ``first``; returns False when stopped early on request (a stop on the epoch's
