@@ -8,9 +8,9 @@ dataset's 1,004 words), with synthetic captions. The two set-ups are launched as
 round each, and the median over the rounds is reported. Communication share: for the numpy models, the time the
 step spends on its gradients' all-reduces, which overlap the backward pass (handing each gradient over, and the
 wait before the update), over the step; the Transformer's, whose all-reduce DDP overlaps with its backward pass,
-as 1 - (step under ``no_sync``) / (step). The bound on that share: the all-reduce of every gradient alone, with
-nothing computing beside it, over the step (on two cores both busy with the step, the communication finds no idle
-core to overlap onto).
+as 1 - (step under ``no_sync``) / (step). The bound on that share: the all-reduce of every gradient alone (each
+parameter's for the numpy models, as they reduce them; 25 MB buckets for DDP), with nothing computing beside it,
+over the step (on two cores both busy with the step, the communication finds no idle core to overlap onto).
 """
 import argparse
 import json
@@ -91,7 +91,15 @@ def all_reduce_alone(sizes, group, count=5):
         for work in [torch.distributed.all_reduce(buffer, async_op=True) for buffer in buffers]:
             work.wait()
         seconds.append(time.perf_counter() - start)
+    group.barrier()  # no rank leaves the group while another still exchanges with it
     return float(np.median(seconds))
+
+
+def ddp_buckets(total, bucket_bytes=25 * 2 ** 20):
+    """Element counts of the float32 buckets DistributedDataParallel all-reduces ``total`` gradient elements in (its
+    default bucket_cap_mb is 25)."""
+    per_bucket = bucket_bytes // 4
+    return [per_bucket] * (total // per_bucket) + ([total % per_bucket] if total % per_bucket else [])
 
 
 def worker(args):
@@ -135,7 +143,10 @@ def worker(args):
         alone = 0.0
         if group.distributed:
             params = model.params.values() if kind.framework == "numpy" else model.parameters()
-            alone = all_reduce_alone([int(np.prod(p.shape)) for p in params], group) / (seconds / args.steps)
+            sizes = [int(np.prod(p.shape)) for p in params]
+            if kind.framework == "torch":  # DDP reduces buckets of gradients, not each parameter's
+                sizes = ddp_buckets(sum(sizes))
+            alone = all_reduce_alone(sizes, group) / (seconds / args.steps)
         if group.is_main:
             print(json.dumps({"steps_per_second": args.steps / seconds, "communication": comm,
                               "all_reduce_alone": alone}), flush=True)

@@ -143,3 +143,12 @@ def test_distributed_benchmark_reports_the_bound_on_communication(capsys):
         assert label in out
     share = float(out.split("all-reduce of every gradient alone, over a step")[1].split("%")[0])
     assert 0 < share < 1000
+
+
+def test_ddp_buckets_cover_the_gradient_in_25_mb_pieces():
+    from benchmarks.bench_distributed import ddp_buckets
+
+    per_bucket = 25 * 2 ** 20 // 4
+    assert ddp_buckets(10) == [10]
+    assert ddp_buckets(2 * per_bucket + 3) == [per_bucket, per_bucket, 3]
+    assert ddp_buckets(per_bucket) == [per_bucket]
