@@ -155,3 +155,16 @@ def test_a_tiny_hard_dataset_trains_and_evaluates(built, tmp_path, capsys):
                                                "--split", "novel", "--data-dir", str(built["plain"]),
                                                "--output", str(plain_out)], capsys)
     assert code == 2 and len(err) == 1 and "no novel split" in err[0] and not plain_out.exists()
+
+
+def test_the_results_study_runs_on_the_hard_world(built, tmp_path):
+    from core.results.study import ResultsSettings, run_results
+
+    settings = ResultsSettings(models=("lstm",), world="hard", out=str(tmp_path / "runs"), data_dir=str(built["hard"]),
+                               epochs=1, scst=False, blind=False, docs=False, progress=False)
+    rows = run_results(settings, command="python results.py --world hard")
+    greedy = rows[0]
+    assert (greedy["name"], greedy["decoding"]) == ("lstm", "greedy")
+    # the held-out pairs are the hard world's (e.g. grey, navy): read in its words, as the references state them
+    assert 0 <= greedy["novel_pair_recall"] <= 1 and greedy["reference_novel_pair_recall"] > 0
+    assert (tmp_path / "runs" / "results.md").is_file()

@@ -127,7 +127,7 @@ def load_held_out_pairs(data_dir):
     return tuple(sorted(tuple(pair) for pair in pairs or ()))
 
 
-def novel_composition(predictions, references, scenes, held_out, test=None, world=DEFAULT_WORLD):
+def novel_composition(predictions, references, scenes, held_out, world, test=None):
     """``core.evaluation.composition``'s figures of the captions ``predictions`` (image row -> caption) for the
     held-out and the seen pairs, those of each image's first reference caption (``reference_*``: what the
     references themselves state) and, with ``test`` = (predictions, scenes) of the test split, the seen pairs there
@@ -229,8 +229,8 @@ def _composition(data_dir, split, predictions, references, test_predictions):
     test = None
     if test_predictions is not None:
         test = (test_predictions, load_scenes(data_dir, HELD_OUT_SPLIT))
-    return novel_composition(predictions, references, load_scenes(data_dir, split), held_out, test,
-                             load_world(data_dir))
+    return novel_composition(predictions, references, load_scenes(data_dir, split), held_out, load_world(data_dir),
+                             test)
 
 
 def score_predictions(predictions, references, data_dir, split):

@@ -19,6 +19,7 @@ from core.evaluation.loop import (
     evaluate_split,
     load_held_out_pairs,
     load_scenes,
+    load_world,
     novel_composition,
     score_predictions,
     split_images,
@@ -111,7 +112,7 @@ def composition(data, predictions, split, caption):
     images, references = split_images(data, NOVEL_SPLIT)
     novel = dict(zip(images.tolist(), caption(images)))
     return novel_composition(novel, references, load_scenes(data["base_dir"], NOVEL_SPLIT), held_out,
-                             test=(predictions, load_scenes(data["base_dir"], split)))
+                             load_world(data["base_dir"]), test=(predictions, load_scenes(data["base_dir"], split)))
 
 
 def retrieval_rows(data, settings):
