@@ -2,7 +2,7 @@
 
 A ``Group`` says who this process is (rank, world size) and carries the few collective operations the training
 loop, the evaluation and the feature extraction need: this rank's shard of an index array, a sum over ranks,
-the gradients of a step reduced while its backward pass runs, objects gathered on rank 0, rank 0's decisions
+the gradients of a step reduced while its backward pass runs (``core.runtime.gradient_reduction``), objects gathered on rank 0, rank 0's decisions
 broadcast, and a check that every rank was launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in
 the environment) the group is a single process, every operation is the identity, and torch is never imported.
 
@@ -10,19 +10,18 @@ Errors every rank meets alike are printed once: rank 0 raises the ``UserError``,
 same code silently (``Group.error``).
 """
 import hashlib
-import inspect
 import math
 import os
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import numpy as np
 
-from core.runtime.arrays import as_torch, contiguous
 from core.runtime.errors import UserError
+from core.runtime.gradient_reduction import REDUCE_DTYPES, OverlappedGradients, data_parallel
 
 RENDEZVOUS_TIMEOUT_ENV = "CAPTION_RENDEZVOUS_TIMEOUT"  # seconds a process waits to reach the rendezvous
 RENDEZVOUS_SECONDS = 60.0
@@ -41,6 +40,7 @@ class Group:
     local_world_size: int = 1
     restart_count: int = 0  # torchelastic's restarts of the group so far (--max-restarts)
     backend: str | None = None
+    reduce_dtype: str = REDUCE_DTYPES[0]  # what the gradients are all-reduced in (core.runtime.gradient_reduction)
 
     @property
     def is_main(self):
@@ -73,9 +73,9 @@ class Group:
 
     def gradient_reducer(self, share):
         """A dict for a hand-written model's ``loss(..., grads=...)`` that starts the all-reduce of each gradient,
-        times ``share``, as soon as the backward pass sets it; ``finish(loss)`` waits for them (see
-        ``OverlappedGradients``)."""
-        return OverlappedGradients(self, share)
+        times ``share``, in ``reduce_dtype``, as soon as the backward pass sets it; ``finish(loss)`` waits for them
+        (see ``OverlappedGradients``)."""
+        return OverlappedGradients(self, share, self.reduce_dtype)
 
     def gather(self, value):
         """Every rank's ``value`` (any picklable object), as a list by rank on rank 0; None on the others."""
@@ -164,24 +164,9 @@ class Group:
                                  "process with the same flags and the same data")
 
     def data_parallel_loss(self, model, device):
-        """``model.loss`` in DistributedDataParallel: called like it, its backward all-reduces (averages) the
-        gradients over ranks. Buffers are not synced before each forward: they are built alike on every rank."""
-        import torch
-
-        class Loss(torch.nn.Module):  # DDP reduces what goes through a module's forward
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, *args, **kwargs):
-                return self.model.loss(*args, **kwargs)
-
-        ids = [device.index] if getattr(device, "type", device) == "cuda" else None
-        ddp = torch.nn.parallel.DistributedDataParallel
-        # torch 2.13 names the option forward_sync_buffers and warns on the old name, which is all earlier ones know.
-        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
-                   else "broadcast_buffers")
-        return ddp(Loss(), device_ids=ids, **{no_sync: False})
+        """``model.loss`` in DistributedDataParallel, its gradients all-reduced in ``reduce_dtype`` (see
+        ``core.runtime.gradient_reduction.data_parallel``)."""
+        return data_parallel(model, device, self.reduce_dtype)
 
     def place(self, device, gpu_count=None):
         """The device this rank computes on: ``device`` itself, except that CUDA gives each local rank its own GPU.
@@ -208,39 +193,6 @@ class Group:
 SINGLE = Group()
 
 
-class OverlappedGradients(dict):
-    """Gradients summed over ranks while the backward pass goes on, as DistributedDataParallel's buckets are.
-
-    Each gradient set (``grads[name] = g``, or ``update``) is multiplied by this rank's ``share`` of the loss into a
-    buffer of its own, whose asynchronous all-reduce starts at once; the dict holds the buffers. Every rank sets the
-    same names in the same order (one code path), so the collectives pair up. ``finish(loss)`` waits for the
-    all-reduces and returns the loss times ``share``, summed over ranks: then the dict holds the step's gradients,
-    the same on every rank, in the namespace of the backward's arrays (numpy, torch, CuPy)."""
-
-    def __init__(self, group, share):
-        super().__init__()
-        self.group, self.share, self._pending = group, share, []
-
-    def __setitem__(self, name, grad):
-        import torch
-
-        buffer = contiguous(grad * self.share)
-        self._pending.append(torch.distributed.all_reduce(as_torch(buffer), async_op=True))
-        super().__setitem__(name, buffer)
-
-    def update(self, grads=(), **more):
-        for name, grad in dict(grads, **more).items():
-            self[name] = grad
-
-    def finish(self, loss):
-        """The loss times ``share`` summed over ranks, once every gradient's all-reduce is done."""
-        total = self.group.sum(float(loss) * self.share)
-        for work in self._pending:
-            work.wait()
-        self._pending = []
-        return total
-
-
 def _enter(context):
     context.__enter__()  # what it returns stays on rank 0: only the success travels
 
@@ -258,15 +210,19 @@ def launched_group(env, backend):
 
 
 @contextmanager
-def process_group(device_type="cpu", env=None):
+def process_group(device_type="cpu", env=None, reduce_dtype=REDUCE_DTYPES[0]):
     """The Group of this process for the block: single outside torchrun; under it, a member of the process group
-    (nccl for ``device_type`` "cuda", else gloo), left at the end. The rendezvous must answer within
+    (nccl for ``device_type`` "cuda", else gloo), left at the end, that all-reduces gradients in ``reduce_dtype``
+    (checked in a single process too, where it has no effect). The rendezvous must answer within
     ``$CAPTION_RENDEZVOUS_TIMEOUT`` seconds (default 60), else one line says what to check."""
+    if reduce_dtype not in REDUCE_DTYPES:
+        raise UserError(f"--reduce-dtype {reduce_dtype!r}: use one of {', '.join(REDUCE_DTYPES)}")
     env = os.environ if env is None else env
     group = launched_group(env, "nccl" if device_type == "cuda" else "gloo")
     if group is None:
         yield SINGLE
         return
+    group = replace(group, reduce_dtype=reduce_dtype)
     host, port = env.get("MASTER_ADDR", "127.0.0.1"), int(_env_number(env, "MASTER_PORT", 29500, 1, 65535))
     hosting = group.is_main and env.get("TORCHELASTIC_USE_AGENT_STORE") != "True"  # else torchrun's agent hosts
     if not hosting:
