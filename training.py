@@ -20,6 +20,7 @@ from core.datasets.resolve import DATASETS
 from core.model.registry import MODEL_TYPES
 from core.runtime import cli
 from core.runtime.arrays import BACKENDS
+from core.runtime.gradient_reduction import REDUCE_DTYPES
 from core.training.engine import OBJECTIVES, TrainSettings
 from core.training.scst import BASELINES
 
@@ -100,6 +101,11 @@ def parse_args(argv=None):
                         f"{DEFAULTS['scst_baseline']})")
     p.add_argument("--shuffle-features", action="store_true",
                    help="pair captions with random images' features: the blind baseline")
+    p.add_argument("--reduce-dtype", choices=REDUCE_DTYPES, default=DEFAULTS["reduce_dtype"],
+                   help="under torchrun with more than one process: the dtype each gradient is all-reduced in; "
+                        "bfloat16 and float16 round it to 8 and 11 significant bits before the sum, for half the "
+                        "bytes; a single process accepts it and it has no effect (default "
+                        f"{DEFAULTS['reduce_dtype']}: each gradient in its own dtype)")
     for name, (kind, meaning) in ARCHITECTURE.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                        help=f"{meaning} (default: per model, core/model/registry.py)")

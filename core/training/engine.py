@@ -25,6 +25,7 @@ from core.runtime.cli import seed_everything
 from core.runtime.distributed import fingerprint, process_group
 from core.runtime.errors import UserError
 from core.runtime.fileio import FolderLock, atomic_write_text, writable_dir
+from core.runtime.gradient_reduction import REDUCE_DTYPES
 from core.training.recipes import recipe
 from core.training.scst import SCSTConfig, SCSTUpdater, image_rows, training_document_frequency
 from core.training.solver import Solver, SolverConfig
@@ -60,6 +61,7 @@ class TrainSettings:
     scst_samples: int = SCSTConfig.samples
     scst_baseline: str = SCSTConfig.baseline
     shuffle_features: bool = False  # the blind baseline: captions paired with other images' features
+    reduce_dtype: str = REDUCE_DTYPES[0]  # under torchrun: the dtype gradients are all-reduced in; alone: no effect
     progress: bool = True
     model_config: dict = field(default_factory=dict)  # architecture options, e.g. {"hidden_dim": 256}
 
@@ -76,7 +78,7 @@ def run_training(settings, data=None):
     scst = _scst_config(settings)
     device = kind.device(settings.device, settings.backend)
     # Under torchrun, one process of a group (core.runtime.distributed); rank 0 decides the folder and holds its lock.
-    with process_group(getattr(device, "type", device)) as group:
+    with process_group(getattr(device, "type", device), reduce_dtype=settings.reduce_dtype) as group:
         device = group.place(device)
         if settings.batch_size % group.world_size:
             raise group.error(f"--batch-size {settings.batch_size} (the global minibatch) does not divide among "
