@@ -2,6 +2,7 @@
 1 process x 2 threads, same global minibatch, and the share of a distributed step spent communicating.
 
 Run: python -m benchmarks.bench_distributed [--models lstm transformer] [--batch-size 128] [--steps 20] [--rounds 3]
+     [--reduce-dtype float32]
 
 Each model runs at its default size on shapes-sized inputs (512-d features, captions of 17 tokens, the default
 dataset's 1,004 words), with synthetic captions. The two set-ups are launched as fresh processes in turns, a
@@ -11,6 +12,8 @@ wait before the update), over the step; the Transformer's, whose all-reduce DDP 
 as 1 - (step under ``no_sync``) / (step). The bound on that share: the all-reduce of every gradient alone (each
 parameter's for the numpy models, as they reduce them; 25 MB buckets for DDP), with nothing computing beside it,
 over the step (on two cores both busy with the step, the communication finds no idle core to overlap onto).
+``--reduce-dtype`` bfloat16 or float16: the 2-process runs all-reduce their gradients in it (training.py's flag),
+and the bound all-reduces buffers of it.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import numpy as np
 
 from benchmarks.harness import print_rows, report_blas, report_machine
 from core.data.layout import SPECIAL_TOKENS
+from core.runtime.gradient_reduction import REDUCE_DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB, FEATURES, TOKENS = 1004, 512, 17
@@ -79,11 +83,11 @@ def synthetic_batch(batch_size, seed=0):
 
 
 def all_reduce_alone(sizes, group, count=5):
-    """Seconds of one all-reduce of gradients of ``sizes`` (element counts), all started at once and then waited
-    for, as the step does, with nothing else computing; the median of ``count``."""
+    """Seconds of one all-reduce of gradients of ``sizes`` (element counts), in the group's ``reduce_dtype``, all
+    started at once and then waited for, as the step does, with nothing else computing; the median of ``count``."""
     import torch
 
-    buffers = [torch.ones(size, dtype=torch.float32) for size in sizes]
+    buffers = [torch.ones(size, dtype=getattr(torch, group.reduce_dtype)) for size in sizes]
     seconds = []
     for _ in range(count):
         group.barrier()
@@ -114,7 +118,7 @@ def worker(args):
     features, captions = synthetic_batch(args.batch_size)
     words = [*SPECIAL_TOKENS, *(f"w{i}" for i in range(len(SPECIAL_TOKENS), VOCAB))]
     word_to_idx = {word: i for i, word in enumerate(words)}
-    with process_group() as group:
+    with process_group(reduce_dtype=args.reduce_dtype) as group:
         config = kind.make_config(SMALL[kind.framework] if args.small else {})
         model = kind.build(word_to_idx, config.for_data(features), device=torch.device("cpu"))
         updater = recipe(kind).make_updater(model, recipe(kind).optim, torch.device("cpu"), group)
@@ -155,7 +159,8 @@ def worker(args):
 def launch(model, processes, args):
     """Steps/s and communication share of one set-up: a fresh torchrun group, or one process with 2 threads."""
     flags = ["-m", "benchmarks.bench_distributed", "--worker", "--model", model, "--batch-size",
-             str(args.batch_size), "--steps", str(args.steps), *(["--small"] if args.small else [])]
+             str(args.batch_size), "--steps", str(args.steps), "--reduce-dtype", args.reduce_dtype,
+             *(["--small"] if args.small else [])]
     if processes == 1:
         command, threads = [sys.executable, *flags], str(args.threads)
     else:
@@ -175,6 +180,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20, help="timed steps per launch")
     p.add_argument("--rounds", type=int, default=3, help="launches of each set-up, in turns")
     p.add_argument("--threads", type=int, default=2, help="threads of the single process")
+    p.add_argument("--reduce-dtype", choices=REDUCE_DTYPES, default=REDUCE_DTYPES[0],
+                   help=f"what the 2-process runs all-reduce gradients in, and the bound (default {REDUCE_DTYPES[0]})")
     p.add_argument("--small", action="store_true", help="tiny models: a check that the benchmark runs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -193,7 +200,8 @@ def main(argv=None):
         two = float(np.median([r["steps_per_second"] for r in results[2]]))
         comm = float(np.median([r["communication"] for r in results[2]]))
         alone = float(np.median([r["all_reduce_alone"] for r in results[2]]))
-        print_rows(f"{model}: global batch {args.batch_size}, {args.steps} steps a launch, median of {args.rounds}", [
+        print_rows(f"{model}: global batch {args.batch_size}, {args.steps} steps a launch, median of {args.rounds}, "
+                   f"gradients all-reduced in {args.reduce_dtype}", [
             (f"1 process x {args.threads} threads", f"{one:.2f} steps/s"),
             ("2 processes x 1 thread (gloo)", f"{two:.2f} steps/s"),
             ("speed-up (2 processes / 1)", f"{two / one:.2f}x"),

@@ -136,10 +136,11 @@ def test_op_breakdown_puts_matmuls_copies_and_elementwise_apart():
 def test_distributed_benchmark_reports_the_bound_on_communication(capsys):
     from benchmarks import bench_distributed
 
-    bench_distributed.main(["--models", "lstm", "--small", "--steps", "2", "--rounds", "1"])
+    bench_distributed.main(["--models", "lstm", "--small", "--steps", "2", "--rounds", "1", "--reduce-dtype",
+                            "bfloat16"])
     out = capsys.readouterr().out
     for label in ("2 processes x 1 thread (gloo)", "communication share of a 2-process step",
-                  "all-reduce of every gradient alone, over a step"):
+                  "all-reduce of every gradient alone, over a step", "gradients all-reduced in bfloat16"):
         assert label in out
     share = float(out.split("all-reduce of every gradient alone, over a step")[1].split("%")[0])
     assert 0 < share < 1000
