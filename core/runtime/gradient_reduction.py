@@ -27,7 +27,7 @@ class OverlappedGradients(dict):
     ``reduce_dtype`` (one of ``REDUCE_DTYPES``) other than float32: each buffer, already times ``share`` so that the
     sum stays in range, is all-reduced as a copy in that dtype, and the sum is written back into the buffer."""
 
-    def __init__(self, group, share, reduce_dtype=REDUCE_DTYPES[0]):
+    def __init__(self, group, share, reduce_dtype):
         super().__init__()
         self.group, self.share, self._pending = group, share, []
         self._wire = _wire_dtype(reduce_dtype)
@@ -56,7 +56,7 @@ class OverlappedGradients(dict):
         return total
 
 
-def data_parallel(model, device, reduce_dtype=REDUCE_DTYPES[0]):
+def data_parallel(model, device, reduce_dtype):
     """``model.loss`` in DistributedDataParallel: called like it, its backward all-reduces (averages) the gradients
     over ranks, in ``reduce_dtype`` through torch's compression hook unless float32. Buffers are not synced before
     each forward: they are built alike on every rank."""
