@@ -2,6 +2,7 @@
 gradients through ``OverlappedGradients`` and a Transformer's through DistributedDataParallel's compression hook;
 float32, the default, is the exact sum, 16-bit ones are within their rounding of it and come back in the
 gradient's own type and dtype. One process accepts the option and ignores it; an unknown dtype is one line."""
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 import training
+from core.runtime.checkpoint import load_training_state
 from core.runtime.distributed import SINGLE, process_group
 from core.runtime.errors import UserError
 from core.runtime.gradient_reduction import REDUCE_DTYPES
+from core.training import engine
 from tests.reduce_dtype_helpers import SHARES
 from tests.test_distributed import free_port
 
@@ -98,6 +101,27 @@ def test_ddp_in_float32_averages_the_ranks_gradients(ranks):
 def test_a_single_process_accepts_a_reduce_dtype_and_is_unchanged():
     with process_group("cpu", env={}, reduce_dtype="bfloat16") as group:
         assert group is SINGLE
+
+
+def test_one_process_training_records_the_reduce_dtype_and_is_unchanged(tiny_dataset, tmp_path, monkeypatch):
+    """The run hands its reduce dtype to its group and records it in config.json; alone, a step is the same."""
+    asked = []
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["reduce_dtype"])
+        return process_group(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "process_group", spy)
+    params = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        assert training.main(["--model", "lstm", "--data-dir", str(tiny_dataset), "--out", str(out), "--hidden-dim",
+                              "8", "--wordvec-dim", "8", "--no-progress", "--dry-run", "--reduce-dtype", dtype]) == 0
+        assert json.loads((out / "config.json").read_text())["settings"]["reduce_dtype"] == dtype
+        params[dtype] = load_training_state(out / "last.npz")[1]["params"]
+    assert asked == ["float32", "bfloat16"]
+    for name, value in params["float32"].items():
+        assert np.array_equal(value, params["bfloat16"][name]), name
 
 
 def test_a_group_carries_its_reduce_dtype():
