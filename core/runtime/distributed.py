@@ -2,8 +2,8 @@
 
 A ``Group`` says who this process is (rank, world size) and carries the few collective operations the training
 loop, the evaluation and the feature extraction need: this rank's shard of an index array, a sum over ranks,
-the gradients of a step reduced while its backward pass runs (in ``core.runtime.gradient_reduction``, in float32
-or a 16-bit dtype), objects gathered on rank 0, rank 0's decisions broadcast, and a check that every rank was
+the gradients of a step reduced while its backward pass runs (in ``core.runtime.gradient_reduction``, in their own
+dtype or a 16-bit one), objects gathered on rank 0, rank 0's decisions broadcast, and a check that every rank was
 launched with the same settings. Outside torchrun (no ``WORLD_SIZE`` in the environment) the group is a single
 process, every operation is the identity, and torch is never imported.
 
