@@ -179,5 +179,3 @@ def test_default_world_masks_are_the_renderers_drawing():
                 colour = np.asarray(PALETTE[obj_["colour"]], dtype=np.float64)
                 drawn.append(canvas[:, :, colour.argmax()] >= 0.5 * colour.max())
             assert np.array_equal(WORLDS["default"].object_pixels(scene, image_size), np.stack(drawn))
-            masks = scene_cell_masks(scene, SIDE, image_size)
-            assert np.array_equal(masks, scene_cell_masks(scene, SIDE, image_size, WORLDS["default"]))
