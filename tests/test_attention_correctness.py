@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from core.evaluation.attention_correctness import attention_correctness, scene_cell_masks, word_correctness
+from core.shapes_world import render
 from core.shapes_world.render import PALETTE, render_scene, sample_scene
+from core.shapes_world.worlds import WORLDS
 
 SIDE, CELLS = 8, 64
 
@@ -161,3 +163,19 @@ def test_masks_match_where_the_renderer_draws(side):
             for y, x in zip(*np.nonzero(coverage >= 0.55)):
                 assert mask[np.ix_(cells_of_pixel(y, 64, side), cells_of_pixel(x, 64, side))].all()
             assert not (mask & ~reached).any()  # every masked cell holds a pixel the renderer drew
+
+
+def test_default_world_masks_are_the_renderers_drawing():
+    """The default world's pixels are those its renderer draws at least half in the object's colour: each object
+    drawn alone on a black canvas (the private rasteriser, so no noise) and cut at half its brightest channel."""
+    rng = np.random.default_rng(11)
+    for image_size in (64, 96):
+        for _ in range(8):
+            scene = sample_scene(rng, image_size)
+            drawn = []
+            for obj_ in scene["objects"]:
+                canvas = np.zeros((image_size, image_size, 3))
+                render._draw_object(canvas, obj_)
+                colour = np.asarray(PALETTE[obj_["colour"]], dtype=np.float64)
+                drawn.append(canvas[:, :, colour.argmax()] >= 0.5 * colour.max())
+            assert np.array_equal(WORLDS["default"].object_pixels(scene, image_size), np.stack(drawn))

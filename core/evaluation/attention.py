@@ -104,10 +104,10 @@ def words_of(ids, idx_to_word, end_idx):
     return words
 
 
-def correctness_of(captions, attentions, scenes, image_size):
+def correctness_of(captions, attentions, scenes, image_size, world):
     """Attention correctness (``core.evaluation.attention_correctness``) of captions (image row -> caption text)
     from the attention each word had while it was decoded (image row -> (T, R): a row per word, <END>'s after
-    them), with the uniform-attention baseline.
+    them), with the uniform-attention baseline; ``world``: the scenes' ``core.shapes_world.worlds.World``.
 
     Each word's weights over the cells are renormalised to sum to 1: the Transformer's global position, which
     has no place in the image, takes the rest, and ``cell_share`` reports how much the cells got on average.
@@ -118,5 +118,5 @@ def correctness_of(captions, attentions, scenes, image_size):
         shares.append(mass.ravel())
         normalised[row] = weights / np.maximum(mass, 1e-12)
     result = attention_correctness({row: captions[row] for row in normalised}, normalised,
-                                   {row: scenes[row] for row in normalised}, image_size=image_size)
+                                   {row: scenes[row] for row in normalised}, image_size=image_size, world=world)
     return dict(result, cell_share=float(np.concatenate(shares).mean()) if shares else float("nan"))

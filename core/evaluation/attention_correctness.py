@@ -1,10 +1,11 @@
-"""Attention correctness on the shapes world: how much of a word's attention falls on the object it names.
+"""Attention correctness on the shapes worlds: how much of a word's attention falls on the object it names.
 
 After Liu et al. 2017 ("Attention Correctness in Neural Image Captioning"), made exact by the known scenes:
-- A caption is read with ``core.evaluation.grounding.parse_caption``. Each noun phrase whose colour and shape match
-  some object of the scene is scored at its shape noun (``circle`` in ``a red circle``; ``things`` in
-  ``two red things``). Phrases naming neither colour nor shape (``three shapes``) say nothing about which
-  object is meant and are skipped, as are phrases matching no object (hallucinations).
+- A caption is read with ``core.evaluation.grounding.parse_caption`` in its world's words (synonyms and plurals as
+  grounding reads them). Each noun phrase whose colour and shape match some object of the scene is scored at its
+  shape noun (``circle`` in ``a red circle``; ``things`` in ``two red things``). Phrases naming neither colour nor
+  shape (``three shapes``) say nothing about which object is meant and are skipped, as are phrases matching no
+  object (hallucinations).
 - The phrase refers to every object with its colour and shape (``two red circles``: both); a size word
   narrows that to the objects of that size when some have it. A wrong size word leaves the phrase scored,
   as grounding treats size as a claim of its own.
@@ -13,10 +14,13 @@ After Liu et al. 2017 ("Attention Correctness in Neural Image Captioning"), made
 - A word's correctness is the attention mass its row of alphas puts on the cells its objects cover (the
   union for several). The uniform baseline is the share of cells they cover: what attention spread
   evenly over the image would score.
-- A cell covers an object if one of the object's pixels lies in it, a pixel being the object's if its
-  centre is inside the outline: the pixels the renderer draws at least half in the object's colour. The
-  mask is the renderer's own rasterisation, so it is exact; the cell grid spans the whole image (as the
-  VGG16 grid does over the image resized to 224 px).
+- A cell covers an object if one of the object's pixels lies in it, the pixels being those the object shows in the
+  image, as its world's ``object_pixels`` gives them (``core.shapes_world.worlds``): in the default world those
+  whose centre is inside the outline, the renderer's own rasterisation, so it is exact; in the harder world those it
+  covers at least half and no object drawn over it covers at least half. An object hidden beyond the visibility
+  threshold may still be named (it is in the truth) and is scored on what is visible of it; a phrase whose objects
+  show no pixel at all is skipped. The cell grid spans the whole image (as the VGG16 grid does over the image
+  resized to 224 px).
 Means are over all scored words of all captions; NaN over no word.
 
 Dimension legend: L generated words, R grid cells (side x side, row-major: r = y * side + x, y from the
@@ -27,9 +31,11 @@ import math
 import numpy as np
 
 from core.evaluation.grounding import Mention, parse_caption
-from core.shapes_world import render
 from core.shapes_world.spec import DEFAULT_WORLD
+from core.shapes_world.worlds import WORLDS
 
+# What the calls that name no world score: the default world.
+_DEFAULT = WORLDS[DEFAULT_WORLD.name]
 # Row sums further than this from 1 mean the alphas are not attention distributions.
 _SUM_TOLERANCE = 1e-3
 
@@ -42,20 +48,6 @@ def grid_side(num_cells):
     return side
 
 
-def object_pixels(obj, image_size):
-    """Pixels of one scene object: bool of shape (S, S) indexed [y, x], True where the pixel centre is inside.
-
-    The object is drawn alone onto a black float canvas by the renderer itself, which leaves its coverage
-    (0..1) times its colour in each pixel; half of the brightest channel is the renderer's pixel-centre edge.
-    """
-    canvas = np.zeros((image_size, image_size, 3))
-    # render.py keeps its rasteriser private; calling it is what makes the mask match the drawn image.
-    render._draw_object(canvas, obj)
-    colour = np.asarray(render.PALETTE[obj["colour"]], dtype=np.float64)
-    channel = int(np.argmax(colour))
-    return canvas[:, :, channel] >= 0.5 * colour[channel]
-
-
 def _pixel_cell_overlap(image_size, side):
     """Bool of shape (side, S): whether cell c's span [c S/side, (c+1) S/side) overlaps pixel p's [p, p+1)."""
     cells = np.arange(side)[:, None]
@@ -64,22 +56,21 @@ def _pixel_cell_overlap(image_size, side):
     return (cells * image_size < (pixels + 1) * side) & ((cells + 1) * image_size > pixels * side)
 
 
-def scene_cell_masks(scene, side, image_size=64):
+def scene_cell_masks(scene, side, image_size=64, world=_DEFAULT):
     """Cells each object of ``scene`` covers (module docstring), as bool of shape (N, R) with R = side².
 
     Inputs:
-    - scene: dict with ``objects``, each ``{"shape", "colour", "x", "y", "r", "angle", ...}`` as written by
-      ``core.shapes_world.render`` and read by ``core.evaluation.loop.load_scenes``.
+    - scene: dict with ``objects``, each ``{"shape", "colour", "x", "y", "r", "angle", ...}`` as its world's
+      ``sample_scene`` writes them and ``core.evaluation.loop.load_scenes`` reads them.
     - side: int, cells per side of the attention grid (8 for the shapes encoder, 14 for VGG16).
     - image_size: int S, the side in pixels the scene was rendered at (shapes_scenes.json's image_size).
+    - world: the scene's ``core.shapes_world.worlds.World``, whose ``object_pixels`` says which pixels are whose.
     """
     overlap = _pixel_cell_overlap(image_size, side).astype(np.int64)   # (side, S)
-    masks = np.zeros((len(scene["objects"]), side * side), dtype=bool)
-    for i, obj in enumerate(scene["objects"]):
-        pixels = object_pixels(obj, image_size).astype(np.int64)      # (S, S)
-        per_cell = overlap @ pixels @ overlap.T                       # (side, side): object pixels per cell
-        masks[i] = per_cell.ravel() > 0                               # (R,), row-major like the alphas
-    return masks
+    pixels = world.object_pixels(scene, image_size).astype(np.int64)  # (N, S, S)
+    # (side, S) @ (N, S, S) @ (S, side) -> (N, side, side): each object's pixels per cell
+    per_cell = overlap @ pixels @ overlap.T
+    return per_cell.reshape(len(pixels), side * side) > 0             # (N, R), row-major like the alphas
 
 
 def _referents(mention, objects):
@@ -91,13 +82,12 @@ def _referents(mention, objects):
     return sized or named
 
 
-def _scored_positions(words, include_attributes):
-    """Yield (positions, mention) for each noun phrase of ``words`` (list of str): the phrase's Mention and
-    the indices of its words to score, the noun's alone or, with ``include_attributes``, its colour and size
-    words' too."""
-    nouns = [pos for pos, word in enumerate(words) if word in DEFAULT_WORLD.noun_shapes]
-    # parse_caption makes one mention per noun, in reading order, so the two line up.
-    for pos, mention in zip(nouns, parse_caption(" ".join(words)).mentions):
+def _scored_positions(words, include_attributes, spec):
+    """Yield (positions, mention) for each noun phrase of ``words`` (list of str, in the words of the WorldSpec
+    ``spec``): the phrase's Mention and the indices of its words to score, the noun's alone or, with
+    ``include_attributes``, its colour and size words' too."""
+    for mention in parse_caption(" ".join(words), spec).mentions:
+        pos = mention.words[1] - 1  # the phrase ends with its noun
         positions = [pos]
         if include_attributes:
             # The parser takes colour and size only from the words right before the noun, in that order.
@@ -120,7 +110,7 @@ def _check_alphas(alphas, num_words):
     return alphas
 
 
-def word_correctness(caption, alphas, scene, image_size=64, include_attributes=False):
+def word_correctness(caption, alphas, scene, image_size=64, include_attributes=False, world=_DEFAULT):
     """Per-word attention correctness of one caption (definitions in the module docstring).
 
     Inputs:
@@ -130,32 +120,33 @@ def word_correctness(caption, alphas, scene, image_size=64, include_attributes=F
     - scene: the caption's scene, as for ``scene_cell_masks``.
     - image_size: int S, the side in pixels the scene was rendered at.
     - include_attributes: also score the colour and size words of each scored phrase.
+    - world: the scene's ``core.shapes_world.worlds.World``, whose words the caption uses.
 
     Returns:
     - list of (position, word, correctness, baseline) for each scored word, in caption order.
     """
     words = caption.lower().split()
     alphas = _check_alphas(alphas, len(words))                         # (len(words), R)
-    masks = scene_cell_masks(scene, grid_side(alphas.shape[1]), image_size)   # (N, R)
+    masks = scene_cell_masks(scene, grid_side(alphas.shape[1]), image_size, world)   # (N, R)
     scores = []
-    for positions, mention in _scored_positions(words, include_attributes):
-        objects = _referents(mention, scene["objects"])
-        if not objects:
-            continue
-        cells = masks[objects].any(axis=0)                             # (R,): union over the referents
+    for positions, mention in _scored_positions(words, include_attributes, world.spec):
+        cells = masks[_referents(mention, scene["objects"])].any(axis=0)   # (R,): union over the referents
+        if not cells.any():
+            continue  # names no object present, or only objects hidden entirely
         baseline = float(cells.mean())
         scores += [(pos, words[pos], float(alphas[pos][cells].sum()), baseline) for pos in positions]
     return sorted(scores)
 
 
-def attention_correctness(predictions, attentions, scenes, image_size=64, include_attributes=False):
+def attention_correctness(predictions, attentions, scenes, image_size=64, include_attributes=False,
+                          world=_DEFAULT):
     """Attention correctness of many captions, averaged over every scored word.
 
     Inputs:
     - predictions: dict id -> caption (str), as ``core.evaluation.loop`` keeps them.
     - attentions: dict id -> alphas of shape (L, R) for that caption (see ``word_correctness``).
     - scenes: dict id -> scene (``load_scenes``); every id of ``predictions`` must be in both dicts.
-    - image_size, include_attributes: as for ``word_correctness``.
+    - image_size, include_attributes, world: as for ``word_correctness``.
 
     Returns:
     - dict with floats ``attention_correctness`` (mean attention mass on the named objects' cells),
@@ -167,7 +158,7 @@ def attention_correctness(predictions, attentions, scenes, image_size=64, includ
         raise ValueError(f"{len(missing)} captions lack attention weights or a scene (e.g. id {missing[0]!r})")
     scores = [score for key, caption in predictions.items()
               for score in word_correctness(caption, attentions[key], scenes[key], image_size,
-                                            include_attributes)]
+                                            include_attributes, world)]
     correctness = float(np.mean([s[2] for s in scores])) if scores else float("nan")
     baseline = float(np.mean([s[3] for s in scores])) if scores else float("nan")
     return {"attention_correctness": correctness, "uniform_baseline": baseline,

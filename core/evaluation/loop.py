@@ -162,7 +162,7 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     held-out pairs, else None; on the novel split with the test split in ``data``, its images are captioned too, for
     the seen pairs' recall there), relation_probe (``core.evaluation.relation_probe``'s forced-relation accuracy and
     the greedy relation accuracy's 95% interval; None off the shapes world), attention (attention correctness, on
-    the default world only, or None), decode_seconds and num_images; with ``keep_attention``, attention_weights
+    a shapes world, or None), decode_seconds and num_images; with ``keep_attention``, attention_weights
     (image row -> (T, R), each word's and <END>'s attention, or None for a model that attends over no cells).
 
     ``greedy``: this function's result for the same model, split and images decoded greedily, whose attention
@@ -196,15 +196,15 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
         n = grounding["n_relation_claims"]
         probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
             round(grounding["relation_accuracy"] * n) if n else 0, n)
-    # Attention correctness rasterises the default world's objects; the harder world's are drawn otherwise.
-    if attention_cells and scenes is not None and world is DEFAULT_WORLD and greedy is not None:
+    if attention_cells and scenes is not None and greedy is not None:
         attention = greedy["attention"]
-    elif attention_cells and scenes is not None and world is DEFAULT_WORLD:
+    elif attention_cells and scenes is not None:
         greedy_records = records if decode_config is None or decode_config == DecodeConfig() else dict(zip(
             images.tolist(), decode_records(model, data[f"{split}_features"][images], max_length,
                                             attention_cells=attention_cells)))
         attention = correctness_of({row: r["caption"] for row, r in greedy_records.items()},
-                                   {row: r["attention"] for row, r in greedy_records.items()}, scenes, image_size)
+                                   {row: r["attention"] for row, r in greedy_records.items()}, scenes, image_size,
+                                   WORLDS[world.name])
     if keep_attention:
         result["attention_weights"] = {row: r["attention"] for row, r in records.items()} if attention_cells else None
     return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)

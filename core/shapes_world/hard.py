@@ -15,7 +15,7 @@ Objects are listed left to right; ``z`` says which is drawn over which. ``visibl
 masks, so an object that later objects hide beyond ``VISIBLE_THRESHOLD`` is in the truth but need not be named
 (``required_objects``). Rendering is a pure function of the scene, so a scene re-renders to the same pixels.
 
-Dimension legend: S image side in pixels, K outline vertices, P pixels.
+Dimension legend: N objects of a scene, S image side in pixels, K outline vertices, P pixels.
 """
 import math
 
@@ -110,6 +110,20 @@ def object_alpha(obj, image_size):
     alpha = np.zeros((image_size, image_size))
     alpha[box] = patch
     return alpha
+
+
+def object_pixels(scene, image_size):
+    """The pixels each object shows in the image, bool of shape (N, S, S) indexed [y, x]: those it covers at least
+    half that no object drawn after it (higher ``z``) covers at least half. A hidden part is not the object's, and an
+    object hidden entirely has no pixel."""
+    objects = scene["objects"]
+    covered = np.asarray([object_alpha(obj, image_size) >= 0.5 for obj in objects]).reshape(
+        len(objects), image_size, image_size)                                   # (N, S, S)
+    z = np.asarray([obj["z"] for obj in objects])
+    shown = covered.copy()
+    for i in range(len(objects)):
+        shown[i] &= ~covered[z > z[i]].any(axis=0)                             # (S, S)
+    return shown
 
 
 def _occlusion(objects, image_size):

@@ -11,7 +11,7 @@ A scene is a JSON-friendly dict (the format of ``shapes_scenes.json``)::
 degrees. Objects are listed left to right. Rendering is a pure function of the scene: the background
 noise comes from ``noise_seed``, so a scene re-renders to the same pixels.
 
-Dimension legend: M images, S image side in pixels, P pixels of an object's bounding box.
+Dimension legend: M images, N objects of a scene, S image side in pixels, P pixels of an object's bounding box.
 """
 import numpy as np
 from tqdm import tqdm
@@ -160,10 +160,15 @@ def polygon_distance(points, vertices):
     return np.where(inside, -distance, distance)
 
 
+def _object_coverage(obj, image_size):
+    """``coverage`` of one object over its bounding box: (box, alpha of shape (h, w))."""
+    outline = None if obj["shape"] == "circle" else _polygon(obj)
+    return coverage(obj, _extent(obj) + 1.0, outline, image_size)
+
+
 def _draw_object(image, obj):
     """Blend one object into ``image`` (S, S, 3) float in place, with a one-pixel anti-aliased edge."""
-    outline = None if obj["shape"] == "circle" else _polygon(obj)
-    box, alpha = coverage(obj, _extent(obj) + 1.0, outline, image.shape[0])
+    box, alpha = _object_coverage(obj, image.shape[0])
     patch = image[box]
     patch += alpha[:, :, None] * (np.asarray(PALETTE[obj["colour"]], dtype=np.float64) - patch)   # (h, w, 1)
 
@@ -191,6 +196,16 @@ def coverage(obj, reach, outline, image_size):
         distance = polygon_distance(points, outline)
     alpha = np.clip(0.5 - distance, 0.0, 1.0).reshape(y1 - y0, x1 - x0)    # (P,) -> (h, w)
     return (slice(y0, y1), slice(x0, x1)), alpha
+
+
+def object_pixels(scene, image_size):
+    """Each object's pixels, bool of shape (N, S, S) indexed [y, x]: those whose centre lies inside its outline, i.e.
+    that the renderer draws at least half in the object's colour (objects never overlap in this world)."""
+    masks = np.zeros((len(scene["objects"]), image_size, image_size), dtype=bool)
+    for mask, obj in zip(masks, scene["objects"]):
+        box, alpha = _object_coverage(obj, image_size)
+        mask[box] = alpha >= 0.5
+    return masks
 
 
 def render_scene(scene, image_size):

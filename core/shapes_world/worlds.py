@@ -18,19 +18,22 @@ from core.shapes_world.spec import DEFAULT_WORLD, WorldSpec
 @dataclass(frozen=True)
 class World:
     """One world: ``sample_scene(rng, image_size, excluded=pairs)``, ``render_scene(scene, image_size)``,
-    ``scene_captions(scene, rng, image_size)`` (five captions) and ``check_canvas(image_size)`` (UserError naming
-    --image-size when its objects cannot fit)."""
+    ``scene_captions(scene, rng, image_size)`` (five captions), ``check_canvas(image_size)`` (UserError naming
+    --image-size when its objects cannot fit) and ``object_pixels(scene, image_size)``, the pixels each object of a
+    scene shows in its image, bool of shape (N, S, S) indexed [y, x] (what attention correctness scores against)."""
     spec: WorldSpec
     sample_scene: Callable
     render_scene: Callable
     scene_captions: Callable
     check_canvas: Callable
+    object_pixels: Callable
 
 
 WORLDS = {
     "default": World(DEFAULT_WORLD, render.sample_scene, render.render_scene, captions.scene_captions,
-                     render.check_canvas),
-    "hard": World(HARD_WORLD, hard.sample_scene, hard.render_scene, hard_scene_captions, hard.check_canvas),
+                     render.check_canvas, render.object_pixels),
+    "hard": World(HARD_WORLD, hard.sample_scene, hard.render_scene, hard_scene_captions, hard.check_canvas,
+                  hard.object_pixels),
 }
 
 
