@@ -12,7 +12,14 @@ from core.datasets import shapes_build
 from core.datasets.shapes_build import ShapesConfig, build_shapes_dataset, ensure_shapes_dataset
 from core.features.encoders import load_encoder
 from core.features.shapes_cnn import ShapesEncoder, ShapesEncoderConfig, load_shapes_encoder
-from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, pretrain_encoder, scene_labels
+from core.features.shapes_pretrain import (
+    HeadTrainingConfig,
+    dense_labels,
+    evaluate_encoder,
+    pretrain_encoder,
+    scene_labels,
+    train_heads,
+)
 from core.runtime.errors import UserError
 from core.shapes_world.captions import scene_captions, vertical_relation
 from core.shapes_world.render import PALETTE, render_scene, sample_scenes
@@ -186,6 +193,29 @@ def test_encoder_learns_from_pixels(scenes):
     assert trained["colour"] > untrained["colour"] + 0.1 and trained["count"] > 0.5     # count chance: 1/3
     features = encoder(encoder.preprocess(images[:4]))
     assert features.shape == (4, 64) and (features >= 0).all()
+
+
+def test_the_dense_first_phase_trains_the_trunk_and_dense_heads_alone(scenes):
+    images = np.stack([render_scene(scene, SIZE) for scene in scenes[:64]])
+    config = ShapesEncoderConfig(widths=(8, 16, 16, 16), feature_dim=32)
+    training = HeadTrainingConfig(epochs=1, lr=1e-2, batch_size=32, progress=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = ShapesEncoder(config)
+    before = {name: value.clone() for name, value in encoder.state_dict().items()}
+    labels = dense_labels(scenes[:64], SIZE, config.grid)
+    train_heads(encoder, encoder.predict_dense, images, labels, training, encoder.preprocess)
+    changed = {name for name, value in encoder.state_dict().items() if not torch.equal(value, before[name])}
+    assert {"dense.weight", "trunk.0.weight"} <= changed
+    assert not any(name.startswith(("fc7.", "heads.")) for name in changed)
+    plain = pretrain_encoder(images, scenes[:64], config, training)
+    dense_first = pretrain_encoder(images, scenes[:64], config, training, dense_first=training)
+    assert not torch.equal(plain.fc7[1].weight, dense_first.fc7[1].weight)
+
+
+def test_only_the_hard_world_pretrains_its_trunk_on_the_dense_heads_first():
+    assert ShapesConfig().encoder_dense_epochs == 0
+    assert ShapesConfig.for_world("hard").encoder_dense_epochs > 0
 
 
 def test_encoder_input_checks_and_load_errors(tmp_path):

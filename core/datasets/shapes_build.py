@@ -20,6 +20,7 @@ if __name__ == "__main__":  # before the imports, which take seconds: Ctrl-C mea
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -135,9 +136,11 @@ def _pretrain(scenes, images, config, seconds, progress, held_out):
                                          config.feature_dim, world=config.world)
     training = HeadTrainingConfig(epochs=config.encoder_epochs, batch_size=config.encoder_batch_size,
                                   lr=config.encoder_lr, seed=config.seed, progress=progress)
+    dense_first = (replace(training, epochs=config.encoder_dense_epochs, lr=config.encoder_dense_lr)
+                   if config.encoder_dense_epochs else None)
     with _stage(seconds, "encoder_pretraining"):
         return pretrain_encoder(np.concatenate([images["train"], extra_images]), scenes["train"] + extra,
-                                encoder_config, training)
+                                encoder_config, training, dense_first)
 
 
 def _measure(out, encoder, scenes, images, config, progress):
@@ -259,6 +262,8 @@ def _config_flags():
         "seed": (seed, "seed of every random choice"),
         "image_size": (positive_int, "image side in pixels, a multiple of 8 in 64..96 (hard world: 96..128)"),
         "encoder_epochs": (positive_int, "epochs of encoder pretraining"),
+        "encoder_dense_epochs": (non_negative_int, "epochs training the encoder's trunk on its per-cell heads "
+                                                   "alone first (0: none)"),
         "extra_train_scenes": (non_negative_int, "extra freshly rendered scenes for encoder pretraining only"),
         "pca_dim": (positive_int, "width of the *_pca.h5 features, at most --num-train"),
         "threads": (positive_int, "torch CPU threads"),

@@ -17,8 +17,10 @@ _STREAMS = {"train_scenes": 0, "val_scenes": 1, "train_captions": 2, "val_captio
 
 
 # What a world's build changes of the defaults below: the harder world's canvas is at least 96 px (2.25 times the
-# pixels of the default 64), so it has fewer images, to keep a build's work near the default world's.
-WORLD_DEFAULTS = {"default": {}, "hard": {"image_size": 96, "num_train": 8000, "num_val": 1000, "num_test": 1000}}
+# pixels of the default 64), so it has fewer images, to keep a build's work near the default world's; its crowded
+# scenes need the encoder's trunk trained on its per-cell heads first (``pretrain_encoder``'s ``dense_first``).
+WORLD_DEFAULTS = {"default": {}, "hard": {"image_size": 96, "num_train": 8000, "num_val": 1000, "num_test": 1000,
+                                           "encoder_dense_epochs": 4}}
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class ShapesConfig:
     seed: int = 0
     extra_train_scenes: int = 0    # freshly rendered scenes used only to pretrain the encoder
     encoder_epochs: int = 4
+    encoder_dense_epochs: int = 0  # epochs training the trunk on its per-cell heads alone, before encoder_epochs
+    encoder_dense_lr: float = 1e-2
     encoder_batch_size: int = 64
     encoder_lr: float = 3e-3
     encoder_widths: tuple = (32, 64, 64, 64)

@@ -218,11 +218,15 @@ class ShapesEncoder(nn.Module):
           J = s*s cells of the final map in row-major order, its dense heads (``dense_heads``).
         """
         cells = self.trunk(self._inputs(x))                        # (B, C, s, s)
-        logits = self.heads(self.fc7(cells))
+        return {**self.heads(self.fc7(cells)), **self._dense_logits(cells)}
+
+    def predict_dense(self, x):
+        """Logits of the dense heads alone for x of shape (B, 3, S, S): dict name -> (B, s*s, K), as ``predict``."""
+        return self._dense_logits(self.trunk(self._inputs(x)))
+
+    def _dense_logits(self, cells):
         dense = self.dense(cells).flatten(2).transpose(1, 2)       # (B, K_all, s, s) -> (B, s*s, K_all)
-        for name, part in zip(self.dense_classes, dense.split(list(self.dense_classes.values()), dim=2)):
-            logits[name] = part                                    # (B, s*s, K)
-        return logits
+        return dict(zip(self.dense_classes, dense.split(list(self.dense_classes.values()), dim=2)))
 
 
 def encoder_info(encoder):

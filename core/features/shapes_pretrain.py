@@ -179,13 +179,16 @@ def head_accuracy(predictions, labels):
     return accuracy
 
 
-def pretrain_encoder(images, scenes, encoder_config, config):
+def pretrain_encoder(images, scenes, encoder_config, config, dense_first=None):
     """Train a fresh ShapesEncoder on rendered scenes.
 
     Inputs:
     - images: uint8 array of shape (M, S, S, 3); training also sees their mirror images.
     - scenes: the M scenes the images were rendered from (labels only; never fed to the network).
     - encoder_config: ShapesEncoderConfig; config: HeadTrainingConfig (its seed also seeds the weights).
+    - dense_first: HeadTrainingConfig of a first phase training the trunk on the dense heads alone, or None.
+      Where many objects crowd a scene, the slot heads start as near-noise (which object is third from the
+      left?) and their gradients drown the cells' local signal; the trunk learns shapes far sooner alone.
 
     Returns:
     - encoder: the trained ShapesEncoder, in eval mode.
@@ -198,6 +201,9 @@ def pretrain_encoder(images, scenes, encoder_config, config):
     both = scenes + mirror_scenes(scenes, size)
     spec = encoder_config.spec
     labels = {**scene_labels(both, size, spec), **dense_labels(both, size, grid, spec)}
+    if dense_first is not None:
+        train_heads(encoder, encoder.predict_dense, MirroredImages(images), labels, dense_first, encoder.preprocess,
+                    desc="pretrain encoder (dense heads)")
     train_heads(encoder, encoder.predict, MirroredImages(images), labels, config, encoder.preprocess,
                 desc="pretrain encoder")
     return encoder
