@@ -327,6 +327,20 @@ def test_ensure_reuses_a_matching_build_and_rebuilds_otherwise(built, monkeypatc
     assert calls == [replace(TINY, num_val=17)]
 
 
+def test_a_manifest_without_an_option_added_since_records_its_default(built, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(shapes_build, "build_shapes_dataset", lambda out, config, progress: calls.append(config) or out)
+    manifest = json.loads((built["a"] / "manifest.json").read_text())
+    del manifest["config"]["encoder_dense_epochs"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) == tmp_path and calls == []
+    ensure_shapes_dataset(tmp_path, replace(TINY, encoder_dense_epochs=2), progress=False)
+    manifest["config"] = None
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    ensure_shapes_dataset(tmp_path, TINY, progress=False)
+    assert calls == [replace(TINY, encoder_dense_epochs=2), TINY]
+
+
 def test_bad_config_and_foreign_folder_are_refused(tmp_path):
     with pytest.raises(UserError, match="unknown shapes dataset options"):
         ShapesConfig.from_dict({"num_train": 64, "colours": 7})

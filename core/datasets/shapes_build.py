@@ -232,7 +232,7 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
     base_dir = Path(base_dir) if base_dir is not None else world_home(config.world)
     manifest = read_manifest(base_dir)
     if (manifest and manifest.get("builder_version") == BUILDER_VERSION
-            and manifest.get("config") == config.as_json()):
+            and _built_with(manifest, config)):
         return base_dir
     if progress:
         print(f"building the {config.world} shapes world's dataset in {base_dir} (once; a few minutes on a CPU)",
@@ -289,13 +289,22 @@ def _parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _built_with(manifest, config):
+    """Whether a manifest records ``config``: options it lacks (added since it was written) at their defaults."""
+    recorded = manifest.get("config")
+    try:
+        return isinstance(recorded, dict) and ShapesConfig.from_dict(recorded) == config
+    except (UserError, TypeError, ValueError):
+        return False
+
+
 def main(argv=None):
     args = _parse_args(argv)
     config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in _config_flags()
                                                    if getattr(args, name) is not None})
     out = args.out if args.out is not None else world_home(config.world)
     built = read_manifest(out) or {}
-    if "builder_version" in built and built.get("config") != config.as_json() and not args.overwrite:
+    if "builder_version" in built and not _built_with(built, config) and not args.overwrite:
         raise UserError(f"--out {out} holds a shapes dataset of another config: pass --overwrite to replace it, "
                         "or another --out")
     out = build_shapes_dataset(out, config, progress=not args.no_progress)
