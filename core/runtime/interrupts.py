@@ -3,6 +3,7 @@ and exit code 130, no traceback; a script calls ``exit_on_interrupt`` before its
 ``core.runtime.cli.run`` gives Ctrl-C back to Python (KeyboardInterrupt) once ``main`` starts. During long work
 (``stop_on_sigint``): a first press asks the work to stop at a safe point, a second interrupts at once except while
 a file is being written, which it lets finish."""
+import os
 import signal
 import sys
 import threading
@@ -22,8 +23,11 @@ def restore_interrupt():
 
 
 def _exit_interrupted(signum, frame):
+    # Ends the process on the spot: an exception raised here can land inside an extension's C++ start-up (torch's
+    # pybind11 code), which aborts on it. Only imports run meanwhile, so there is nothing to clean up.
     sys.stderr.write("interrupted\n")
-    raise SystemExit(INTERRUPTED_EXIT)
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)
 
 
 class SaveGuard:
