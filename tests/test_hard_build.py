@@ -48,7 +48,7 @@ def test_the_layout_readers_load_both_worlds(built, name, spec, size, slots):
         count = getattr(config, f"num_{split}")
         assert data[f"{split}_features"].shape == (count, 16) and data[f"{split}_captions"].shape == (5 * count, 17)
         assert len(load_scenes(built[name], split)) == count
-    assert load_world(built[name]) is spec and load_scenes(built[name], "val", with_image_size=True)[1] == size
+    assert load_world(built[name]).spec is spec and load_scenes(built[name], "val", with_image_size=True)[1] == size
     manifest = json.loads((built[name] / MANIFEST_FILE).read_text())
     assert manifest["world"] == name and manifest["config"]["world"] == name
     assert json.loads((built[name] / SHAPES_SCENES_FILE).read_text())["world"] == name

@@ -34,8 +34,6 @@ from core.evaluation.grounding import Mention, parse_caption
 from core.shapes_world.spec import DEFAULT_WORLD
 from core.shapes_world.worlds import WORLDS
 
-# What the calls that name no world score: the default world.
-_DEFAULT = WORLDS[DEFAULT_WORLD.name]
 # Row sums further than this from 1 mean the alphas are not attention distributions.
 _SUM_TOLERANCE = 1e-3
 
@@ -56,7 +54,7 @@ def _pixel_cell_overlap(image_size, side):
     return (cells * image_size < (pixels + 1) * side) & ((cells + 1) * image_size > pixels * side)
 
 
-def scene_cell_masks(scene, side, image_size=64, world=_DEFAULT):
+def scene_cell_masks(scene, side, image_size=64, world=WORLDS[DEFAULT_WORLD.name]):
     """Cells each object of ``scene`` covers (module docstring), as bool of shape (N, R) with R = side².
 
     Inputs:
@@ -64,7 +62,8 @@ def scene_cell_masks(scene, side, image_size=64, world=_DEFAULT):
       ``sample_scene`` writes them and ``core.evaluation.loop.load_scenes`` reads them.
     - side: int, cells per side of the attention grid (8 for the shapes encoder, 14 for VGG16).
     - image_size: int S, the side in pixels the scene was rendered at (shapes_scenes.json's image_size).
-    - world: the scene's ``core.shapes_world.worlds.World``, whose ``object_pixels`` says which pixels are whose.
+    - world: the scene's ``core.shapes_world.worlds.World``, whose ``object_pixels`` says which pixels are whose
+      (the default world's unless given).
     """
     overlap = _pixel_cell_overlap(image_size, side).astype(np.int64)   # (side, S)
     pixels = world.object_pixels(scene, image_size).astype(np.int64)  # (N, S, S)
@@ -110,7 +109,8 @@ def _check_alphas(alphas, num_words):
     return alphas
 
 
-def word_correctness(caption, alphas, scene, image_size=64, include_attributes=False, world=_DEFAULT):
+def word_correctness(caption, alphas, scene, image_size=64, include_attributes=False,
+                     world=WORLDS[DEFAULT_WORLD.name]):
     """Per-word attention correctness of one caption (definitions in the module docstring).
 
     Inputs:
@@ -139,7 +139,7 @@ def word_correctness(caption, alphas, scene, image_size=64, include_attributes=F
 
 
 def attention_correctness(predictions, attentions, scenes, image_size=64, include_attributes=False,
-                          world=_DEFAULT):
+                          world=WORLDS[DEFAULT_WORLD.name]):
     """Attention correctness of many captions, averaged over every scored word.
 
     Inputs:

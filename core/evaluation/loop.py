@@ -111,13 +111,14 @@ def load_scenes(data_dir, split, with_image_size=False):
 
 
 def load_world(data_dir):
-    """The WorldSpec whose words a shapes dataset's captions use (its scene file names the world; one written before
-    worlds had names is the default world's); None for other datasets."""
+    """The World (``core.shapes_world.worlds``) a shapes dataset was built from, whose words its captions use (its
+    scene file names the world; one written before worlds had names is the default world's); None for other
+    datasets."""
     name = _read_world(data_dir, "recorded", lambda world: world.get("world", DEFAULT_WORLD.name))
     if name is not None and name not in WORLDS:
         raise UserError(f"{Path(data_dir) / SHAPES_SCENES_FILE} names an unknown world {name!r}: rebuild the shapes "
                         "dataset")
-    return None if name is None else WORLDS[name].spec
+    return None if name is None else WORLDS[name]
 
 
 def load_held_out_pairs(data_dir):
@@ -131,17 +132,18 @@ def novel_composition(predictions, references, scenes, held_out, world, test=Non
     """``core.evaluation.composition``'s figures of the captions ``predictions`` (image row -> caption) for the
     held-out and the seen pairs, those of each image's first reference caption (``reference_*``: what the
     references themselves state) and, with ``test`` = (predictions, scenes) of the test split, the seen pairs there
-    (``test_seen_*``: recall on the images the model was meant for, for comparison); captions in ``world``'s
-    words."""
+    (``test_seen_*``: recall on the images the model was meant for, for comparison); captions in the words of
+    ``world`` (a World)."""
     firsts = {row: captions[0] for row, captions in references.items()}
+    spec = world.spec
     figures = {}
     for novel in (True, False):
-        figures.update(pair_metrics(predictions, scenes, held_out, novel, world))
+        figures.update(pair_metrics(predictions, scenes, held_out, novel, spec))
         figures.update({f"reference_{key}": value for key, value in
-                        pair_metrics(firsts, scenes, held_out, novel, world).items()})
+                        pair_metrics(firsts, scenes, held_out, novel, spec).items()})
     if test is not None:
         figures.update({f"test_{key}": value for key, value in
-                        pair_metrics(*test, held_out, novel=False, world=world).items()})
+                        pair_metrics(*test, held_out, novel=False, world=spec).items()})
     return figures
 
 
@@ -191,7 +193,7 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
     if scenes is not None:
         probe = dict(greedy["relation_probe"]) if greedy is not None else forced_relation_accuracy(
             model, data[f"{split}_features"], {i: references[i] for i in predictions}, scenes, max_length,
-            world=world)
+            world=world.spec)
         grounding = result["grounding"]
         n = grounding["n_relation_claims"]
         probe["greedy_relation_low"], probe["greedy_relation_high"] = wilson_interval(
@@ -204,7 +206,7 @@ def evaluate_split(model, data, split, max_length, decode_config=None, limit=Non
                                             attention_cells=attention_cells)))
         attention = correctness_of({row: r["caption"] for row, r in greedy_records.items()},
                                    {row: r["attention"] for row, r in greedy_records.items()}, scenes, image_size,
-                                   WORLDS[world.name])
+                                   world)
     if keep_attention:
         result["attention_weights"] = {row: r["attention"] for row, r in records.items()} if attention_cells else None
     return dict(result, attention=attention, relation_probe=probe, num_images=len(images), decode_seconds=seconds)
@@ -241,7 +243,7 @@ def score_predictions(predictions, references, data_dir, split):
     metrics, per_image = caption_scores(predictions, references)
     grounding = None
     if scenes is not None:
-        grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions}, world)
+        grounding = grounding_metrics(predictions, {i: scenes[i] for i in predictions}, world.spec)
     return {"split": split, "predictions": predictions, "references": references, "metrics": metrics,
             "per_image": _with_findings(per_image, predictions, scenes, world), "grounding": grounding}
 
@@ -256,10 +258,10 @@ def per_image_record(predictions, references, data_dir, split):
 
 def _with_findings(per_image, predictions, scenes, world):
     """``per_image`` with each caption's grounding findings added where ``scenes`` (image row -> scene) are known,
-    captions in ``world``'s words."""
+    captions in the words of ``world`` (a World)."""
     if scenes is not None:
         for row, caption in predictions.items():
-            per_image[row]["findings"] = caption_findings(caption, scenes[row]["objects"], world)
+            per_image[row]["findings"] = caption_findings(caption, scenes[row]["objects"], world.spec)
     return per_image
 
 
