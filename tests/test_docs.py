@@ -26,7 +26,7 @@ README_MAX_LINES = 250
 # How the pages invoke each script -> its parse function.
 SCRIPTS = {"training.py": training.parse_args, "inference.py": inference.parse_args,
            "features_extraction.py": features_extraction.parse_args, "results.py": results.parse_args,
-           "core.datasets.shapes_build": shapes_build._parse_args, "get_datasets.sh": coco.parse_args}
+           "core.datasets.shapes_build": shapes_build.parse_args, "get_datasets.sh": coco.parse_args}
 # Flags of other programs the pages show: torchrun's and pip's.
 OTHER_PROGRAMS = {"--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf",
                   "--max-restarts", "--index-url"}

@@ -47,7 +47,7 @@ WHOLE = {
     "inference": (inference.parse_args, inference.main, ["--model", "lstm", "--checkpoint", "{tmp}/missing.npz",
                                                          "--no-progress"], ()),
     # any --out that is not there yet would start a build: that flag goes through the parser only
-    "shapes_build": (shapes_build._parse_args, shapes_build.main, ["--out", "{tmp}/foreign"], ("--out",)),
+    "shapes_build": (shapes_build.parse_args, shapes_build.main, ["--out", "{tmp}/foreign"], ("--out",)),
 }
 PARSED = {"results": results.parse_args, "coco": coco.parse_args,
           "features_extraction": lambda argv: features_extraction.build_parser().parse_args(argv)}

@@ -15,7 +15,7 @@ from tests.test_flag_walk import parser_of
 ROOT = Path(__file__).resolve().parents[1]
 PARSERS = {"training": training.parse_args, "inference": inference.parse_args, "coco": coco.parse_args,
            "features_extraction": lambda argv: features_extraction.build_parser().parse_args(argv),
-           "results": results.parse_args, "shapes_build": shapes_build._parse_args}
+           "results": results.parse_args, "shapes_build": shapes_build.parse_args}
 
 
 def shown(default):

@@ -46,7 +46,8 @@ from core.data.layout import (
 from core.data.loader import save_captions_h5, save_vocab_json
 from core.data.vocab import build_vocab, encode_captions
 from core.datasets.resolve import SHAPES_DATASETS, dataset_home
-from core.datasets.shapes_config import WORLD_DEFAULTS, ShapesConfig, stream_rng
+from core.datasets.shapes_config import ShapesConfig, stream_rng
+from core.datasets.shapes_flags import config_flags, parse_args
 from core.features.extract import write_feature_files
 from core.features.shapes_cnn import ShapesEncoderConfig, encoder_info, save_shapes_weights
 from core.features.shapes_pretrain import HeadTrainingConfig, evaluate_encoder, linear_probe, pretrain_encoder
@@ -54,7 +55,7 @@ from core.runtime.errors import UserError
 from core.runtime.fileio import build_folder
 from core.shapes_world.composition import pair_words
 from core.shapes_world.render import render_scenes, sample_scenes
-from core.shapes_world.worlds import WORLDS, get_world
+from core.shapes_world.worlds import get_world
 
 BUILDER_VERSION = 7  # 7: the world a dataset is built from (default or hard)
 
@@ -240,55 +241,6 @@ def ensure_shapes_dataset(base_dir=None, config=None, progress=True):
     return build_shapes_dataset(base_dir, config, progress)
 
 
-def _world_default(name):
-    """The help text of a default that differs between worlds: "default: N; hard world: M"."""
-    default = getattr(ShapesConfig(), name)
-    return "; ".join([f"default: {default}"] + [f"{world} world: {values[name]}" for world, values in
-                                                 WORLD_DEFAULTS.items() if name in values])
-
-
-def _config_flags():
-    """Flag name -> (type, what it sets): each sets the ShapesConfig field of its name; unset, the --world's
-    default."""
-    from core.runtime.cli import non_negative_int, positive_int, seed
-    return {
-        "num_train": (positive_int, "train images"),
-        "num_val": (positive_int, "val images"),
-        "num_test": (non_negative_int, "images of the held-out test split (0: none)"),
-        "num_novel": (non_negative_int, "images of the novel-composition split, each holding a held-out pair "
-                                        "(0: none)"),
-        "novel_colour_pairs": (non_negative_int, "colour-shape pairs held out of train/val/test"),
-        "novel_size_pairs": (non_negative_int, "size-shape pairs held out of train/val/test"),
-        "seed": (seed, "seed of every random choice"),
-        "image_size": (positive_int, "image side in pixels, a multiple of 8 in 64..96 (hard world: 96..128)"),
-        "encoder_epochs": (positive_int, "epochs of encoder pretraining"),
-        "encoder_dense_epochs": (non_negative_int, "epochs training the encoder's trunk on its per-cell heads "
-                                                   "alone first (0: none)"),
-        "extra_train_scenes": (non_negative_int, "extra freshly rendered scenes for encoder pretraining only"),
-        "pca_dim": (positive_int, "width of the *_pca.h5 features, at most --num-train"),
-        "threads": (positive_int, "torch CPU threads"),
-    }
-
-
-def _parse_args(argv=None):
-    from core.runtime.cli import ArgumentParser, add_no_progress
-    defaults = ShapesConfig()
-    parser = ArgumentParser(description="Build the generated shapes captioning dataset (CS231n layout).")
-    parser.add_argument("--world", choices=tuple(WORLDS), default=defaults.world,
-                        help=f"the generated world: default (up to 3 separate objects) or hard (2-6 overlapping "
-                             f"objects, 8 shapes, 12 colours, textures; default: {defaults.world})")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="dataset folder to write (default: core/datasets/shapes, or core/datasets/shapes-hard "
-                             "for --world hard)")
-    for name, (kind, what) in _config_flags().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                            help=f"{what} ({_world_default(name)})")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a shapes dataset of another config in --out (default: refused)")
-    add_no_progress(parser)
-    return parser.parse_args(argv)
-
-
 def _built_with(manifest, config):
     """Whether a manifest records ``config``: options it lacks (added since it was written) at their defaults."""
     recorded = manifest.get("config")
@@ -299,8 +251,8 @@ def _built_with(manifest, config):
 
 
 def main(argv=None):
-    args = _parse_args(argv)
-    config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in _config_flags()
+    args = parse_args(argv)
+    config = ShapesConfig.for_world(args.world, **{name: getattr(args, name) for name in config_flags()
                                                    if getattr(args, name) is not None})
     out = args.out if args.out is not None else world_home(config.world)
     built = read_manifest(out) or {}
