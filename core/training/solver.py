@@ -3,8 +3,8 @@
 The model-specific part (how a step computes gradients and updates) lives in an updater:
 ``core.training.optim.NumpyUpdater`` (hand-written backward, CS231n rules) or ``core.training.torch_optim.TorchUpdater``
 (autograd, AdamW), wrapped by ``core.training.scst.SCSTUpdater`` for self-critical training. Minibatch order is a
-pure function of ``(seed, epoch)``, and checkpoints hold the updater's full state plus the position in the run, so
-an interrupted and resumed run takes exactly the steps an uninterrupted one takes.
+pure function of ``(seed, epoch)``, and checkpoints hold the updater's full state plus the position in the run
+(``core.training.resume``), so an interrupted and resumed run takes exactly the steps an uninterrupted one takes.
 """
 import json
 import math
@@ -17,18 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from core.data.layout import HISTORY_FILE, LOSS_PLOT, checkpoint_file
-from core.runtime.checkpoint import (
-    FORMAT_VERSION,
-    load_training_state,
-    params_problem,
-    run_problem,
-    save_training_state,
-)
+from core.runtime.checkpoint import save_training_state
 from core.runtime.distributed import SINGLE
 from core.runtime.errors import UserError
 from core.runtime.fileio import atomic_write_text
 from core.runtime.interrupts import SaveGuard, stop_on_sigint
 from core.runtime.plotting import plot_loss
+from core.training.resume import checkpoint_meta, load_run, new_history
 
 PLOT_SECONDS = 30
 
@@ -122,7 +117,7 @@ class Solver:
         keep = min(config.val_captions or num_val, num_val, max(self.num_train, config.batch_size))
         self.val_idx = np.sort(val_rng.choice(num_val, keep, replace=False))
         self.metric = updater.metric  # what the "loss" is: shown and plotted as metric.sign * loss
-        self.step, self.history = 0, _new_history(self.iterations_per_epoch, self.metric)
+        self.step, self.history = 0, new_history(self.iterations_per_epoch, self.metric)
         self.best_val_loss, self.best_epoch = math.inf, -1
         self.best_params = None  # the best parameters this process saw (a resumed run's earlier best is on disk)
         self._stop = threading.Event()
@@ -145,33 +140,9 @@ class Solver:
 
     def resume(self, path=None):
         """Continue from a checkpoint written by this class (default: ``last<suffix>`` in ``out_dir``)."""
-        path = Path(path or self.last_path)
-        meta, state = load_training_state(path)
-        for key in ("model_type", "model_config", "idx_to_word"):
-            if meta.get(key) != self.meta.get(key):
-                raise UserError(f"checkpoint {path} differs from this run in its {key}: resume with the options "
-                                "it was trained with, or write to another --out")
-        run = meta.get("run")
-        problem = run_problem(run)
-        if problem:
-            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: start afresh with --overwrite, or "
-                            "write to another --out")
-        if run.get("batch_size") != self.config.batch_size or run.get("num_train") != self.num_train:
-            raise UserError(f"checkpoint {path} was trained with batch size {run.get('batch_size')} on "
-                            f"{run.get('num_train')} captions; resume with the same --batch-size and --num_samples")
-        problem = params_problem(state["params"], self.updater.snapshot())
-        if not problem:
-            try:
-                self.updater.load_state(state)
-            except ValueError as err:  # optimizer state that does not fit the parameters
-                problem = str(err)
-        if problem:
-            raise UserError(f"checkpoint {path} {problem}; it cannot be resumed: start afresh with --overwrite, or "
-                            "write to another --out")
-        self.step, self.history = run["step"], run["history"]
+        self.step, self.history, self.best_epoch, self.best_val_loss = load_run(
+            Path(path or self.last_path), self.meta, self.config.batch_size, self.num_train, self.updater)
         self.last_saved_step = self.step
-        self.best_epoch = run["best_epoch"]
-        self.best_val_loss = math.inf if run["best_val_loss"] is None else run["best_val_loss"]
 
     def train(self):
         """Run to the configured end; returns the history dict. Ctrl-C saves ``last`` and raises KeyboardInterrupt."""
@@ -313,10 +284,8 @@ class Solver:
         if not self.writes:
             return
         path = self.out_dir / checkpoint_file(name, self.suffix)
-        best = None if math.isinf(self.best_val_loss) else self.best_val_loss  # JSON has no infinity
-        run = {"step": self.step, "batch_size": self.config.batch_size, "num_train": self.num_train,
-               "best_val_loss": best, "best_epoch": self.best_epoch, "history": self.history}
-        meta = dict(self.meta, format_version=FORMAT_VERSION, run=run)
+        meta = checkpoint_meta(self.meta, self.step, self.config.batch_size, self.num_train, self.best_val_loss,
+                               self.best_epoch, self.history)
         with self._saving:  # a second Ctrl-C now waits for the file to be complete
             save_training_state(path, meta, self.updater.state())
             if name == "last":
@@ -335,9 +304,3 @@ class Solver:
             plot_loss(self.history, self.out_dir / LOSS_PLOT, title=self.meta.get("title"))
             self._plotted_at = now
 
-
-def _new_history(iterations_per_epoch, metric):
-    """The run's curves. Values are what the loop minimises; ``metric`` and ``metric_sign`` say what they are
-    (self-critical runs minimise minus the CIDEr-D reward)."""
-    return {"train_loss": [], "epoch_train_loss": [], "epoch_val_loss": [], "epoch_seconds": [],
-            "iterations_per_epoch": iterations_per_epoch, "metric": metric.name, "metric_sign": metric.sign}
