@@ -265,6 +265,18 @@ def test_float32_stays_float32(rng, gate, backend):
     assert all(out.dtype == np.float32 for out in on.back(step[:3]))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_only_numpy_keeps_the_attention_tanh_for_the_backward(rng, backend):
+    """numpy keeps every step's (n, R, A) tanh, the arithmetic of the numpy-only layers; the other namespaces keep
+    only h_{t-1} @ W_att_h, (P, A), and recompute the tanh backward (the gradients above hold on every one)."""
+    on = Arrays(backend)
+    arrays, weights = split(make_sequence_inputs(rng))
+    *_, cache = att_lstm_forward(*on.to(arrays), on.to(weights), lengths=LENGTHS["packed"])
+    buffers = cache[7]
+    assert buffers["rec_att"].shape == (int(LENGTHS["packed"].sum()), weights["w_att"].shape[0])
+    assert ("u" in buffers) == (backend == "numpy")
+
+
 def test_shape_mismatches_raise(rng):
     arrays, weights = split(make_sequence_inputs(rng))
     x, a, pa, h0, c0 = arrays

@@ -205,6 +205,22 @@ def test_ops_scatter_and_column_updates(backend):
     target = arrays.to(np.zeros((3, 4)))
     kernels.tanh(arrays.to(scores), out=target)
     assert_close(arrays.back(target), np.tanh(scores), "tanh")
+    cells, vectors = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 4))
+    product = kernels.batched_matvec(*arrays.to((cells, vectors)))
+    assert_close(arrays.back(product), (cells @ vectors[:, :, None])[:, :, 0], "batched_matvec")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_cpu_tanh_holds_over_the_whole_range(dtype):
+    """On torch's CPU tensors Ops.tanh takes 2 sigmoid(2x) - 1: within a few units of the last place of torch's own
+    tanh at any magnitude, exactly -1 and 1 far out, and the same when written over its own input."""
+    x = torch.from_numpy(np.concatenate([np.linspace(-40, 40, 4001), [-1e-6, 1e-6, 0.0]]).astype(dtype))
+    out = torch.empty_like(x)
+    ops(namespace(x)).tanh(x, out=out)
+    assert torch.allclose(out, torch.tanh(x), rtol=0, atol=4 * torch.finfo(x.dtype).eps)
+    assert out[0] == -1 and out[4000] == 1
+    ops(namespace(x)).tanh(x, out=x)
+    assert torch.equal(x, out)
 
 
 def test_cupy_arrays_run_the_layers():
