@@ -277,6 +277,17 @@ def test_only_numpy_keeps_the_attention_tanh_for_the_backward(rng, backend):
     assert ("u" in buffers) == (backend == "numpy")
 
 
+def test_skipping_the_cells_gradient_changes_nothing_else(rng):
+    arrays, weights = split(make_sequence_inputs(rng))
+    h, alpha, cache = att_lstm_forward(*arrays, weights, lengths=LENGTHS["packed"])
+    upstream = rng.standard_normal(h.shape), rng.standard_normal(alpha.shape)
+    dx, da, *rest, dweights = att_lstm_backward(*upstream, cache)
+    skipped_dx, none, *skipped_rest, skipped_dweights = att_lstm_backward(*upstream, cache, cells_gradient=False)
+    assert none is None and da.shape == arrays[1].shape
+    assert all(np.array_equal(x, y) for x, y in zip([dx, *rest], [skipped_dx, *skipped_rest]))
+    assert all(np.array_equal(dweights[key], skipped_dweights[key]) for key in dweights)
+
+
 def test_shape_mismatches_raise(rng):
     arrays, weights = split(make_sequence_inputs(rng))
     x, a, pa, h0, c0 = arrays

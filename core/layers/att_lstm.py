@@ -138,13 +138,14 @@ def _attention_tanh(pa, rec_att, u):
     return kernels.tanh(u, out=u)
 
 
-def att_lstm_backward(dh, dalpha, cache):
+def att_lstm_backward(dh, dalpha, cache, cells_gradient=True):
     """Backward of att_lstm_forward.
 
     Inputs: dh of shape (N, T, H) and dalpha of shape (N, T, R), the upstream gradients of the hidden states and
-    of the attention weights (both ignored past a row's length); cache.
-    Returns: dx of shape (N, T, W), da (N, R, C), dpa (N, R, A), dh0 (N, H), dc0 (N, H), and the dict of the
-    weights' gradients.
+    of the attention weights (both ignored past a row's length); cache; cells_gradient: False skips da, which a
+    model whose cells are data has no use for (an (N, R, T) @ (N, T, C) product and an (N, R, C) array).
+    Returns: dx of shape (N, T, W), da (N, R, C) or None, dpa (N, R, A), dh0 (N, H), dc0 (N, H), and the dict of
+    the weights' gradients.
     """
     x_packed, a, pa, h0, c0, weights, gates, buffers, pack = cache
     xp = namespace(dh, dalpha, gates)
@@ -175,8 +176,9 @@ def att_lstm_backward(dh, dalpha, cache):
                                                  "dpa": dpa[:n, ...], "dw_att": dw_att},
                        {name: array[:n, ...] for name, array in scratch.items()})
     dpa *= weights["w_att"]
-    # (N, T, R) -> (N, R, T); (N, R, T) @ (N, T, C) -> (N, R, C)
-    da = xp.permute_dims(pack.unpack(buffers["alpha"]), (0, 2, 1)) @ pack.unpack(dz)
+    da = None
+    if cells_gradient:  # (N, T, R) -> (N, R, T); (N, R, T) @ (N, T, C) -> (N, R, C)
+        da = xp.permute_dims(pack.unpack(buffers["alpha"]), (0, 2, 1)) @ pack.unpack(dz)
     dx, grads = _weight_gradients(drec, de, dw_att, x_packed, h0, buffers, weights, pack)
     return dx, da, pack.unsort_rows(dpa), pack.unsort_rows(dprev_h), pack.unsort_rows(dc), grads
 

@@ -216,9 +216,7 @@ def lstm_gates_forward(a, recurrent, prev_c, c, tanh_c, h):
     """
     H, kernels = c.shape[1], ops(namespace(a, recurrent, prev_c))
     a += recurrent
-    kernels.exp(a, out=a)
-    a += 1
-    kernels.divide(1, a, out=a)
+    kernels.sigmoid_negated(a, out=a)
     a[:, 3 * H:] *= 2
     a[:, 3 * H:] -= 1
     kernels.multiply(a[:, H:2 * H], prev_c, out=c)

@@ -200,7 +200,7 @@ class CaptioningAttLSTM(NumpyCaptioner):
             penalty, dalpha = doubly_stochastic_penalty(alpha, self._config.att_penalty)
             loss += penalty
 
-        dwords, _, dprojected, dh0, dc0, recurrent_grads = att_lstm_backward(dh, dalpha, cache)
+        dwords, _, dprojected, dh0, dc0, recurrent_grads = att_lstm_backward(dh, dalpha, cache, cells_gradient=False)
         grads.update(recurrent_grads)
         grads["W_embed"] = word_embedding_backward(dwords, embed_cache)
         D, A = grid.shape[2], dprojected.shape[2]
