@@ -68,8 +68,8 @@ def step_matmuls(cfg, sizes, scored, gate=True):
                              + 3 * 2 P W 4H                   (word part of the input: forward, dWx, dx)
                              + 3 * 2 P H K                    (recurrent product: forward, dh_{t-1}, dW_rec)
                              + 2 * 2 P R A                    (scores e = tanh(..) @ w_att; dw_att)
-                             + 2 * 2 P R D + 2 N R T D        (context z, its gradient to alpha; da, as the
-                                                               (N, R, T) @ (N, T, D) it is, padding included)
+                             + 2 * 2 P R D                    (context z, its gradient to alpha; the cells' own
+                                                               gradient is not computed: they are data)
                              + 3 * 2 P D 4H                   (context part of the input: forward, dWx, dz)
                              + 3 * 2 M H V                    (vocabulary scores: forward, dW_vocab, dh)
     """
@@ -81,8 +81,8 @@ def step_matmuls(cfg, sizes, scored, gate=True):
                + [(M, H, V)])
     backward = ([(M, V, H), (H, M, V)]
                 + [shape for n in reversed(sizes) for shape in ((n, 4 * H, D), (n, D, R), (n, K, H))]
-                + [(A, P * R, 1), (H, P, K), (W, P, 4 * H), (D, P, 4 * H), (P, 4 * H, W), (N * R, T, D),
-                   (D, N * R, A), (D, N, H), (D, N, H)])
+                + [(A, P * R, 1), (H, P, K), (W, P, 4 * H), (D, P, 4 * H), (P, 4 * H, W), (D, N * R, A),
+                   (D, N, H), (D, N, H)])
     return forward + backward
 
 
