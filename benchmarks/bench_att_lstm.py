@@ -75,7 +75,6 @@ def step_matmuls(cfg, sizes, scored, gate=True):
     """
     N, W, H, V, R, A = cfg.N, cfg.W, cfg.H, cfg.V, cfg.R, cfg.A
     D, K, P, M = cfg.C + 2, 4 * H + A + (1 if gate else 0), int(sum(sizes)), scored
-    T = len(sizes)
     forward = ([(N, D, H), (N, D, H), (N * R, D, A), (P, W, 4 * H)]
                + [shape for n in sizes for shape in ((n, H, K), (n * R, A, 1), (n, R, D), (n, D, 4 * H))]
                + [(M, H, V)])
