@@ -208,6 +208,8 @@ def test_ops_scatter_and_column_updates(backend):
     cells, vectors = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 4))
     product = kernels.batched_matvec(*arrays.to((cells, vectors)))
     assert_close(arrays.back(product), (cells @ vectors[:, :, None])[:, :, 0], "batched_matvec")
+    product = kernels.batched_matvec(*arrays.to((cells, vectors[0])))
+    assert_close(arrays.back(product), cells @ vectors[0], "batched_matvec, one vector")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

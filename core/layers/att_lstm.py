@@ -119,7 +119,7 @@ def _step_forward(prev_h, prev_c, a, pa, gates, W_rec, W_ctx, weights, out):
     rec = prev_h @ W_rec  # (n, H) @ (H, K) -> (n, K)
     out["rec_att"][...] = rec[:, 4 * H:4 * H + A]
     u = _attention_tanh(pa, out["rec_att"], out["u"])
-    scores = xp.reshape(xp.reshape(u, (-1, A)) @ weights["w_att"], (u.shape[0], -1))  # (n*R, A) @ (A,) -> (n, R)
+    scores = ops(xp).batched_matvec(u, weights["w_att"])  # (n, R, A) @ (A,) -> (n, R)
     out["alpha"][...] = softmax_cells(scores)
     out["z"][...] = (out["alpha"][:, None, :] @ a)[:, 0, :]  # (n, 1, R) @ (n, R, C) -> (n, 1, C) -> (n, C)
     z_in = out["z"]
