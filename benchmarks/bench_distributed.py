@@ -82,7 +82,7 @@ def synthetic_batch(batch_size, seed=0):
     return rng.standard_normal((batch_size, FEATURES)).astype(np.float32), captions
 
 
-def all_reduce_alone(sizes, group, count=5):
+def all_reduce_alone(sizes, group, count=30):
     """Seconds of one all-reduce of gradients of ``sizes`` (element counts), in the group's ``reduce_dtype``, all
     started at once and then waited for, as the step does, with nothing else computing; the median of ``count``."""
     import torch
