@@ -7,8 +7,9 @@ that nothing outside the standard slipped in. What the standard lacks is here, i
 preallocated arrays (numpy's, torch's and CuPy's ``out=``, an assignment elsewhere), the rows of a scatter-add
 (the embedding's backward), a subtraction at one column per row (the softmax loss's gradient), and the forms
 that run faster on one library than the plain one (tanh and the gates' sigmoid on torch's CPU tensors, batched
-matrix-vector products), taken everywhere but on numpy, which keeps the numpy-only layers' arithmetic. ``Backend``
-says where a model's arrays live; checkpoints hold numpy arrays whatever it is (``to_numpy``).
+matrix-vector products), taken where they pay and never on numpy, which keeps the numpy-only layers'
+arithmetic. ``Backend`` says where a model's arrays live; checkpoints hold numpy arrays whatever it is
+(``to_numpy``).
 """
 import contextlib
 import functools
